@@ -1,0 +1,143 @@
+"""The artifact's manifest.json: everything a runtime needs to know to serve, and to trust, an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ingot.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """A program input or output. Symbolic sizes are named (``"batch"``, ``"blocks"``)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+class ProgramSpec(_Strict):
+    """One compiled program and the shape range it accepts; the runtime checks calls against it."""
+
+    name: str
+    kind: Literal["prefill", "decode"]
+    file: str
+    batch: tuple[int, int]
+    tokens: tuple[int, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def accepts(self, batch: int, tokens: int) -> bool:
+        return self.batch[0] <= batch <= self.batch[1] and self.tokens[0] <= tokens <= self.tokens[1]
+
+
+class ModelInfo(_Strict):
+    name: str
+    family: str
+    architecture: str
+    source_kind: Literal["hf", "gguf"]
+    config: dict
+    source_sha256: dict[str, str]
+
+
+class KVCacheLayout(_Strict):
+    """kv_cache[layers, 2, num_blocks, block_size, kv_heads, head_dim]; block 0 is the padding block."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    block_size: int
+    dtype: str
+
+
+class Buckets(_Strict):
+    """The fixed shapes the runtime pads every step to, on every target."""
+
+    prefill_tokens: list[int]
+    decode_batch: list[int]
+    max_context: int
+
+
+class TokenizerInfo(_Strict):
+    directory: str
+    eos_token_ids: list[int]
+    bos_token_id: int | None
+    pad_token_id: int | None
+    has_chat_template: bool
+
+
+class WeightsInfo(_Strict):
+    file: str
+    aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
+
+
+class FileEntry(_Strict):
+    sha256: str
+    size: int
+
+
+class VerificationReport(_Strict):
+    reference: str
+    num_tokens: int
+    prefill_tokens: int
+    decode_steps: int
+    pcc: float
+    max_abs_error: float
+    top1_agreement: float
+    top5_agreement: float
+    min_pcc: float
+    min_top1: float
+    programs: dict[str, float]  # program name -> PCC of its logits against the reference
+    passed: bool
+
+
+class Manifest(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    key: str
+    target: str
+    created_at: str
+    model: ModelInfo
+    options: dict
+    toolchain: dict[str, str]
+    kv_cache: KVCacheLayout
+    buckets: Buckets
+    programs: list[ProgramSpec]
+    weights: WeightsInfo
+    tokenizer: TokenizerInfo
+    verification: VerificationReport | None = None
+    files: dict[str, FileEntry] = {}
+
+    def program(self, name: str) -> ProgramSpec:
+        return next(p for p in self.programs if p.name == name)
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST_NAME).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_NAME
+        if not path.is_file():
+            raise ArtifactError(f"{directory.name}: not an artifact (no {MANIFEST_NAME})")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"{directory.name}: unreadable {MANIFEST_NAME}: {error}") from error
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{directory.name}: manifest schema {version}, this ingot reads schema {SCHEMA_VERSION}: recompile"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ArtifactError(f"{directory.name}: invalid {MANIFEST_NAME}: {error.errors()[0]['msg']}") from error

@@ -1,0 +1,196 @@
+"""The `ingot` command. Errors end here: one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ingot import __version__
+from ingot.artifacts.store import ArtifactStore
+from ingot.errors import IngotError, OptionError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_compile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name (smollm2-135m), Hugging Face directory, or .gguf file")
+    parser.add_argument("--target", help="cpu (default), p150, n150, n300")
+    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32)")
+    parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
+    parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
+    parser.add_argument(
+        "--prefill-buckets", type=_int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
+    )
+
+
+def _options(args: argparse.Namespace):
+    from ingot.compile.options import CompileOptions
+
+    return CompileOptions.parse(
+        target=args.target,
+        max_batch=args.max_batch,
+        max_context=args.max_context,
+        block_size=args.block_size,
+        prefill_buckets=args.prefill_buckets,
+    )
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    from ingot.compile.pipeline import compile_model
+
+    start = time.perf_counter()
+    result = compile_model(args.model, _options(args), _store(args), quiet=args.quiet)
+    took = time.perf_counter() - start
+    if result.cache_hit:
+        out.print(f"cache hit: {result.key} (nothing to do, {took:.2f} s)")
+    else:
+        if not args.quiet and result.manifest.verification:
+            _print_verification(result.manifest.verification)
+        out.print(f"compiled {result.key} in {took:.1f} s")
+    out.print(str(result.path))
+
+
+def cmd_cache_key(args: argparse.Namespace) -> None:
+    from ingot.compile.pipeline import cache_key
+    from ingot.models.source import resolve_source
+
+    out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    artifacts = _store(args).list()
+    if not artifacts:
+        out.print("no artifacts")
+        return
+    table = Table("key", "model", "family", "target", "size", "created", "status", box=None)
+    for artifact in artifacts:
+        m = artifact.manifest
+        size = sum(f.size for f in m.files.values()) if m else 0
+        table.add_row(
+            artifact.key,
+            m.model.name if m else "?",
+            m.model.family if m else "?",
+            m.target if m else "?",
+            f"{size / 1e6:.1f} MB",
+            m.created_at if m else "?",
+            artifact.problem or "ok",
+        )
+    out.print(table)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from ingot.artifacts.manifest import Manifest
+
+    path = _store(args).resolve(args.artifact)
+    manifest = Manifest.read(path)
+    if args.json:
+        print(manifest.model_dump_json(indent=2))
+        return
+    m = manifest.model
+    out.print(f"[bold]{manifest.key}[/bold]  {path}")
+    out.print(f"model     {m.name} ({m.architecture}, from {m.source_kind})")
+    out.print(f"target    {manifest.target}")
+    out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
+    out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+    out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
+    programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
+    for p in manifest.programs:
+        shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in p.inputs)
+        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens), shapes, p.file)
+    out.print(programs)
+    if manifest.verification:
+        _print_verification(manifest.verification)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from ingot.compile.reverify import reverify
+
+    path = _store(args).resolve(args.artifact)
+    report = reverify(path)
+    _print_verification(report)
+    if not report.passed:
+        raise IngotError("verification failed")
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    removed = _store(args).gc(everything=args.all)
+    for path in removed:
+        out.print(f"removed {path}")
+    out.print(f"{len(removed)} removed")
+
+
+def _range(bounds: tuple[int, int]) -> str:
+    return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}..{bounds[1]}"
+
+
+def _print_verification(report) -> None:
+    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
+    table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", f">= {report.min_top1:.0%}")
+    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", "")
+    for name, value in report.programs.items():
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}")
+    table.add_row("tokens", f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)", "")
+    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+    out.print(table)
+
+
+def _store(args: argparse.Namespace) -> ArtifactStore:
+    return ArtifactStore.open(args.cache_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingot", description="Compile models ahead of time and serve them.")
+    parser.add_argument("--version", action="version", version=f"ingot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("compile", cmd_compile, "compile a model into a verified artifact (a cache hit does nothing)")
+    _add_compile_options(sub)
+    sub.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
+    _add_compile_options(command("cache-key", cmd_cache_key, "print the artifact key without compiling"))
+    command("ls", cmd_ls, "list cached artifacts")
+    sub = command("inspect", cmd_inspect, "show an artifact's manifest")
+    sub.add_argument("artifact", help="key, key prefix, or path")
+    sub.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    sub = command("verify", cmd_verify, "check an artifact's files and re-run its accuracy check")
+    sub.add_argument("artifact", help="key, key prefix, or path")
+    sub = command("gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load")
+    sub.add_argument("--all", action="store_true", help="remove every artifact")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except IngotError as error:
+        err.print(f"error: {error}", markup=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

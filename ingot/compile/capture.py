@@ -1,0 +1,78 @@
+"""Capture a model step as a torch.export program for one ProgramPlan."""
+
+from __future__ import annotations
+
+import torch
+from torch.export import Dim, ExportedProgram
+
+from ingot.artifacts.manifest import KVCacheLayout, TensorSpec
+from ingot.compile.step_module import CausalLMStep
+from ingot.compile.targets import ProgramPlan
+
+# The number of cache blocks is chosen at serve time (--kv-cache-gb), so it is always dynamic.
+MAX_CACHE_BLOCKS = 1 << 22
+
+
+def _example(low: int, high: int, avoid: set[int]) -> int:
+    """An example size inside [low, high] that export will not specialise on (0, 1, or another dim's size)."""
+    if low == high:
+        return low
+    for value in range(max(low, 2), high + 1):
+        if value not in avoid:
+            return value
+    return high
+
+
+def _dim(name: str, low: int, high: int) -> Dim | None:
+    return None if low == high else Dim(name, min=low, max=high)
+
+
+def capture_program(
+    step: CausalLMStep, plan: ProgramPlan, layout: KVCacheLayout, max_blocks: int
+) -> tuple[ExportedProgram, list[TensorSpec], list[TensorSpec]]:
+    """Export ``step`` for ``plan``; returns the program and its input and output signatures."""
+    batch = _example(*plan.batch, avoid=set())
+    tokens = _example(*plan.tokens, avoid={batch})
+    blocks = _example(1, max_blocks, avoid={batch, tokens})
+    num_blocks = _example(2, MAX_CACHE_BLOCKS, avoid={batch, tokens, blocks})
+    long = dict(dtype=torch.long)
+    # Distinct tensors: export treats one tensor passed twice as one input.
+    example = {
+        "input_ids": torch.zeros(batch, tokens, **long),
+        "position_ids": torch.zeros(batch, tokens, **long),
+        "slot_mapping": torch.zeros(batch, tokens, **long),
+        "block_tables": torch.zeros(batch, blocks, **long),
+        "logits_index": torch.zeros(batch, **long),
+        "kv_cache": torch.zeros(
+            layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim
+        ),
+    }
+    b, t = _dim("batch", *plan.batch), _dim("tokens", *plan.tokens)
+    nb = Dim("blocks", min=1, max=max_blocks)
+    dynamic = {
+        "input_ids": {0: b, 1: t},
+        "position_ids": {0: b, 1: t},
+        "slot_mapping": {0: b, 1: t},
+        "block_tables": {0: b, 1: nb},
+        "logits_index": {0: b},
+        "kv_cache": {2: Dim("num_blocks", min=2, max=MAX_CACHE_BLOCKS)},
+    }
+    dynamic = {name: {axis: d for axis, d in axes.items() if d is not None} for name, axes in dynamic.items()}
+    with torch.no_grad():
+        exported = torch.export.export(step, tuple(example.values()), dynamic_shapes=dynamic)
+
+    B = "batch" if b is not None else batch
+    T = "tokens" if t is not None else tokens
+    cache_shape = [layout.num_layers, 2, "num_blocks", layout.block_size, layout.num_kv_heads, layout.head_dim]
+    dtypes = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in example.items()}
+    shapes = {
+        "input_ids": [B, T],
+        "position_ids": [B, T],
+        "slot_mapping": [B, T],
+        "block_tables": [B, "blocks"],
+        "logits_index": [B],
+        "kv_cache": cache_shape,
+    }
+    inputs = [TensorSpec(name=name, dtype=dtypes[name], shape=shape) for name, shape in shapes.items()]
+    outputs = [TensorSpec(name="logits", dtype=dtypes["kv_cache"], shape=[B, step.model.lm_head.out_features])]
+    return exported, inputs, outputs

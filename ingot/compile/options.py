@@ -1,0 +1,86 @@
+"""Compile options: what a user may choose, validated once, and the shape buckets they imply."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingot.errors import OptionError
+
+TARGETS = ("cpu", "p150", "n150", "n300")
+
+
+def _powers_of_two(low: int, high: int) -> list[int]:
+    values, value = [], low
+    while value < high:
+        values.append(value)
+        value *= 2
+    return values + [high]
+
+
+class CompileOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = "cpu"
+    max_batch: int = Field(32, ge=1, le=256)
+    max_context: int = Field(2048, ge=64, le=131072)
+    block_size: int = 16
+    prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+    dtype: str = "float32"
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if value not in TARGETS:
+            raise ValueError(f"unknown target {value!r}; targets: {', '.join(TARGETS)}")
+        return value
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int) -> int:
+        if value not in (8, 16, 32, 64, 128):
+            raise ValueError("block size must be one of 8, 16, 32, 64, 128")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value != "float32":
+            raise ValueError("only float32 is supported on the cpu target")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_buckets(cls, values: dict) -> dict:
+        if not values.get("prefill_buckets"):
+            max_context = values.get("max_context", cls.model_fields["max_context"].default)
+            if isinstance(max_context, int):
+                values = {**values, "prefill_buckets": tuple(_powers_of_two(16, min(512, max(max_context, 16))))}
+        return values
+
+    @model_validator(mode="after")
+    def _buckets(self) -> CompileOptions:
+        buckets = self.prefill_buckets
+        if list(buckets) != sorted(set(buckets)) or buckets[0] < 2:
+            raise ValueError("prefill buckets must be increasing token counts of at least 2")
+        if buckets[-1] > self.max_context:
+            raise ValueError(f"prefill bucket {buckets[-1]} exceeds max context {self.max_context}")
+        return self
+
+    @property
+    def decode_batches(self) -> list[int]:
+        return _powers_of_two(1, self.max_batch) if self.max_batch > 1 else [1]
+
+    @property
+    def max_blocks_per_sequence(self) -> int:
+        return -(-self.max_context // self.block_size)
+
+    @classmethod
+    def parse(cls, **values: object) -> CompileOptions:
+        """Build from user input; a bad value is an OptionError naming the option."""
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            message = first["msg"].removeprefix("Value error, ")
+            raise OptionError(f"--{where.replace('_', '-')}: {message}" if first["loc"] else message) from error

@@ -1,0 +1,74 @@
+"""ingot's paged KV-cache attention, injected into transformers' own modeling code.
+
+transformers passes unknown keyword arguments of the model's forward down to the attention
+function, so the per-step paging tensors reach every layer without a rewrite of the model.
+The cache is one tensor ``kv_cache[layer, k|v, block, slot_in_block, kv_head, head_dim]``.
+
+Every program, prefill or decode, is the same computation:
+1. write this step's keys and values into the cache at ``slot_mapping``;
+2. gather each sequence's context blocks through its ``block_table`` (its width is the
+   program's dynamic dimension, so the cost follows the real context length of the batch);
+3. attend causally by ``position_ids``: key slot ``j`` holds position ``j`` of the sequence, so a query
+   at position ``p`` sees keys ``j <= p``. Padding blocks and padded tokens fall outside that
+   mask by construction, and key 0 is always visible, so no row is ever fully masked.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
+
+ATTENTION_NAME = "ingot_paged"
+
+
+def paged_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    position_ids: torch.Tensor,
+    scaling: float | None = None,
+    **_: object,
+) -> tuple[torch.Tensor, None]:
+    """query [B, Hq, N, D], key/value [B, Hkv, N, D] -> output [B, N, Hq, D]."""
+    batch, num_heads, num_tokens, head_dim = query.shape
+    num_kv_heads = key.shape[1]
+    group = num_heads // num_kv_heads
+    layer_cache = kv_cache[module.layer_idx]
+    block_size = layer_cache.shape[2]
+
+    slots = slot_mapping.reshape(-1)
+    for cache, new in ((layer_cache[0], key), (layer_cache[1], value)):
+        flat = cache.view(-1, num_kv_heads, head_dim)
+        flat.index_copy_(0, slots, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim))
+
+    context_len = block_tables.shape[1] * block_size
+    # [B, nb, bs, Hkv, D] -> [B, Hkv, T, D]
+    keys = layer_cache[0][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
+    values = layer_cache[1][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
+
+    # Grouped-query attention without repeating the cache: [B, Hkv, group, N, D] against [B, Hkv, 1, T, D].
+    q = query.unflatten(1, (num_kv_heads, group))
+    scale = scaling if scaling is not None else head_dim**-0.5
+    scores = torch.matmul(q, keys.unsqueeze(2).transpose(-1, -2)) * scale
+    key_positions = torch.arange(context_len, device=query.device)
+    visible = key_positions.view(1, 1, 1, 1, -1) <= position_ids.reshape(batch, 1, 1, num_tokens, 1)
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    out = torch.matmul(probs, values.unsqueeze(2)).flatten(1, 2)
+    return out.transpose(1, 2), None
+
+
+def _no_mask(*_: object, **__: object) -> None:
+    """The attention above builds its own mask from positions; the model must not build one."""
+    return None
+
+
+def register() -> None:
+    AttentionInterface.register(ATTENTION_NAME, paged_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, _no_mask)

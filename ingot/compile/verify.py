@@ -1,0 +1,106 @@
+"""Verification: the compiled programs against the float32 eager transformers model, teacher-forced.
+
+The reference runs the whole text in one forward pass. The artifact runs it the way serving does:
+a prefill chunk, then one decode step per token on the paged cache, then a full decode batch of
+sequences of mixed lengths. PCC, max abs error and top-1/top-5 agreement compare the logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ingot.artifacts.manifest import Manifest, VerificationReport
+from ingot.runtime.model_runner import ModelRunner
+
+TEXT = (Path(__file__).parent / "verify_text.txt").read_text()
+NUM_TOKENS = 320
+PREFILL_TOKENS = 32
+BATCH_DECODE_STEPS = 4
+
+
+def pcc(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two tensors, flattened: Tenstorrent's accuracy measure."""
+    stacked = torch.stack([a.flatten().double(), b.flatten().double()])
+    return float(torch.corrcoef(stacked)[0, 1])
+
+
+def verify_artifact(
+    directory: Path,
+    manifest: Manifest,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    min_pcc: float,
+    min_top1: float,
+) -> VerificationReport:
+    tokens = tokenizer(TEXT, add_special_tokens=False).input_ids
+    tokens = tokens[: min(NUM_TOKENS, manifest.buckets.max_context)]
+    with torch.no_grad():
+        expected = reference(torch.tensor([tokens])).logits[0].float()
+
+    block_size = manifest.kv_cache.block_size
+    blocks_per_sequence = -(-len(tokens) // block_size)
+    max_batch = manifest.buckets.decode_batch[-1]
+    runner = ModelRunner(directory, manifest, num_blocks=1 + max_batch * blocks_per_sequence)
+
+    def block_table(sequence: int) -> list[int]:
+        first = 1 + sequence * blocks_per_sequence
+        return list(range(first, first + blocks_per_sequence))
+
+    # Sequence 0 alone: one prefill chunk, then teacher-forced decode to the end of the text.
+    prefill_tokens = min(PREFILL_TOKENS, manifest.buckets.prefill_tokens[-1], len(tokens) // 2)
+    table = block_table(0)
+    rows = [_prefill(runner, tokens[:prefill_tokens], table)]
+    for position in range(prefill_tokens, len(tokens)):
+        rows.append(runner.decode([tokens[position]], [position], [table])[0])
+    actual = torch.stack(rows)
+    compared = expected[prefill_tokens - 1 :]
+
+    programs = {"prefill": pcc(actual[0], compared[0]), "decode": pcc(actual[1:], compared[1:])}
+    if max_batch > 1:
+        programs[f"decode (batch {max_batch})"] = _batch_decode_pcc(runner, tokens, expected, block_table, max_batch)
+
+    top1 = actual.argmax(-1) == compared.argmax(-1)
+    top5 = (actual.topk(5, dim=-1).indices == compared.argmax(-1, keepdim=True)).any(-1)
+    report = dict(
+        pcc=pcc(actual, compared),
+        max_abs_error=float((actual - compared).abs().max()),
+        top1_agreement=float(top1.float().mean()),
+        top5_agreement=float(top5.float().mean()),
+    )
+    passed = report["pcc"] >= min_pcc and report["top1_agreement"] >= min_top1 and min(programs.values()) >= min_pcc
+    return VerificationReport(
+        reference="transformers eager float32",
+        num_tokens=len(tokens),
+        prefill_tokens=prefill_tokens,
+        decode_steps=len(tokens) - prefill_tokens,
+        min_pcc=min_pcc,
+        min_top1=min_top1,
+        programs=programs,
+        passed=passed,
+        **report,
+    )
+
+
+def _batch_decode_pcc(runner: ModelRunner, tokens: list[int], expected: torch.Tensor, block_table, batch: int) -> float:
+    """A full decode batch of sequences of different lengths (each a prefix of the text)."""
+    lengths = [min(PREFILL_TOKENS // 2 + 3 * i, len(tokens) - BATCH_DECODE_STEPS) for i in range(batch)]
+    for sequence, length in enumerate(lengths):
+        _prefill(runner, tokens[:length], block_table(sequence))
+    actual, wanted = [], []
+    tables = [block_table(s) for s in range(batch)]
+    for step in range(BATCH_DECODE_STEPS):
+        positions = [length + step for length in lengths]
+        actual.append(runner.decode([tokens[p] for p in positions], positions, tables))
+        wanted.append(expected[positions])
+    return pcc(torch.stack(actual), torch.stack(wanted))
+
+
+def _prefill(runner: ModelRunner, tokens: list[int], table: list[int]) -> torch.Tensor:
+    """Prefill in chunks of the largest bucket, as the scheduler does; returns the last logits."""
+    chunk = runner.manifest.buckets.prefill_tokens[-1]
+    for start in range(0, len(tokens), chunk):
+        logits = runner.prefill(tokens[start : start + chunk], start, table)
+    return logits

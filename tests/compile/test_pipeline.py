@@ -1,0 +1,84 @@
+import pytest
+
+from ingot.compile.options import CompileOptions
+from ingot.compile.pipeline import cache_key, compile_model
+from ingot.models.source import resolve_source
+from tests.conftest import TINY_OPTIONS
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_each_family_compiles_and_matches_the_float32_reference(compiled, family):
+    result = compiled(family)
+    report = result.manifest.verification
+    assert report.passed
+    assert report.pcc >= 0.9999
+    assert report.top1_agreement >= 0.99
+    assert report.num_tokens >= 256
+    assert set(report.programs) == {"prefill", "decode", "decode (batch 4)"}
+    assert all(value >= 0.9999 for value in report.programs.values())
+
+
+def test_artifact_holds_everything_serving_needs(compiled):
+    result = compiled("llama")
+    manifest = result.manifest
+    files = set(manifest.files)
+    assert {"weights.safetensors", "programs/prefill.pt2", "programs/decode.pt2"} <= files
+    assert any(name.startswith("tokenizer/") for name in files)
+    assert not any(name.endswith((".bin", ".pkl", ".pt")) for name in files)
+    assert manifest.tokenizer.eos_token_ids == [2]
+    assert manifest.tokenizer.has_chat_template
+    assert manifest.model.family == "llama" and manifest.model.config["num_hidden_layers"] == 2
+    assert set(manifest.toolchain) >= {"ingot", "torch", "transformers"}
+    assert manifest.buckets.prefill_tokens == [16, 32, 64] and manifest.buckets.decode_batch == [1, 2, 4]
+    decode = manifest.program("decode")
+    assert decode.batch == (1, 4) and decode.tokens == (1, 1)
+    assert [t.name for t in decode.inputs][-1] == "kv_cache"
+
+
+def test_tied_embeddings_are_stored_once(compiled):
+    weights = compiled("llama").manifest.weights  # the tiny llama ties lm_head to the embedding
+    assert weights.aliases == {"model.lm_head.weight": "model.model.embed_tokens.weight"}
+    assert compiled("qwen2").manifest.weights.aliases == {}  # untied
+
+
+def test_second_compile_is_a_cache_hit_that_does_no_work(compiled, tiny_model, session_store):
+    first = compiled("llama")
+    before = {p: p.stat().st_mtime_ns for p in first.path.rglob("*")}
+    again = compile_model(str(tiny_model("llama")), CompileOptions.parse(**TINY_OPTIONS), session_store, quiet=True)
+    assert again.cache_hit and again.key == first.key
+    assert {p: p.stat().st_mtime_ns for p in first.path.rglob("*")} == before
+
+
+def _key(path, **options):
+    return cache_key(resolve_source(str(path)).digests(), CompileOptions.parse(**{**TINY_OPTIONS, **options}))
+
+
+def test_cache_key_changes_with_every_input(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    original = tiny_model("llama")
+    base = _key(original)
+    assert _key(original) == base  # stable
+
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    assert _key(copy) == base  # content-addressed: the path does not matter
+
+    for name, edit in [
+        ("config.json", lambda text: text.replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')),
+        ("tokenizer_config.json", lambda text: text.replace("<|im_end|>", "<|endoftext|>", 1)),
+    ]:
+        changed = tmp_path / name
+        shutil.copytree(original, changed)
+        (changed / name).write_text(edit((changed / name).read_text()))
+        assert _key(changed) != base, name
+
+    other_weights = tiny_model("llama", seed=1)
+    assert _key(other_weights) != base
+    assert _key(original, max_batch=8) != base
+    assert _key(original, max_context=512) != base
+    assert _key(original, block_size=32) != base
+    assert _key(original, prefill_buckets=(16, 64)) != base
+
+    monkeypatch.setattr("ingot.compile.pipeline.toolchain_versions", lambda: {"torch": "9.9"})
+    assert _key(original) != base

@@ -1,0 +1,70 @@
+"""Shared fixtures. Compiling is the slow part of the suite, so each tiny family is compiled once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingot.artifacts.store import ArtifactStore
+from ingot.compile.options import CompileOptions
+from tests.tiny_models import make_tiny_model
+
+# Small shapes keep compiles quick; 256 tokens of context is what verification needs.
+TINY_OPTIONS = dict(max_batch=4, max_context=256, prefill_buckets=(16, 32, 64))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(models_dir: Path):
+    """tiny_model(family, seed=0) -> path of a tiny random HF model directory (made once per session)."""
+
+    def make(family: str, seed: int = 0) -> Path:
+        path = models_dir / f"{family}-{seed}"
+        if not path.exists():
+            make_tiny_model(family, path, seed=seed)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
+    return ArtifactStore(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def compiled(tiny_model, session_store: ArtifactStore):
+    """compiled(family) -> CompileResult of that tiny family, compiled once per session."""
+    from ingot.compile.pipeline import compile_model
+
+    results = {}
+
+    def get(family: str):
+        if family not in results:
+            options = CompileOptions.parse(**TINY_OPTIONS)
+            results[family] = compile_model(str(tiny_model(family)), options, session_store, quiet=True)
+        return results[family]
+
+    return get
+
+
+def run_cli(*args: str, cache_dir: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `ingot` entry point as a user would."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["INGOT_CACHE_DIR"] = str(cache_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "ingot.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def tiny_cli_options() -> list[str]:
+    return ["--max-batch", "4", "--max-context", "256", "--prefill-buckets", "16,32,64"]

@@ -1,0 +1,136 @@
+"""The `ingot` command as a user runs it: exit codes, one-line errors, and the cache behaviour."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import run_cli, tiny_cli_options
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_compile_missing_path(tmp_path):
+    assert_one_line_error(run_cli("compile", str(tmp_path / "nope"), cache_dir=tmp_path), "no such file or directory")
+
+
+def test_compile_bad_option(tiny_model, tmp_path):
+    result = run_cli("compile", str(tiny_model("llama")), "--max-batch", "0", cache_dir=tmp_path)
+    assert_one_line_error(result, "--max-batch")
+
+
+def test_compile_unknown_target(tiny_model, tmp_path):
+    assert_one_line_error(run_cli("compile", str(tiny_model("llama")), "--target", "tpu", cache_dir=tmp_path), "tpu")
+
+
+def test_compile_unknown_architecture(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64)).save_pretrained(tmp_path / "gpt2")
+    result = run_cli("compile", str(tmp_path / "gpt2"), cache_dir=tmp_path)
+    assert_one_line_error(result, "unsupported architecture GPT2LMHeadModel")
+
+
+def test_compile_corrupt_weights(tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model("llama"), broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert_one_line_error(run_cli("compile", str(broken), cache_dir=tmp_path), "cannot read the weights")
+
+
+def test_compile_context_beyond_the_model(tiny_model, tmp_path):
+    result = run_cli("compile", str(tiny_model("llama")), "--max-context", "4096", cache_dir=tmp_path)
+    assert_one_line_error(result, "exceeds the model's 1024 positions")
+
+
+def test_inspect_unknown_key(tmp_path):
+    assert_one_line_error(run_cli("inspect", "0123abc", cache_dir=tmp_path), "no such artifact")
+
+
+def test_cache_key_matches_compile_and_a_hit_imports_no_torch(compiled, tiny_model, session_store):
+    result = compiled("llama")
+    key = run_cli("cache-key", str(tiny_model("llama")), *tiny_cli_options(), cache_dir=session_store.root)
+    assert key.returncode == 0 and key.stdout.strip() == result.key
+    code = (
+        "import sys; from ingot.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'a cache hit imported torch'; sys.exit(rc)"
+    )
+    env = dict(os.environ, INGOT_CACHE_DIR=str(session_store.root))
+    hit = subprocess.run(
+        [sys.executable, "-c", code, "compile", str(tiny_model("llama")), *tiny_cli_options()],
+        capture_output=True, text=True, env=env,
+    )
+    assert hit.returncode == 0, hit.stderr
+    assert f"cache hit: {result.key}" in hit.stdout
+
+
+def test_ls_inspect_and_verify(compiled, session_store):
+    result = compiled("qwen3")
+    listing = run_cli("ls", cache_dir=session_store.root)
+    assert listing.returncode == 0 and result.key[:12] in listing.stdout
+    inspect = run_cli("inspect", result.key[:10], cache_dir=session_store.root)
+    assert inspect.returncode == 0
+    assert "Qwen3ForCausalLM" in inspect.stdout and "decode" in inspect.stdout and "passed" in inspect.stdout
+    verify = run_cli("verify", result.key, cache_dir=session_store.root)
+    assert verify.returncode == 0, verify.stderr
+    assert "passed" in verify.stdout and "top-1 agreement" in verify.stdout
+
+
+def test_verify_refuses_a_tampered_artifact(compiled, tmp_path):
+    copy = tmp_path / "artifact"
+    shutil.copytree(compiled("llama").path, copy)
+    with open(copy / "programs" / "prefill.pt2", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    assert_one_line_error(run_cli("verify", str(copy), cache_dir=tmp_path), "does not match its sha256")
+
+
+def test_two_concurrent_compiles_make_one_artifact(tiny_model, tmp_path):
+    model = str(tiny_model("llama", seed=7))
+    env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
+    command = [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in "ab"]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    stdout = [out for out, _ in outputs]
+    assert sum("compiled " in out for out in stdout) == 1
+    assert sum("cache hit" in out for out in stdout) == 1
+    assert len(list((tmp_path / "artifacts").iterdir())) == 1
+    assert list((tmp_path / "building").iterdir()) == []
+
+
+def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):
+    model = str(tiny_model("llama", seed=8))
+    env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    building = tmp_path / "building"
+    deadline = time.monotonic() + 120
+    while not (building.is_dir() and any(building.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # let it write into the build directory
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(building.iterdir()), "the compile never started building"
+    assert not (tmp_path / "artifacts").exists() or list((tmp_path / "artifacts").iterdir()) == []
+    gc = run_cli("gc", cache_dir=tmp_path)
+    assert gc.returncode == 0 and "1 removed" in gc.stdout
+    assert list(building.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["compile"], ["inspect"], ["bogus"]])
+def test_usage_errors_exit_non_zero(command, tmp_path):
+    result = run_cli(*command, cache_dir=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -1,0 +1,80 @@
+"""Tiny random-weight Llama, Qwen2 and Qwen3 models with a real byte-level BPE tokenizer, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TRAINING_TEXT = [
+    "The quick brown fox jumps over the lazy dog. Compilers turn programs into fast code.",
+    "Héllo wörld! Ünïcode: 日本語のテキスト, emoji 🦊🚀, and Ελληνικά letters.",
+    "def main():\n    return sum(i * i for i in range(10))\n",
+] * 20
+
+VOCAB_SIZE = 384
+COMMON = dict(
+    vocab_size=VOCAB_SIZE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    bos_token_id=None,
+    eos_token_id=2,
+    pad_token_id=0,
+    initializer_range=0.1,  # wider than the default, so greedy choices are well separated
+)
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True)),
+    "llama-untied": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=False)),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=16)),
+}
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def make_tiny_model(family: str, path: Path, seed: int = 0) -> Path:
+    """Write a tiny random model of ``family`` as a Hugging Face directory at ``path``."""
+    config_cls, model_cls, extra = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**COMMON, **extra))
+    model.save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    GenerationConfig(eos_token_id=2, pad_token_id=0).save_pretrained(path)
+    return path
