@@ -40,13 +40,17 @@ def paged_attention(
     batch, num_heads, num_tokens, head_dim = query.shape
     num_kv_heads = key.shape[1]
     group = num_heads // num_kv_heads
-    layer_cache = kv_cache[module.layer_idx]
-    block_size = layer_cache.shape[2]
+    block_size = kv_cache.shape[3]
 
+    # Index the cache itself, not a view of it: a write through a view is captured as a copy of the
+    # whole cache, while a direct indexed write compiles to an in-place scatter of just these slots.
     slots = slot_mapping.reshape(-1)
-    for cache, new in ((layer_cache[0], key), (layer_cache[1], value)):
-        flat = cache.view(-1, num_kv_heads, head_dim)
-        flat.index_copy_(0, slots, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim))
+    layer = torch.full_like(slots, module.layer_idx)
+    blocks, offsets = slots // block_size, slots % block_size
+    for kind, new in enumerate((key, value)):
+        where = (layer, torch.full_like(slots, kind), blocks, offsets)
+        kv_cache.index_put_(where, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim))
+    layer_cache = kv_cache[module.layer_idx]
 
     context_len = block_tables.shape[1] * block_size
     # [B, nb, bs, Hkv, D] -> [B, Hkv, T, D]
