@@ -31,3 +31,33 @@ class ArtifactError(IngotError):
 
 class ProgramShapeError(IngotError):
     """A call outside a compiled program's shapes. Compiled code does not bounds-check, so it is refused first."""
+
+
+class SamplingParamsError(IngotError):
+    """A request's sampling parameter is out of range. `param` names it, so the server can answer HTTP 400 with it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RequestError(IngotError):
+    """A request the engine cannot take as given (an empty prompt, a token id outside the vocabulary)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthError(RequestError):
+    """The prompt plus max_tokens does not fit the artifact's context."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+        super().__init__(
+            f"this model's maximum context length is {max_context} tokens; the prompt has {prompt_tokens} tokens "
+            f"and max_tokens asks for {max_tokens} more",
+            param="max_tokens",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.max_context = max_context

@@ -1,0 +1,358 @@
+"""The engine: requests in, streamed text out, with one background thread running the step loop.
+
+Callers (the server's event loop, or ``generate``) only enqueue commands and read outputs; the
+scheduler, the KV cache and the model are touched by the engine thread alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence as Seq
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from ingot.artifacts.integrity import check_artifact
+from ingot.artifacts.manifest import KVCacheLayout, Manifest
+from ingot.artifacts.store import ArtifactStore
+from ingot.errors import ContextLengthError, RequestError
+from ingot.runtime.block_manager import BlockManager
+from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from ingot.runtime.model_runner import ModelRunner
+from ingot.runtime.outputs import Completion, RequestMetrics, RequestOutput
+from ingot.runtime.sampler import SampledToken, Sampler, SampleRequest, make_generator
+from ingot.runtime.sampling_params import SamplingParams
+from ingot.runtime.scheduler import ScheduledStep, Scheduler
+from ingot.runtime.sequence import Sequence
+
+log = logging.getLogger("ingot.engine")
+
+DEFAULT_KV_CACHE_GB = 1.0
+Sink = Callable[[RequestOutput], None]
+
+
+def kv_block_bytes(layout: KVCacheLayout) -> int:
+    itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}[layout.dtype]
+    return 2 * layout.num_layers * layout.block_size * layout.num_kv_heads * layout.head_dim * itemsize
+
+
+@dataclass
+class EngineStats:
+    """A snapshot of the counters the server exports (vLLM's metric names map onto these)."""
+
+    num_running: int
+    num_waiting: int
+    kv_blocks_used: int
+    kv_blocks_total: int
+    prefix_query_tokens: int
+    prefix_hit_tokens: int
+    num_preemptions: int
+    prompt_tokens: int
+    generation_tokens: int
+
+
+@dataclass(eq=False)
+class _Request:
+    seq: Sequence
+    sink: Sink
+    detokenizer: IncrementalDetokenizer
+    stop: StopStringMatcher
+    eos_token_ids: frozenset[int]
+    generator: object
+    token_times: list[float] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self, directory: Path, manifest: Manifest, kv_cache_gb: float | None = None, num_blocks: int | None = None
+    ) -> None:
+        self.manifest = manifest
+        self.model_name = manifest.model.name
+        self.max_context = manifest.buckets.max_context
+        self.tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
+        if num_blocks is None:
+            budget = (kv_cache_gb or DEFAULT_KV_CACHE_GB) * 2**30
+            num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))
+        needed = -(-self.max_context // manifest.kv_cache.block_size) + 1
+        if num_blocks < needed:
+            raise RequestError(f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence")
+        self.runner = ModelRunner(directory, manifest, num_blocks)
+        self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
+        self.scheduler = Scheduler(
+            self.blocks, max_batch=manifest.buckets.decode_batch[-1], max_prefill_tokens=manifest.buckets.prefill_tokens[-1]
+        )
+        self.sampler = Sampler()
+        self.eos_token_ids = frozenset(manifest.tokenizer.eos_token_ids)
+        self.requests: dict[str, _Request] = {}
+        self._commands: deque[Callable[[], None]] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        log.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB), %d tokens in all",
+            num_blocks, self.blocks.block_size, num_blocks * kv_block_bytes(manifest.kv_cache) / 2**30,
+            self.blocks.capacity * self.blocks.block_size,
+        )
+
+    @classmethod
+    def from_artifact(cls, key_or_path: str, cache_dir: str | None = None, **kwargs: object) -> Engine:
+        path = ArtifactStore.open(cache_dir).resolve(key_or_path)
+        return cls(path, check_artifact(path), **kwargs)
+
+    # --- requests (any thread) -------------------------------------------------------------
+
+    def tokenize(self, prompt: str | Seq[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = list(prompt)
+        vocab = self.runner.vocab_size
+        if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+            raise RequestError(f"prompt token ids must be integers in [0, {vocab})", param="prompt")
+        return ids
+
+    def add_request(
+        self, prompt: str | Seq[int], params: SamplingParams, sink: Sink, request_id: str | None = None
+    ) -> str:
+        """Queue a request; ``sink`` receives its outputs on the engine thread. Invalid requests raise here."""
+        token_ids = self.tokenize(prompt)
+        if not token_ids:
+            raise RequestError("the prompt is empty", param="prompt")
+        if len(token_ids) + params.max_tokens > self.max_context:
+            raise ContextLengthError(len(token_ids), params.max_tokens, self.max_context)
+        params.validate_vocab(self.runner.vocab_size)
+        request_id = request_id or uuid.uuid4().hex
+        request = _Request(
+            seq=Sequence(request_id, token_ids, params),
+            sink=sink,
+            detokenizer=IncrementalDetokenizer(self.tokenizer, token_ids, params.skip_special_tokens),
+            stop=StopStringMatcher(params.stop),
+            eos_token_ids=frozenset() if params.ignore_eos else self.eos_token_ids,
+            generator=make_generator(params.seed),
+        )
+        self._submit(lambda: self._admit(request))
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        self._submit(lambda: self._abort(request_id))
+
+    async def stream(
+        self, prompt: str | Seq[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """Outputs of one request as they come; closing the iterator early aborts the request."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+
+        def sink(output: RequestOutput) -> None:
+            if not loop.is_closed():  # the consumer may be gone already (an aborted stream)
+                loop.call_soon_threadsafe(queue.put_nowait, output)
+
+        request_id = self.add_request(prompt, params, sink, request_id)
+        finished = False
+        try:
+            while not finished:
+                output = await queue.get()
+                finished = output.finished
+                yield output
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def generate(self, prompts: Seq[str | Seq[int]], params: SamplingParams | Seq[SamplingParams]) -> list[Completion]:
+        """Offline batch generation: all prompts run together; returns when every one has finished."""
+        params_list = list(params) if isinstance(params, Seq) else [params] * len(prompts)
+        done = threading.Event()
+        collected: dict[str, list[RequestOutput]] = {}
+        remaining = [len(prompts)]
+
+        def sink(output: RequestOutput) -> None:
+            collected.setdefault(output.request_id, []).append(output)
+            if output.finished:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        ids = [self.add_request(p, sp, sink) for p, sp in zip(prompts, params_list)]
+        done.wait()
+        return [_completion(rid, collected[rid]) for rid in ids]
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            kv_blocks_used=self.blocks.num_used,
+            kv_blocks_total=self.blocks.capacity,
+            prefix_query_tokens=self.blocks.prefix_query_tokens,
+            prefix_hit_tokens=self.blocks.prefix_hit_tokens,
+            num_preemptions=self.scheduler.num_preemptions,
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=self.generation_tokens,
+        )
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="ingot-engine", daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        self.start()
+        with self._wake:
+            self._commands.append(command)
+            self._wake.notify()
+
+    # --- the engine thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._commands or self.scheduler.has_work() or self._stopping):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                commands = list(self._commands)
+                self._commands.clear()
+            try:
+                for command in commands:
+                    command()
+                self.step()
+            except Exception:  # a bug, not a request's fault: fail the running requests, keep serving
+                log.exception("engine step failed")
+                for request_id in list(self.requests):
+                    self._abort(request_id)
+
+    def _admit(self, request: _Request) -> None:
+        self.requests[request.seq.request_id] = request
+        self.prompt_tokens += len(request.seq.prompt_token_ids)
+        self.scheduler.add(request.seq)
+
+    def _abort(self, request_id: str) -> None:
+        request = self.requests.get(request_id)
+        if request is not None:
+            self._finish(request, "abort", RequestOutput(request_id, "", []))
+
+    def step(self) -> None:
+        """One scheduled step: a prefill chunk or a decode batch, then sampling and outputs."""
+        scheduled = self.scheduler.schedule()
+        if scheduled is None:
+            return
+        now = time.monotonic()
+        for seq in scheduled.seqs:
+            if seq.scheduled_time is None:
+                seq.scheduled_time = now
+        logits = self._run(scheduled)
+        if logits is None:
+            return
+        ready = [s for s in scheduled.seqs if s.num_uncomputed == 0]
+        requests = [self.requests[s.request_id] for s in ready]
+        sampled = self.sampler.sample(
+            logits,
+            [
+                SampleRequest(r.seq.params, r.seq.prompt_token_ids, r.seq.output_token_ids, r.generator, list(r.eos_token_ids))
+                for r in requests
+            ],
+        )
+        for request, token in zip(requests, sampled):
+            self._append(request, token)
+
+    def _run(self, scheduled: ScheduledStep):
+        seqs = scheduled.seqs
+        if scheduled.kind == "prefill":
+            seq = seqs[0]
+            start = seq.num_computed_tokens
+            logits = self.runner.prefill(seq.token_ids[start : start + scheduled.num_tokens], start, seq.block_table)
+            seq.num_computed_tokens += scheduled.num_tokens
+            self.blocks.seal(seq)
+            return logits[None] if seq.num_uncomputed == 0 else None
+        logits = self.runner.decode(
+            [s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs], [s.block_table for s in seqs]
+        )
+        for seq in seqs:
+            seq.num_computed_tokens += 1
+            self.blocks.seal(seq)
+        return logits
+
+    def _append(self, request: _Request, token: SampledToken) -> None:
+        seq = request.seq
+        now = time.monotonic()
+        seq.token_ids.append(token.token_id)
+        self.generation_tokens += 1
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        else:
+            request.token_times.append(now - seq.last_token_time)
+        seq.last_token_time = now
+
+        params = seq.params
+        completed = len(seq.output_token_ids)
+        if token.token_id in request.eos_token_ids or token.token_id in params.stop_token_ids:
+            text = request.stop.flush()
+            output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
+            self._finish(request, "stop", output)
+            return
+        text, stopped = request.stop.feed(request.detokenizer.add(token.token_id))
+        output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
+        if stopped:
+            self._finish(request, "stop", output)
+        elif completed >= params.max_tokens or seq.num_tokens >= self.max_context:
+            output.text += request.stop.flush()
+            self._finish(request, "length", output)
+        else:
+            output.prompt_tokens = len(seq.prompt_token_ids)
+            output.completion_tokens = completed
+            self._deliver(request, output)
+
+    @staticmethod
+    def _deliver(request: _Request, output: RequestOutput) -> None:
+        """Hand an output to its consumer; a consumer that has gone away must not stop the engine."""
+        try:
+            request.sink(output)
+        except Exception:
+            log.warning("dropped an output of request %s: its consumer failed", output.request_id, exc_info=True)
+
+    def _finish(self, request: _Request, reason: str, output: RequestOutput) -> None:
+        seq = request.seq
+        self.scheduler.finish(seq, reason)
+        del self.requests[seq.request_id]
+        now = time.monotonic()
+        output.finished = True
+        output.finish_reason = reason
+        output.prompt_tokens = len(seq.prompt_token_ids)
+        output.completion_tokens = len(seq.output_token_ids)
+        output.metrics = RequestMetrics(
+            queue_time=(seq.scheduled_time or now) - seq.arrival_time,
+            time_to_first_token=(seq.first_token_time or now) - seq.arrival_time,
+            e2e_latency=now - seq.arrival_time,
+            inter_token_latencies=request.token_times,
+        )
+        self._deliver(request, output)
+
+
+def _logprobs(params: SamplingParams, token: SampledToken) -> list[SampledToken]:
+    return [token] if params.logprobs is not None else []
+
+
+def _completion(request_id: str, outputs: list[RequestOutput]) -> Completion:
+    last = outputs[-1]
+    return Completion(
+        request_id=request_id,
+        text="".join(o.text for o in outputs),
+        token_ids=[t for o in outputs for t in o.token_ids],
+        finish_reason=last.finish_reason or "abort",
+        prompt_tokens=last.prompt_tokens,
+        logprobs=[lp for o in outputs for lp in o.logprobs],
+    )

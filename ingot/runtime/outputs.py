@@ -1,0 +1,44 @@
+"""What the engine hands back for a request: streamed deltas, and timings when it finishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingot.runtime.sampler import SampledToken
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Seconds, measured on the engine's clock; what vLLM's latency histograms observe."""
+
+    queue_time: float
+    time_to_first_token: float
+    e2e_latency: float
+    inter_token_latencies: list[float]
+
+
+@dataclass
+class RequestOutput:
+    """One step's news for a request: the new text and tokens since its previous output."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    finished: bool = False
+    finish_reason: str | None = None  # "stop", "length" or "abort"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprobs: list[SampledToken] = field(default_factory=list)
+    metrics: RequestMetrics | None = None
+
+
+@dataclass
+class Completion:
+    """A finished request, as ``Engine.generate`` returns it."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    logprobs: list[SampledToken] = field(default_factory=list)

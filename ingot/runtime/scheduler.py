@@ -1,0 +1,84 @@
+"""FCFS continuous batching over fixed program shapes.
+
+Each step is either one prefill chunk (one sequence, at most the largest prefill bucket) or one
+decode batch (every running sequence past its prefill, at most the largest decode bucket). New
+requests are admitted between steps; a sequence that runs out of KV blocks preempts the newest
+running sequence, whose blocks are freed and whose tokens are recomputed when it is re-admitted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from ingot.runtime.block_manager import BlockManager
+from ingot.runtime.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledStep:
+    kind: Literal["prefill", "decode"]
+    seqs: list[Sequence]
+    num_tokens: int  # prefill: the chunk's length, starting at seqs[0].num_computed_tokens
+
+
+class Scheduler:
+    def __init__(self, blocks: BlockManager, max_batch: int, max_prefill_tokens: int) -> None:
+        self.blocks = blocks
+        self.max_batch = max_batch
+        self.max_prefill_tokens = max_prefill_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> ScheduledStep | None:
+        prefilling = next((s for s in self.running if s.is_prefilling), None)
+        if prefilling is None and self.waiting and len(self.running) < self.max_batch:
+            if self.blocks.allocate(self.waiting[0]):
+                prefilling = self.waiting.popleft()
+                prefilling.status = SequenceStatus.RUNNING
+                self.running.append(prefilling)
+        if prefilling is not None:
+            return ScheduledStep("prefill", [prefilling], min(prefilling.num_uncomputed, self.max_prefill_tokens))
+        return self._schedule_decode()
+
+    def _schedule_decode(self) -> ScheduledStep | None:
+        batch: list[Sequence] = []
+        for seq in list(self.running):
+            if seq not in self.running:  # preempted below to make room for an earlier one
+                continue
+            while not self.blocks.can_append(seq):
+                victim = self.running[-1]
+                self._preempt(victim)
+                if victim is seq:
+                    break
+            else:
+                self.blocks.append(seq)
+                batch.append(seq)
+                if len(batch) == self.max_batch:
+                    break
+        return ScheduledStep("decode", batch, 1) if batch else None
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free_blocks(seq)
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Remove a sequence (finished or aborted) wherever it is, freeing its blocks at once."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free_blocks(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason

@@ -1,0 +1,140 @@
+"""The engine end to end on a compiled tiny artifact: batching, caching, preemption, sampling, streaming."""
+
+import asyncio
+
+import pytest
+import torch
+
+from ingot.artifacts.integrity import check_artifact
+from ingot.compile.reverify import reference_model
+from ingot.errors import ContextLengthError, RequestError
+from ingot.runtime.engine import Engine
+from ingot.runtime.sampling_params import SamplingParams
+
+GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+PROMPTS = [
+    "The quick brown fox",
+    "Compilers turn programs into fast code, and servers",
+    "Hé",
+    "def main():\n    return sum(i * i for i in range(10))\n" * 2,
+]
+
+
+@pytest.fixture(scope="module")
+def artifact(compiled):
+    return compiled("llama").path
+
+
+@pytest.fixture(scope="module")
+def engine(artifact):
+    engine = Engine(artifact, check_artifact(artifact), num_blocks=128)
+    yield engine
+    engine.shutdown()
+
+
+def test_batched_greedy_equals_one_at_a_time_and_transformers(engine, artifact):
+    together = engine.generate(PROMPTS, GREEDY_64)
+    alone = [engine.generate([p], GREEDY_64)[0] for p in PROMPTS]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert all(len(c.token_ids) == 64 and c.finish_reason == "length" for c in together)
+
+    reference = reference_model(artifact, check_artifact(artifact))
+    for prompt, completion in zip(PROMPTS, together):
+        ids = torch.tensor([engine.tokenize(prompt)])
+        expected = reference.generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False)
+        assert completion.token_ids == expected[0, ids.shape[1] :].tolist()
+
+
+def test_shared_prefix_is_computed_once(engine):
+    prompt = "The lighthouse keeper kept a notebook in which she wrote down every ship " * 2
+    first = engine.generate([prompt], GREEDY_64)[0]
+    hits = engine.stats().prefix_hit_tokens
+    second = engine.generate([prompt], GREEDY_64)[0]
+    assert engine.stats().prefix_hit_tokens - hits >= engine.blocks.block_size * 2
+    assert second.token_ids == first.token_ids
+
+
+def test_preemption_under_a_tiny_kv_budget_still_finishes_everything(artifact, engine):
+    params = SamplingParams(temperature=0, max_tokens=120, ignore_eos=True)
+    expected = [c.token_ids for c in engine.generate(PROMPTS, params)]
+    small = Engine(artifact, check_artifact(artifact), num_blocks=18)  # 17 usable blocks of 16 tokens
+    try:
+        got = small.generate(PROMPTS, params)
+        assert small.stats().num_preemptions > 0
+        assert [c.token_ids for c in got] == expected
+        assert small.stats().kv_blocks_used == 0
+    finally:
+        small.shutdown()
+
+
+def test_same_seed_same_output_whatever_the_batch(engine):
+    seeded = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=32, seed=1234, ignore_eos=True)
+    alone = engine.generate([PROMPTS[0]], seeded)[0]
+    others = [SamplingParams(temperature=0.8, max_tokens=40, seed=s, ignore_eos=True) for s in (1, 2, 3)]
+    in_batch = engine.generate([PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[3]], [others[0], seeded, *others[1:]])
+    assert in_batch[1].token_ids == alone.token_ids
+    other_seed = engine.generate([PROMPTS[0]], SamplingParams(temperature=1.0, max_tokens=32, seed=99, ignore_eos=True))
+    assert other_seed[0].token_ids != alone.token_ids
+
+
+def test_stop_string_split_across_tokens_is_cut_from_the_output(engine):
+    full = engine.generate([PROMPTS[1]], GREEDY_64)[0]
+    pieces = [engine.tokenizer.decode([t]) for t in full.token_ids]
+    # a stop string made of the end of one token and the start of the next, both non-empty
+    index = next(i for i in range(5, len(pieces) - 1) if pieces[i].strip() and pieces[i + 1].strip())
+    stop = pieces[index][-1] + pieces[index + 1][:1]
+    text_before = "".join(pieces[:index]) + pieces[index][:-1]
+    stopped = engine.generate([PROMPTS[1]], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True, stop=[stop]))[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == full.text[: full.text.find(stop)]
+    assert stop not in stopped.text and stopped.text.startswith(text_before[: len(stopped.text)])
+
+
+def test_stop_token_ids_and_eos_finish_with_stop(engine):
+    full = engine.generate([PROMPTS[0]], GREEDY_64)[0]
+    stop_id = full.token_ids[10]
+    stopped = engine.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=64, stop_token_ids=[stop_id]))[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == full.token_ids[: full.token_ids.index(stop_id) + 1]
+
+
+def test_context_overflow_is_refused_up_front_with_both_numbers(engine):
+    with pytest.raises(ContextLengthError) as error:
+        engine.generate(["word " * 100], SamplingParams(max_tokens=250))
+    assert error.value.max_context == 256 and error.value.max_tokens == 250 and error.value.prompt_tokens > 6
+    assert "256" in str(error.value)
+
+
+def test_bad_prompts_are_refused(engine):
+    with pytest.raises(RequestError, match="empty"):
+        engine.generate([""], GREEDY_64)
+    with pytest.raises(RequestError, match="token ids"):
+        engine.generate([[1, 2, 10**9]], GREEDY_64)
+
+
+def test_logprobs_come_with_each_token(engine):
+    out = engine.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=8, logprobs=3, ignore_eos=True))[0]
+    assert len(out.logprobs) == 8
+    for token_id, sampled in zip(out.token_ids, out.logprobs):
+        assert sampled.token_id == token_id and len(sampled.top_logprobs) == 3
+        assert sampled.top_logprobs[0][0] == token_id  # greedy picks the most likely token
+
+
+def test_stream_deltas_add_up_and_closing_early_aborts(engine):
+    async def run():
+        deltas = []
+        async for output in engine.stream(PROMPTS[1], GREEDY_64):
+            deltas.append(output)
+        stream = engine.stream(PROMPTS[2], SamplingParams(temperature=0, max_tokens=200, ignore_eos=True))
+        async for output in stream:
+            break
+        await stream.aclose()
+        return deltas
+
+    deltas = asyncio.run(run())
+    assert deltas[-1].finished and deltas[-1].finish_reason == "length"
+    assert deltas[-1].metrics.time_to_first_token > 0 and len(deltas[-1].metrics.inter_token_latencies) == 63
+    full = engine.generate([PROMPTS[1]], GREEDY_64)[0]  # queued behind the abort, so it ran after it
+    assert "".join(d.text for d in deltas) == full.text
+    stats = engine.stats()
+    assert stats.num_running == 0 and stats.num_waiting == 0 and stats.kv_blocks_used == 0
