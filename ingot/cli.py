@@ -12,7 +12,8 @@ from rich.table import Table
 
 from ingot import __version__
 from ingot.artifacts.store import ArtifactStore
-from ingot.errors import IngotError, OptionError
+from ingot.bench import command as bench_command
+from ingot.errors import IngotError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("artifact", help="key, key prefix, or path")
     sub = command("gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load")
     sub.add_argument("--all", action="store_true", help="remove every artifact")
+    cache_dir = argparse.ArgumentParser(add_help=False)
+    cache_dir.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
+    bench_command.add_parser(commands, cache_dir)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""Side-by-side SmolLM2 speed on this machine, in one run: ingot, transformers, llama.cpp.
+
+    python bench/peers.py [--artifact KEY] [--threads 2] [--json bench/results.json]
+
+Measures, each as the median of --repeats runs:
+- decode batch 1: tokens/s generating --decode-tokens tokens after a short prompt;
+- prefill 512: tokens/s for one 512-token prompt (time to the first token);
+- batch 32: total output tokens/s for 32 prompts of 128 tokens, 128 new tokens each.
+llama.cpp runs the demo GGUF as shipped (Q4_1) and dequantized to F32 (the weights ingot and
+transformers use), through llama-cpp-python. Peers that are not installed are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ingot.artifacts.integrity import check_artifact
+from ingot.artifacts.store import ArtifactStore
+from ingot.bench.offline import run_offline
+from ingot.bench.workload import fixed_text_prompts, random_token_prompts
+from ingot.models.source import builtin_model_path
+from ingot.runtime.engine import Engine
+
+
+def median_of(repeats: int, measure) -> float:
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def bench_ingot(path: Path, tokenizer, args) -> dict:
+    engine = Engine(path, check_artifact(path), kv_cache_gb=2.0)
+    short = fixed_text_prompts(tokenizer, 1, 16)
+    batch = fixed_text_prompts(tokenizer, 32, 128)
+    run = lambda prompts, out, conc: asyncio.run(run_offline(engine, prompts, out, conc))  # noqa: E731
+    run(short, 8, 1)  # warm-up
+
+    def decode() -> float:
+        records, _ = run(short, args.decode_tokens, 1)
+        r = records[0]
+        return (r.output_tokens - 1) / (r.e2el - r.ttft)
+
+    seeds = iter(range(1000))
+
+    def prefill() -> float:  # a new random prompt each time: a cold prompt, not a prefix-cache hit
+        records, _ = run(random_token_prompts(tokenizer, 1, 512, seed=next(seeds)), 1, 1)
+        return 512 / records[0].ttft
+
+    def batched() -> float:
+        records, duration = run(batch, 128, 32)
+        return sum(r.output_tokens for r in records) / duration
+
+    result = {
+        "decode_b1": median_of(args.repeats, decode),
+        "prefill_512": median_of(args.repeats, prefill),
+        "batch32_total": median_of(args.repeats, batched),
+    }
+    engine.shutdown()
+    return result
+
+
+def bench_transformers(path: Path, tokenizer, args) -> dict:
+    from ingot.compile.reverify import reference_model
+
+    model = reference_model(path, check_artifact(path))
+    short = torch.tensor(fixed_text_prompts(tokenizer, 1, 16))
+    long = torch.tensor(fixed_text_prompts(tokenizer, 1, 512))
+    batch = torch.tensor(fixed_text_prompts(tokenizer, 32, 128))
+
+    def generate(ids: torch.Tensor, new: int) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        return time.perf_counter() - start
+
+    def decode() -> float:
+        first = generate(short, 1)
+        return (args.decode_tokens - 1) / (generate(short, args.decode_tokens) - first)
+
+    def prefill() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(long)
+        return 512 / (time.perf_counter() - start)
+
+    generate(short, 4)  # warm-up
+    return {
+        "decode_b1": median_of(args.repeats, decode),
+        "prefill_512": median_of(args.repeats, prefill),
+        "batch32_total": median_of(args.repeats, lambda: 32 * 128 / generate(batch, 128)),
+    }
+
+
+def bench_llama_cpp(gguf: Path, tokenizer, args) -> dict:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    short = fixed_text_prompts(tokenizer, 1, 16)[0]
+    long = fixed_text_prompts(tokenizer, 1, 512)[0]
+
+    def decode() -> float:
+        llm.reset()
+        llm.eval(short)
+        start = time.perf_counter()
+        for _ in range(args.decode_tokens):
+            token = llm.sample(temp=0)
+            llm.eval([token])
+        return args.decode_tokens / (time.perf_counter() - start)
+
+    def prefill() -> float:
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(long)
+        return 512 / (time.perf_counter() - start)
+
+    return {"decode_b1": median_of(args.repeats, decode), "prefill_512": median_of(args.repeats, prefill)}
+
+
+def dequantized_f32(source: Path, directory: Path) -> Path:
+    """The shipped Q4_1 GGUF rewritten as F32 by llama.cpp's own quantizer."""
+    import llama_cpp
+
+    out = directory / "smollm2-f32.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
+        raise RuntimeError("llama.cpp could not write the F32 GGUF")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", help="a compiled smollm2-135m artifact (default: compile or find it)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    store = ArtifactStore.open()
+    if args.artifact:
+        path = store.resolve(args.artifact)
+    else:
+        from ingot.compile.options import CompileOptions
+        from ingot.compile.pipeline import compile_model
+
+        path = compile_model("smollm2-135m", CompileOptions.parse(), store).path
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    results = {"ingot fp32 (cpu artifact)": bench_ingot(path, tokenizer, args)}
+    results["transformers fp32 eager"] = bench_transformers(path, tokenizer, args)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("llama-cpp-python is not installed: skipping llama.cpp")
+    else:
+        gguf = builtin_model_path("smollm2-135m")
+        with tempfile.TemporaryDirectory() as tmp:
+            results["llama.cpp F32"] = bench_llama_cpp(dequantized_f32(gguf, Path(tmp)), tokenizer, args)
+        results["llama.cpp Q4_1"] = bench_llama_cpp(gguf, tokenizer, args)
+
+    print(f"{'':28} {'decode b1 tok/s':>16} {'prefill 512 tok/s':>18} {'batch 32 tok/s':>15}")
+    for name, r in results.items():
+        cells = [f"{r[k]:.1f}" if k in r else "-" for k in ("decode_b1", "prefill_512", "batch32_total")]
+        print(f"{name:28} {cells[0]:>16} {cells[1]:>18} {cells[2]:>15}")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

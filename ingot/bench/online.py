@@ -1,0 +1,80 @@
+"""Online benchmark: stream from any OpenAI-compatible server, `concurrency` requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+
+from ingot.bench.report import RequestRecord
+
+
+def request_body(endpoint: str, model: str, prompt: str, output_len: int) -> dict:
+    body = {
+        "model": model,
+        "max_tokens": output_len,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,  # vLLM's and llama.cpp's extension: fixed output lengths make runs comparable
+    }
+    if endpoint.endswith("/chat/completions"):
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: int) -> RequestRecord:
+    record = RequestRecord(prompt_tokens=prompt_tokens)
+    start = last = time.perf_counter()
+    chunks = 0
+    try:
+        async with client.stream("POST", url, json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                record.error = f"HTTP {response.status_code}: {response.text[:200]}"
+                return record
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if data.get("usage"):
+                    record.output_tokens = data["usage"].get("completion_tokens", record.output_tokens)
+                    record.prompt_tokens = data["usage"].get("prompt_tokens", record.prompt_tokens)
+                choice = (data.get("choices") or [{}])[0]
+                if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                    now = time.perf_counter()
+                    if chunks == 0:
+                        record.ttft = now - start
+                    else:
+                        record.itl.append(now - last)
+                    chunks += 1
+                    last = now
+    except httpx.HTTPError as error:
+        record.error = f"{type(error).__name__}: {error}"
+        return record
+    record.output_tokens = record.output_tokens or chunks
+    record.e2el = time.perf_counter() - start
+    return record
+
+
+async def run_online(
+    base_url: str, endpoint: str, model: str, prompts: list[tuple[str, int]], output_len: int, concurrency: int,
+    api_key: str | None = None,
+) -> tuple[list[RequestRecord], float]:
+    """``prompts`` are (text, token count) pairs."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limit = asyncio.Semaphore(concurrency)
+    url = base_url.rstrip("/") + endpoint
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), headers=headers) as client:
+
+        async def bounded(text: str, tokens: int) -> RequestRecord:
+            async with limit:
+                return await _one(client, url, request_body(endpoint, model, text, output_len), tokens)
+
+        start = time.perf_counter()
+        records = await asyncio.gather(*(bounded(text, tokens) for text, tokens in prompts))
+    return list(records), time.perf_counter() - start
