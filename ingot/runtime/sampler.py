@@ -25,7 +25,7 @@ class SampleRequest:
 @dataclass
 class SampledToken:
     token_id: int
-    logprob: float  # of the raw model logits, before any processing (vLLM's default)
+    logprob: float | None  # of the raw logits, before any processing (vLLM's default); None when no row asked
     top_logprobs: list[tuple[int, float]]  # params.logprobs alternatives, highest first
 
 
@@ -48,6 +48,8 @@ class Sampler:
         for row, request in enumerate(requests):
             if not request.params.greedy or _has_penalties(request):
                 tokens[row] = _sample_row(logits[row], request)
+        if all(request.params.logprobs is None for request in requests):
+            return [SampledToken(token, None, []) for token in tokens]  # skips a pass over the vocabulary
         return _with_logprobs(logits, tokens, requests)
 
 
