@@ -67,6 +67,7 @@ def _build(
     quiet: bool,
 ) -> Manifest:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(store.root / "inductor"))
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF loader draws its own bar; ours shows the stage
     import torch  # noqa: F401  (heavy imports only when building)
     import transformers
 
