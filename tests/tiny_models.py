@@ -44,7 +44,22 @@ COMMON = dict(
 )
 FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True)),
-    "llama-untied": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),
+    # Llama-3 style: untied embeddings and llama3 rope scaling
+    "llama3": (
+        LlamaConfig,
+        LlamaForCausalLM,
+        dict(
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 128,
+            },
+        ),
+    ),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=False)),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=16)),
 }

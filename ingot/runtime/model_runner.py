@@ -10,9 +10,9 @@ import torch
 
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
+from ingot.runtime.block_manager import PAD_BLOCK
 from ingot.runtime.programs import CompiledProgram, load_programs
 
-PAD_BLOCK = 0  # block 0 is never given to a sequence: padded tokens write there and nobody reads it
 
 
 class ModelRunner:
@@ -43,11 +43,7 @@ class ModelRunner:
     def prefill(self, token_ids: Sequence[int], start: int, block_table: Sequence[int]) -> torch.Tensor:
         """Run ``token_ids`` at positions ``start..``, writing their KV; returns the last token's logits [V]."""
         count = len(token_ids)
-        buckets = self.manifest.buckets.prefill_tokens
-        index = bisect.bisect_left(buckets, count)
-        if count == 0 or index == len(buckets):
-            raise ProgramShapeError(f"a prefill chunk holds 1 to {buckets[-1]} tokens, not {count}")
-        pad = buckets[index] - count
+        pad = _padding(count, self.manifest.buckets.prefill_tokens, "a prefill chunk holds {} tokens")
         positions = list(range(start, start + count))
         blocks = self._context_blocks([start + count])
         logits = self._run(
@@ -55,7 +51,7 @@ class ModelRunner:
             input_ids=[list(token_ids) + [0] * pad],
             position_ids=[positions + [0] * pad],
             slot_mapping=[self._slots(block_table, positions) + [0] * pad],
-            block_tables=[list(block_table[:blocks]) + [PAD_BLOCK] * (blocks - len(block_table[:blocks]))],
+            block_tables=[_padded_table(block_table, blocks)],
             logits_index=[count - 1],
         )
         return logits[0]
@@ -65,13 +61,9 @@ class ModelRunner:
     ) -> torch.Tensor:
         """One token for each sequence at its position; returns logits [len(token_ids), V]."""
         batch = len(token_ids)
-        buckets = self.manifest.buckets.decode_batch
-        index = bisect.bisect_left(buckets, batch)
-        if batch == 0 or index == len(buckets):
-            raise ProgramShapeError(f"a decode step holds 1 to {buckets[-1]} sequences, not {batch}")
-        pad = buckets[index] - batch
+        pad = _padding(batch, self.manifest.buckets.decode_batch, "a decode step holds {} sequences")
         blocks = self._context_blocks([p + 1 for p in positions])
-        tables = [list(t[:blocks]) + [PAD_BLOCK] * (blocks - len(t[:blocks])) for t in block_tables]
+        tables = [_padded_table(t, blocks) for t in block_tables]
         slots = [self._slots(t, [p])[0] for t, p in zip(block_tables, positions)]
         logits = self._run(
             "decode",
@@ -106,3 +98,17 @@ class ModelRunner:
         max_blocks = -(-self.manifest.buckets.max_context // self.block_size)
         if inputs["block_tables"].shape[1] > max_blocks:
             raise ProgramShapeError(f"context beyond the artifact's max context {self.manifest.buckets.max_context}")
+
+
+def _padding(count: int, buckets: list[int], limit: str) -> int:
+    """How far ``count`` is from its bucket; refuse what no bucket holds."""
+    index = bisect.bisect_left(buckets, count)
+    if count == 0 or index == len(buckets):
+        raise ProgramShapeError(limit.format(f"1 to {buckets[-1]}") + f", not {count}")
+    return buckets[index] - count
+
+
+def _padded_table(table: Sequence[int], blocks: int) -> list[int]:
+    """The first ``blocks`` entries of a block table, padded with the padding block."""
+    head = list(table[:blocks])
+    return head + [PAD_BLOCK] * (blocks - len(head))

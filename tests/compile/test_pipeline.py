@@ -6,7 +6,7 @@ from ingot.models.source import resolve_source
 from tests.conftest import TINY_OPTIONS
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "llama3", "qwen2", "qwen3"])
 def test_each_family_compiles_and_matches_the_float32_reference(compiled, family):
     result = compiled(family)
     report = result.manifest.verification
@@ -38,7 +38,7 @@ def test_artifact_holds_everything_serving_needs(compiled):
 def test_tied_embeddings_are_stored_once(compiled):
     weights = compiled("llama").manifest.weights  # the tiny llama ties lm_head to the embedding
     assert weights.aliases == {"model.lm_head.weight": "model.model.embed_tokens.weight"}
-    assert compiled("qwen2").manifest.weights.aliases == {}  # untied
+    assert compiled("llama3").manifest.weights.aliases == {}  # untied
 
 
 def test_second_compile_is_a_cache_hit_that_does_no_work(compiled, tiny_model, session_store):
