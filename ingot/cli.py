@@ -133,6 +133,66 @@ def cmd_gc(args: argparse.Namespace) -> None:
     out.print(f"{len(removed)} removed")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Resolve (or compile) every model, load its engine, and serve them all under their model names."""
+    import logging
+    from pathlib import Path
+
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.artifacts.manifest import Manifest
+    from ingot.compile.options import CompileOptions
+    from ingot.compile.pipeline import cache_key, compile_model
+    from ingot.errors import ArtifactError, OptionError
+    from ingot.models.source import BUILTIN_MODELS, resolve_source
+    from ingot.runtime.engine import Engine
+    from ingot.server.run import serve
+    from ingot.server.settings import ServerSettings
+
+    store = _store(args)
+
+    def artifact_path(model: str) -> Path:
+        """An artifact key, prefix or path; else the model's default-options artifact, compiled on a miss."""
+        try:
+            return store.resolve(model)
+        except ArtifactError:
+            if model not in BUILTIN_MODELS and not Path(model).expanduser().exists():
+                raise
+        if not args.no_compile:
+            return compile_model(model, CompileOptions(), store).path
+        key = cache_key(resolve_source(model).digests(), CompileOptions())
+        if not store.has(key):
+            raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
+        return store.path(key)
+
+    artifacts: dict[str, tuple[Path, Manifest]] = {}
+    for model in args.models or ["smollm2-135m"]:
+        path = artifact_path(model)
+        manifest = check_artifact(path)
+        if manifest.target != "cpu":
+            raise IngotError(f"{manifest.key}: built for target {manifest.target}; ingot serve runs cpu only")
+        if manifest.model.name in artifacts:
+            raise OptionError(f"two models are named {manifest.model.name}; served models need distinct names")
+        artifacts[manifest.model.name] = (path, manifest)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engines: dict[str, Engine] = {}
+    try:
+        for name, (path, manifest) in artifacts.items():
+            engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
+    except BaseException:
+        for engine in engines.values():
+            engine.shutdown()
+        raise
+    settings = ServerSettings(
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_request_bytes=args.max_request_bytes,
+        log_prompts=args.log_prompts,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    serve(engines, settings, args.host, args.port)
+
+
 def _range(bounds: tuple[int, int]) -> str:
     return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}..{bounds[1]}"
 
@@ -177,6 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("artifact", help="key, key prefix, or path")
     sub = command("gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load")
     sub.add_argument("--all", action="store_true", help="remove every artifact")
+    from ingot.server import settings as serve_defaults
+
+    sub = command("serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API")
+    sub.add_argument(
+        "models", nargs="*", metavar="MODEL", help="artifact key or path, or a model to compile (default smollm2-135m)"
+    )
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sub.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    sub.add_argument("--api-key", help="require this bearer token on every request but /health, /metrics and /version")
+    sub.add_argument(
+        "--max-queue", type=int, default=serve_defaults.DEFAULT_MAX_QUEUE, help="requests in flight per model, then 429"
+    )
+    sub.add_argument(
+        "--max-request-bytes", type=int, default=serve_defaults.DEFAULT_MAX_REQUEST_BYTES, help="largest request body"
+    )
+    sub.add_argument("--kv-cache-gb", type=float, help="KV-cache memory per model in GiB (default 1)")
+    sub.add_argument("--no-compile", action="store_true", help="serve only models already compiled; never compile")
+    sub.add_argument(
+        "--shutdown-timeout", type=float, default=serve_defaults.DEFAULT_SHUTDOWN_TIMEOUT,
+        help="seconds in-flight requests get to finish after SIGTERM",
+    )
+    sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
     cache_dir = argparse.ArgumentParser(add_help=False)
     cache_dir.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
     bench_command.add_parser(commands, cache_dir)

@@ -1,0 +1,74 @@
+"""The FastAPI app over a set of engines; ``ingot serve`` runs it with uvicorn, tests run it in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ingot import __version__
+from ingot.runtime.engine import Engine
+from ingot.server import chat, completions, routes
+from ingot.server.access_log import AccessLogMiddleware
+from ingot.server.errors import install_error_handlers
+from ingot.server.metrics import ServerMetrics
+from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from ingot.server.served import ServedModel
+from ingot.server.settings import ServerSettings
+from ingot.server.state import ServerState
+
+log = logging.getLogger("ingot.server")
+
+
+def create_app(engines: Mapping[str, Engine], settings: ServerSettings | None = None) -> FastAPI:
+    """``engines`` maps each model's name (as clients send it in ``model``) to its engine; the first is the default.
+
+    The app does not own the engines: whoever made them shuts them down after the server has stopped.
+    """
+    if not engines:
+        raise ValueError("create_app needs at least one engine")
+    settings = settings or ServerSettings()
+    state = ServerState(
+        models={name: ServedModel(engine, settings.max_queue) for name, engine in engines.items()},
+        settings=settings,
+        metrics=ServerMetrics(engines),
+    )
+    app = FastAPI(title="ingot", version=__version__, lifespan=_warm_up_in_background)
+    app.state.ingot = state
+    install_error_handlers(app)
+    for module in (completions, chat, routes):
+        app.include_router(module.router)
+    # The last added runs first: log every request, then check its key, then its size.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(AccessLogMiddleware, log_prompts=settings.log_prompts)
+    return app
+
+
+@asynccontextmanager
+async def _warm_up_in_background(app: FastAPI) -> AsyncIterator[None]:
+    """The server listens at once (so /health can say 503) and turns ready when every model has warmed up."""
+    task = asyncio.create_task(_warm_up(app.state.ingot))
+    task.add_done_callback(_report_failure)
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _warm_up(state: ServerState) -> None:
+    for served in state.models.values():
+        await served.warm_up()
+        log.info("%s is warm", served.name)
+    state.ready = True
+    log.info("ready: serving %s", ", ".join(state.models))
+
+
+def _report_failure(task: asyncio.Task) -> None:
+    """Without this a failed warm-up would only show as a /health that never turns 200."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("warm-up failed; /health stays 503", exc_info=task.exception())

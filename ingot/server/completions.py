@@ -1,0 +1,107 @@
+"""POST /v1/completions: OpenAI's legacy text completions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ingot.server.access_log import CLIENT_CLOSED_REQUEST, access_record
+from ingot.server.errors import bad_request
+from ingot.server.generation import ENGINE_FAILED, Generation, collect
+from ingot.server.logprobs import TokenText, completion_logprobs
+from ingot.server.prompts import completion_prompts
+from ingot.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
+from ingot.server.sampling import check_n, make_choices
+from ingot.server.state import server_state
+from ingot.server.streaming import DONE, ClientDisconnected, GenerationStream, sse, sse_error, unless_disconnected
+
+router = APIRouter()
+
+
+@router.post("/v1/completions", response_model=CompletionResponse)
+async def create_completion(body: CompletionRequest, request: Request) -> Response | CompletionResponse:
+    state = server_state(request)
+    served = state.model(body.model)
+    _reject_unsupported(body)
+    check_n(body.n, served.max_queue)
+    prompts = completion_prompts(served.engine, body.prompt)
+    choices = make_choices(
+        body, prompts, max_tokens=body.max_tokens, logprobs=body.logprobs, max_context=served.engine.max_context
+    )
+    record = access_record(request)
+    if state.settings.log_prompts:
+        record.prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    generation = Generation(served, state.metrics, request_id, choices, sum(map(len, prompts)), record)
+    generation.start()
+    token_text = TokenText(served.engine.tokenizer)
+    if body.stream:
+        return GenerationStream(_events(generation, body, token_text), generation)
+    try:
+        results = await unless_disconnected(request, collect(generation))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    finally:
+        generation.close()
+    return CompletionResponse(
+        id=request_id,
+        created=int(time.time()),
+        model=served.name,
+        choices=[
+            CompletionChoice(
+                index=index,
+                text=result.text,
+                logprobs=completion_logprobs(token_text, result.logprobs, 0) if body.logprobs is not None else None,
+                finish_reason=result.finish_reason,
+            )
+            for index, result in enumerate(results)
+        ],
+        usage=generation.usage(),
+    )
+
+
+def _reject_unsupported(body: CompletionRequest) -> None:
+    if body.echo:
+        raise bad_request("echo is not supported", "echo")
+    if body.suffix:
+        raise bad_request("suffix is not supported", "suffix")
+    if body.best_of is not None and body.best_of < body.n:
+        raise bad_request(f"best_of must be >= n ({body.n}), got {body.best_of}", "best_of")
+    if body.best_of is not None and body.best_of > body.n:
+        raise bad_request("best_of > n is not supported: no extra candidates are generated", "best_of")
+    if body.stream_options is not None and not body.stream:
+        raise bad_request("stream_options is only allowed when stream is true", "stream_options")
+
+
+async def _events(generation: Generation, body: CompletionRequest, token_text: TokenText) -> AsyncIterator[str]:
+    created = int(time.time())
+    offsets = [0] * len(generation.choices)  # where each choice's next token starts in its text, for text_offset
+
+    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+        return sse(
+            CompletionResponse(
+                id=generation.request_id, created=created, model=generation.served.name, choices=choices, usage=usage
+            )
+        )
+
+    async for index, output in generation.outputs():
+        if output.finish_reason == "abort":
+            yield sse_error(ENGINE_FAILED)
+            yield DONE
+            return
+        logprobs = None
+        if body.logprobs is not None:
+            logprobs = completion_logprobs(token_text, output.logprobs, offsets[index])
+            offsets[index] += sum(map(len, logprobs.tokens))
+        if output.text or output.logprobs or output.finished:
+            choice = CompletionChoice(
+                index=index, text=output.text, logprobs=logprobs, finish_reason=output.finish_reason
+            )
+            yield chunk([choice])
+    if body.stream_options is not None and body.stream_options.include_usage:
+        yield chunk([], generation.usage())
+    yield DONE

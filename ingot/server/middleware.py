@@ -1,0 +1,80 @@
+"""Checks that run before routing, so a request that fails them costs the server nothing: the API key, then the
+body size (a body is read here, up to the limit, before any handler sees it)."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingot.server.errors import APIError, error_response
+
+# Open without a key: probes, scrapers and the version never carry one (vLLM keeps them open too).
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/version"})
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("authorization", "").encode()
+        if hmac.compare_digest(given, self.expected):  # constant time: no guessing the key a byte at a time
+            await self.app(scope, receive, send)
+            return
+        error = APIError(
+            401, "invalid or missing API key", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+        )
+        await error_response(error)(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit, whether its Content-Length says so or it is sent in chunks that add up to it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left while sending; nobody to answer
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = APIError(413, f"the request body is larger than {self.max_bytes} bytes", code="request_too_large")
+        await error_response(error)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body as one message, then the client's own messages (so a disconnect is still seen)."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

@@ -1,0 +1,73 @@
+"""The small endpoints: model list, tokenizer access, health, version and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ingot import __version__
+from ingot.server.errors import APIError
+from ingot.server.prompts import chat_prompt, tokenize_text
+from ingot.server.protocol import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+    TokenizeResponse,
+    VersionResponse,
+)
+from ingot.server.state import server_state
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    models = server_state(request).models.values()
+    return ModelList(
+        data=[
+            ModelCard(id=m.name, created=m.created, root=m.name, max_model_len=m.engine.max_context) for m in models
+        ]
+    )
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, request: Request) -> TokenizeResponse:
+    """vLLM's /tokenize: the token ids the completion or chat endpoint would feed the model."""
+    served = server_state(request).model(body.model)
+    engine = served.engine
+    if isinstance(body, TokenizeChatRequest):
+        text, param = chat_prompt(engine, body.messages, body.add_generation_prompt), "messages"
+    else:
+        text, param = body.prompt, "prompt"
+    tokens = tokenize_text(engine, text, param)
+    strs = engine.tokenizer.convert_ids_to_tokens(tokens) if body.return_token_strs else None
+    return TokenizeResponse(count=len(tokens), max_model_len=engine.max_context, tokens=tokens, token_strs=strs)
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    engine = server_state(request).model(body.model).engine
+    tokens = engine.tokenize(body.tokens)  # checks the ids against the vocabulary
+    return DetokenizeResponse(prompt=engine.tokenizer.decode(tokens))
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    """200 once every model has warmed up; load balancers and `ingot serve`'s callers wait for it."""
+    if not server_state(request).ready:
+        raise APIError(503, "warming up", type="server_error", code="unavailable", headers={"Retry-After": "1"})
+    return Response(status_code=200)
+
+
+@router.get("/version")
+async def version() -> VersionResponse:
+    return VersionResponse(version=__version__)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(server_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,35 @@
+"""Running the app under uvicorn for `ingot serve`, with a graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+
+import uvicorn
+
+from ingot.runtime.engine import Engine
+from ingot.server.app import create_app
+from ingot.server.settings import ServerSettings
+
+
+def serve(engines: Mapping[str, Engine], settings: ServerSettings, host: str, port: int) -> None:
+    """Serve until SIGTERM (or Ctrl-C), then stop the engines.
+
+    On the signal uvicorn stops accepting connections and lets in-flight requests finish for up to
+    ``settings.shutdown_timeout`` seconds; then it cancels the rest, which aborts them in the engine.
+    """
+    config = uvicorn.Config(
+        create_app(engines, settings),
+        host=host,
+        port=port,
+        access_log=False,  # ingot.access logs each request, with its tokens and timings
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    # After its graceful shutdown uvicorn re-raises the signal it caught, to the handler installed before it ran.
+    # For SIGTERM that handler is this no-op, so a requested shutdown exits 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for engine in engines.values():
+            engine.shutdown()

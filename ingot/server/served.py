@@ -1,0 +1,42 @@
+"""One served model: its engine, and how many of its requests are in flight (the engine does not bound its queue)."""
+
+from __future__ import annotations
+
+import time
+
+from ingot.runtime.engine import Engine
+from ingot.runtime.sampling_params import SamplingParams
+from ingot.server.errors import APIError
+
+RETRY_AFTER_SECONDS = 1
+WARM_UP_PROMPT = "Hello"
+
+
+class ServedModel:
+    def __init__(self, engine: Engine, max_queue: int) -> None:
+        self.engine = engine
+        self.name = engine.model_name
+        self.max_queue = max_queue
+        self.in_flight = 0  # engine requests; touched only on the event loop, so no lock
+        self.created = int(time.time())
+
+    def reserve(self, count: int) -> None:
+        """Take ``count`` queue slots, or answer 429 so that clients back off instead of queueing without bound."""
+        if self.in_flight + count > self.max_queue:
+            raise APIError(
+                429,
+                f"{self.name} has {self.in_flight} requests in flight (at most {self.max_queue}); retry later",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        self.in_flight += count
+
+    def release(self, count: int) -> None:
+        self.in_flight -= count
+
+    async def warm_up(self) -> None:
+        """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
+        params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
+        async for _ in self.engine.stream(self.engine.tokenize(WARM_UP_PROMPT), params):
+            pass

@@ -1,0 +1,18 @@
+"""What `ingot serve` lets an operator tune about the HTTP server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_QUEUE = 256
+DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20  # a full 128k-token prompt as text or token ids fits with room to spare
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    api_key: str | None = None  # None: no authentication
+    max_queue: int = DEFAULT_MAX_QUEUE  # engine requests in flight per model before answering 429
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    log_prompts: bool = False
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds in-flight requests get after SIGTERM

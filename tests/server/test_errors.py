@@ -1,0 +1,170 @@
+"""Every failure answers in OpenAI's error shape with the right status, and never shows the server's files or code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+from ingot.server.app import create_app
+from ingot.server.settings import ServerSettings
+from tests.server.helpers import eventually
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if param is not None:
+        assert error["param"] == param
+    assert_reveals_nothing(response.text)
+    return error
+
+
+def assert_reveals_nothing(text: str) -> None:
+    for leak in ("Traceback", 'File "', ".py", "/work", "site-packages", "/tmp", "/root", "/home"):
+        assert leak not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (COMPLETIONS, {"prompt": "hi", "max_tokens": 4, "temprature": 0.5}, "temprature"),
+        (CHAT, {"messages": HELLO, "max_tokens": 4, "foo": 1}, "foo"),
+        (CHAT, {"messages": [{"role": "user", "content": "hi", "extra": 1}]}, "messages.0.extra"),
+        (COMPLETIONS, {"prompt": "hi", "temperature": -1}, "temperature"),
+        (COMPLETIONS, {"prompt": "hi", "top_p": 0}, "top_p"),
+        (COMPLETIONS, {"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        (COMPLETIONS, {"prompt": "hi", "n": 0}, "n"),
+        (COMPLETIONS, {"prompt": "hi", "logprobs": 21}, "logprobs"),
+        (COMPLETIONS, {"prompt": "hi", "logit_bias": {"x": 1}}, "logit_bias"),
+        (COMPLETIONS, {"prompt": "hi", "logit_bias": {"999999": 1}}, "logit_bias"),
+        (COMPLETIONS, {"prompt": "hi", "stop_token_ids": [-1]}, "stop_token_ids"),
+        (COMPLETIONS, {"prompt": "hi", "max_tokens": "many"}, "max_tokens"),
+        (COMPLETIONS, {"prompt": [999999]}, "prompt"),
+        (COMPLETIONS, {"prompt": []}, "prompt"),
+        (COMPLETIONS, {"prompt": ""}, "prompt"),
+        (COMPLETIONS, {"prompt": "hi", "echo": True}, "echo"),
+        (COMPLETIONS, {"prompt": "hi", "suffix": "end"}, "suffix"),
+        (COMPLETIONS, {"prompt": "hi", "best_of": 2}, "best_of"),
+        (COMPLETIONS, {"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),
+        (CHAT, {"messages": []}, "messages"),
+        (CHAT, {"messages": [{"role": "tool", "content": "x"}]}, None),
+        (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, None),
+        (CHAT, {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        (CHAT, {"messages": HELLO, "tool_choice": "auto"}, "tool_choice"),
+        (CHAT, {"messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
+        (CHAT, {"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
+        (CHAT, {"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
+        (CHAT, {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        (CHAT, {"max_tokens": 4}, "messages"),
+    ],
+)
+def test_invalid_or_unsupported_parameters_are_400(server, path, body, param):
+    assert_openai_error(server.http().post(path, json=body), 400, param)
+
+
+def test_malformed_json_is_400(server):
+    for raw in (b"{not json", b'{"prompt": "hi",}', b""):
+        response = server.http().post(COMPLETIONS, content=raw, headers={"Content-Type": "application/json"})
+        assert_openai_error(response, 400)
+
+
+def test_context_overflow_is_400_and_names_both_lengths(server):
+    prompt = "The quick brown fox jumps over the lazy dog. " * 40
+    prompt_tokens = len(server.engine.tokenize(prompt))
+    assert prompt_tokens > server.engine.max_context
+    error = assert_openai_error(server.http().post(COMPLETIONS, json={"prompt": prompt, "max_tokens": 4}), 400)
+    assert error["code"] == "context_length_exceeded"
+    assert str(prompt_tokens) in error["message"] and str(server.engine.max_context) in error["message"]
+    chat = server.http().post(CHAT, json={"messages": [{"role": "user", "content": prompt}]})
+    assert assert_openai_error(chat, 400)["code"] == "context_length_exceeded"
+
+
+def test_the_openai_client_raises_bad_request(client, server):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=server.model, messages=HELLO, temperature=-1)
+    assert raised.value.body["param"] == "temperature"
+
+
+def test_missing_or_wrong_api_key_is_401(server):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-key"}):
+        response = httpx.post(f"{server.url}{COMPLETIONS}", json={"prompt": "hi"}, headers=headers)
+        assert_openai_error(response, 401)["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_unknown_model_and_route_are_404_and_wrong_method_405(server):
+    unknown = server.http().post(CHAT, json={"model": "gpt-4", "messages": HELLO})
+    assert assert_openai_error(unknown, 404, "model")["code"] == "model_not_found"
+    assert_openai_error(server.http().post("/v1/engines", json={}), 404)
+    assert_openai_error(server.http().get("/nothing/here"), 404)
+    wrong_method = server.http().get(CHAT)
+    assert_openai_error(wrong_method, 405)
+    assert wrong_method.headers["allow"] == "POST"
+
+
+@pytest.fixture(scope="module")
+def small(serve):
+    """A server with a 2 KiB body limit and room for one request in flight."""
+    return serve(max_request_bytes=2048, max_queue=1)
+
+
+def test_bodies_over_the_limit_are_413_by_length_or_by_chunks(small):
+    body = json.dumps({"prompt": "x" * 4000}).encode()
+    assert_openai_error(httpx.post(f"{small.url}{COMPLETIONS}", content=body), 413)
+
+    def chunks():
+        for start in range(0, len(body), 512):
+            yield body[start : start + 512]
+
+    chunked = httpx.post(f"{small.url}{COMPLETIONS}", content=chunks(), headers={"Content-Type": "application/json"})
+    assert "content-length" not in chunked.request.headers
+    assert_openai_error(chunked, 413)
+
+
+def test_a_full_queue_is_429_with_retry_after(small):
+    long_request = {"prompt": "Hello", "max_tokens": 200, "ignore_eos": True, "stream": True}
+    with httpx.Client(base_url=small.url, timeout=30) as http:
+        with http.stream("POST", COMPLETIONS, json=long_request) as stream:
+            lines = stream.iter_lines()  # kept: a discarded iterator would close the connection
+            next(lines)  # the first request is in flight
+            refused = http.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2})
+            assert_openai_error(refused, 429)
+            assert int(refused.headers["retry-after"]) >= 1
+        assert_openai_error(http.post(COMPLETIONS, json={"prompt": "Hello", "n": 2}), 400, "n")  # could never fit
+        # The dropped stream gives its slot back (as soon as the server sees the disconnect).
+        assert eventually(lambda: http.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2}).status_code == 200)
+
+
+class _ExplodingEngine:
+    """Stands in for an engine whose tokenizer fails with a message naming a server file: a bug, so a 500."""
+
+    model_name = "boom"
+    max_context = 64
+
+    def tokenize(self, prompt):
+        raise RuntimeError('File "/srv/ingot/secret.py", line 3: something broke')
+
+
+def test_an_unexpected_error_is_a_generic_500_and_is_logged(caplog):
+    app = create_app({"boom": _ExplodingEngine()}, ServerSettings())
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.post(COMPLETIONS, json={"prompt": "hi"})
+
+    response = asyncio.run(call())
+    error = assert_openai_error(response, 500)
+    assert error["type"] == "server_error" and "secret" not in response.text
+    assert any(r.name == "ingot.server" and r.exc_info for r in caplog.records)  # the traceback stays in the log
