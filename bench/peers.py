@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -135,6 +138,24 @@ def dequantized_f32(source: Path, directory: Path) -> Path:
     return out
 
 
+PEERS = ("ingot fp32 (cpu artifact)", "transformers fp32 eager", "llama.cpp F32", "llama.cpp Q4_1")
+
+
+def measure(peer: str, path: Path, args) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    if peer.startswith("ingot"):
+        return bench_ingot(path, tokenizer, args)
+    if peer.startswith("transformers"):
+        return bench_transformers(path, tokenizer, args)
+    gguf = builtin_model_path("smollm2-135m")
+    if peer == "llama.cpp Q4_1":
+        return bench_llama_cpp(gguf, tokenizer, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        return bench_llama_cpp(dequantized_f32(gguf, Path(tmp)), tokenizer, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", help="a compiled smollm2-135m artifact (default: compile or find it)")
@@ -142,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", choices=PEERS, help=argparse.SUPPRESS)  # one peer, in a fresh process
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -153,20 +175,20 @@ def main() -> None:
         from ingot.compile.pipeline import compile_model
 
         path = compile_model("smollm2-135m", CompileOptions.parse(), store).path
-    from transformers import AutoTokenizer
+    if args.only:
+        print("RESULT " + json.dumps(measure(args.only, path, args)))
+        return
 
-    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-    results = {"ingot fp32 (cpu artifact)": bench_ingot(path, tokenizer, args)}
-    results["transformers fp32 eager"] = bench_transformers(path, tokenizer, args)
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        print("llama-cpp-python is not installed: skipping llama.cpp")
-    else:
-        gguf = builtin_model_path("smollm2-135m")
-        with tempfile.TemporaryDirectory() as tmp:
-            results["llama.cpp F32"] = bench_llama_cpp(dequantized_f32(gguf, Path(tmp)), tokenizer, args)
-        results["llama.cpp Q4_1"] = bench_llama_cpp(gguf, tokenizer, args)
+    results = {}
+    for peer in PEERS:
+        if peer.startswith("llama.cpp") and importlib.util.find_spec("llama_cpp") is None:
+            print(f"llama-cpp-python is not installed: skipping {peer}")
+            continue
+        # Each peer in its own process: thread pools left behind by one must not slow the next.
+        command = [sys.executable, __file__, "--artifact", str(path), "--only", peer, "--threads", str(args.threads),
+                   "--repeats", str(args.repeats), "--decode-tokens", str(args.decode_tokens)]
+        run = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[peer] = json.loads(run.stdout.split("RESULT ", 1)[1])
 
     print(f"{'':28} {'decode b1 tok/s':>16} {'prefill 512 tok/s':>18} {'batch 32 tok/s':>15}")
     for name, r in results.items():
