@@ -1,8 +1,8 @@
-# Two commands do all setup on a fresh machine: `make demo` (the main job) and `make test`.
+# Two commands do all setup on a fresh machine: `make serve` (the main job) and `make test`.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test serve test clean
 
 install:
 	$(PIP) -e .
@@ -11,10 +11,9 @@ install:
 install-test: install
 	$(PIP) -e ".[test]"
 
-# Compile (or find in the cache) the built-in demo model, then show the artifact.
-demo: install
-	ingot compile smollm2-135m
-	ingot inspect $$(ingot cache-key smollm2-135m)
+# Serve the built-in demo model on 127.0.0.1:8000 (compiled first on a cache miss).
+serve: install
+	$(PYTHON) -m ingot.cli serve smollm2-135m
 
 test: install-test
 	$(PYTHON) -m pytest -q --timeout 1800
