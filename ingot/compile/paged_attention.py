@@ -57,14 +57,13 @@ def paged_attention(
     keys = layer_cache[0][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
     values = layer_cache[1][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
 
-    # Grouped-query attention without repeating the cache: [B, Hkv, group, N, D] against [B, Hkv, 1, T, D].
-    q = query.unflatten(1, (num_kv_heads, group))
-    scale = scaling if scaling is not None else head_dim**-0.5
-    scores = torch.matmul(q, keys.unsqueeze(2).transpose(-1, -2)) * scale
+    # One fused attention kernel over materialised inputs. Written as plain matmuls, inductor fuses
+    # the query's rotary embedding into the score reduction and recomputes it for every key.
     key_positions = torch.arange(context_len, device=query.device)
-    visible = key_positions.view(1, 1, 1, 1, -1) <= position_ids.reshape(batch, 1, 1, num_tokens, 1)
-    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-    out = torch.matmul(probs, values.unsqueeze(2)).flatten(1, 2)
+    visible = key_positions.view(1, 1, 1, -1) <= position_ids.reshape(batch, 1, num_tokens, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, keys, values, attn_mask=visible, scale=scaling, enable_gqa=True
+    )
     return out.transpose(1, 2), None
 
 

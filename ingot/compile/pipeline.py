@@ -15,7 +15,7 @@ from ingot.artifacts.manifest import SCHEMA_VERSION, Manifest
 from ingot.artifacts.store import ArtifactStore
 from ingot.artifacts.toolchain import toolchain_versions
 from ingot.compile.options import CompileOptions
-from ingot.digest import sha256_json
+from ingot.digest import sha256_files, sha256_json
 from ingot.errors import OptionError, VerificationError
 from ingot.models.source import ModelSource, resolve_source
 from ingot.progress import StageProgress
@@ -38,8 +38,15 @@ def cache_key(source_digests: dict[str, str], options: CompileOptions) -> str:
         "sources": source_digests,
         "options": options.model_dump(mode="json"),
         "toolchain": toolchain_versions(),
+        "compiler": _compiler_digest(),
     }
     return sha256_json(inputs)[:KEY_LENGTH]
+
+
+def _compiler_digest() -> str:
+    """ingot's own capture and lowering code: a change to it changes the programs, version bump or not."""
+    root = Path(__file__).parent
+    return sha256_files(root.rglob("*.py"), root)
 
 
 def compile_model(model: str, options: CompileOptions, store: ArtifactStore, quiet: bool = False) -> CompileResult:

@@ -80,5 +80,8 @@ def test_cache_key_changes_with_every_input(tiny_model, tmp_path, monkeypatch):
     assert _key(original, block_size=32) != base
     assert _key(original, prefill_buckets=(16, 64)) != base
 
+    monkeypatch.setattr("ingot.compile.pipeline._compiler_digest", lambda: "changed lowering code")
+    assert _key(original) != base
+    monkeypatch.undo()
     monkeypatch.setattr("ingot.compile.pipeline.toolchain_versions", lambda: {"torch": "9.9"})
     assert _key(original) != base
