@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ingot.server.access_log import CLIENT_CLOSED_REQUEST, access_record
+from ingot.server.access_log import access_record
 from ingot.server.errors import bad_request
-from ingot.server.generation import ENGINE_FAILED, Generation, collect
+from ingot.server.generation import ENGINE_FAILED, Generation
 from ingot.server.logprobs import TokenText, completion_logprobs
 from ingot.server.prompts import completion_prompts
 from ingot.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
 from ingot.server.sampling import check_n, make_choices
 from ingot.server.state import server_state
-from ingot.server.streaming import DONE, ClientDisconnected, GenerationStream, sse, sse_error, unless_disconnected
+from ingot.server.streaming import DONE, run_generation, sse, sse_error
 
 router = APIRouter()
 
@@ -37,16 +37,10 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         record.prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     generation = Generation(served, state.metrics, request_id, choices, sum(map(len, prompts)), record)
-    generation.start()
     token_text = TokenText(served.engine.tokenizer)
-    if body.stream:
-        return GenerationStream(_events(generation, body, token_text), generation)
-    try:
-        results = await unless_disconnected(request, collect(generation))
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    finally:
-        generation.close()
+    results = await run_generation(request, generation, _events(generation, body, token_text) if body.stream else None)
+    if isinstance(results, Response):
+        return results
     return CompletionResponse(
         id=request_id,
         created=int(time.time()),

@@ -12,8 +12,11 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from fastapi.responses import Response
+
+from ingot.server.access_log import CLIENT_CLOSED_REQUEST
 from ingot.server.errors import error_body
-from ingot.server.generation import Generation
+from ingot.server.generation import ChoiceResult, Generation, collect
 
 T = TypeVar("T")
 
@@ -70,3 +73,18 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 async def _disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+async def run_generation(
+    request: Request, generation: Generation, events: AsyncIterator[str] | None
+) -> Response | list[ChoiceResult]:
+    """Start ``generation``; stream ``events`` if given, else wait for every choice (aborting if the client leaves)."""
+    generation.start()
+    if events is not None:
+        return GenerationStream(events, generation)
+    try:
+        return await unless_disconnected(request, collect(generation))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    finally:
+        generation.close()
