@@ -57,14 +57,21 @@ def paged_attention(
     keys = layer_cache[0][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
     values = layer_cache[1][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
 
-    # One fused attention kernel over materialised inputs. Written as plain matmuls, inductor fuses
-    # the query's rotary embedding into the score reduction and recomputes it for every key.
     key_positions = torch.arange(context_len, device=query.device)
     visible = key_positions.view(1, 1, 1, -1) <= position_ids.reshape(batch, 1, num_tokens, 1)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, keys, values, attn_mask=visible, scale=scaling, enable_gqa=True
-    )
-    return out.transpose(1, 2), None
+    # One fused attention kernel over materialised inputs. Written as plain matmuls, inductor fuses
+    # the query's rotary embedding into the score reduction and recomputes it for every key.
+    if num_tokens == 1:
+        # Decode: the query heads sharing a KV head become that head's query rows ([B, Hkv, group, D]),
+        # so keys are read once per KV head instead of expanded to every query head, and the scores
+        # are one small matrix product per KV head rather than a vector product per query head.
+        grouped = query.reshape(batch, num_kv_heads, group, head_dim)
+        out = torch.nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask=visible, scale=scaling)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, keys, values, attn_mask=visible, scale=scaling, enable_gqa=True
+        )
+    return out.reshape(batch, num_heads, num_tokens, head_dim).transpose(1, 2), None
 
 
 def _no_mask(*_: object, **__: object) -> None:
