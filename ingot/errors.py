@@ -53,11 +53,11 @@ class ContextLengthError(RequestError):
     """The prompt plus max_tokens does not fit the artifact's context."""
 
     def __init__(self, prompt_tokens: int, max_tokens: int, max_context: int) -> None:
-        super().__init__(
-            f"this model's maximum context length is {max_context} tokens; the prompt has {prompt_tokens} tokens "
-            f"and max_tokens asks for {max_tokens} more",
-            param="max_tokens",
-        )
+        message = f"this model's maximum context length is {max_context} tokens; the prompt has {prompt_tokens} tokens"
+        if prompt_tokens < max_context:
+            super().__init__(f"{message} and max_tokens asks for {max_tokens} more", param="max_tokens")
+        else:
+            super().__init__(f"{message}, which leaves no room to generate", param=None)
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.max_context = max_context

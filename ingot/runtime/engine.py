@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import KVCacheLayout, Manifest
 from ingot.artifacts.store import ArtifactStore
-from ingot.errors import ContextLengthError, RequestError
+from ingot.errors import ContextLengthError, OptionError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.model_runner import ModelRunner
@@ -81,7 +81,10 @@ class Engine:
             num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))
         needed = -(-self.max_context // manifest.kv_cache.block_size) + 1
         if num_blocks < needed:
-            raise RequestError(f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence")
+            raise OptionError(
+                f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence, "
+                f"not {num_blocks}: raise --kv-cache-gb"
+            )
         self.runner = ModelRunner(directory, manifest, num_blocks)
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
         self.scheduler = Scheduler(
@@ -109,9 +112,11 @@ class Engine:
 
     # --- requests (any thread) -------------------------------------------------------------
 
-    def tokenize(self, prompt: str | Seq[int]) -> list[int]:
+    def tokenize(self, prompt: str | Seq[int], add_special_tokens: bool = False) -> list[int]:
+        """Text through the artifact's tokenizer; ``add_special_tokens`` adds what the tokenizer puts around
+        a plain prompt (Llama 3's BOS), which a chat template already writes itself."""
         if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=False).input_ids
+            return self.tokenizer(prompt, add_special_tokens=add_special_tokens).input_ids
         ids = list(prompt)
         vocab = self.runner.vocab_size
         if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):

@@ -7,7 +7,7 @@ import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.compile.reverify import reference_model
-from ingot.errors import ContextLengthError, RequestError
+from ingot.errors import ContextLengthError, OptionError, RequestError
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 
@@ -103,6 +103,14 @@ def test_context_overflow_is_refused_up_front_with_both_numbers(engine):
         engine.generate(["word " * 100], SamplingParams(max_tokens=250))
     assert error.value.max_context == 256 and error.value.max_tokens == 250 and error.value.prompt_tokens > 6
     assert "256" in str(error.value)
+    with pytest.raises(ContextLengthError, match="no room to generate") as error:
+        engine.generate([list(range(3, 259))], SamplingParams(max_tokens=1))
+    assert error.value.param is None and "256" in str(error.value)
+
+
+def test_a_kv_budget_too_small_for_one_sequence_is_an_option_error(artifact):
+    with pytest.raises(OptionError, match="kv-cache-gb"):
+        Engine(artifact, check_artifact(artifact), num_blocks=4)
 
 
 def test_bad_prompts_are_refused(engine):
