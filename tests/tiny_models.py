@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     GenerationConfig,
     LlamaConfig,
@@ -21,7 +21,7 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>"]
 TRAINING_TEXT = [
     "The quick brown fox jumps over the lazy dog. Compilers turn programs into fast code.",
     "Héllo wörld! Ünïcode: 日本語のテキスト, emoji 🦊🚀, and Ελληνικά letters.",
@@ -65,7 +65,8 @@ FAMILIES = {
 }
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
+def make_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
+    """``add_bos``: prefix every encoded text with a BOS token, as Llama 3's tokenizer does."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -76,8 +77,14 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
+    bos = "<|begin_of_text|>"
+    if add_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
+        bos_token=bos if add_bos else None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=CHAT_TEMPLATE,
@@ -90,6 +97,6 @@ def make_tiny_model(family: str, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = model_cls(config_cls(**COMMON, **extra))
     model.save_pretrained(path)
-    make_tokenizer().save_pretrained(path)
+    make_tokenizer(add_bos=family == "llama3").save_pretrained(path)
     GenerationConfig(eos_token_id=2, pad_token_id=0).save_pretrained(path)
     return path

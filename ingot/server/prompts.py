@@ -10,13 +10,16 @@ from ingot.server.errors import bad_request
 from ingot.server.protocol import ChatMessage
 
 
-def tokenize_text(engine: Engine, text: str, param: str) -> list[int]:
-    """The engine's tokenization, refusing text the tokenizer cannot take (a lone UTF-16 surrogate from JSON)."""
+def tokenize_text(engine: Engine, text: str, param: str, add_special_tokens: bool = False) -> list[int]:
+    """The engine's tokenization, refusing text the tokenizer cannot take (a lone UTF-16 surrogate from JSON).
+
+    Completion prompts get the tokenizer's special tokens (vLLM does the same); chat templates write their own.
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise bad_request(f"{param} is not valid Unicode text (it contains a lone surrogate)", param) from None
-    return engine.tokenize(text)
+    return engine.tokenize(text, add_special_tokens)
 
 
 def completion_prompts(engine: Engine, prompt: str | list[int] | list[list[int]] | list[str]) -> list[list[int]]:
@@ -31,7 +34,7 @@ def completion_prompts(engine: Engine, prompt: str | list[int] | list[list[int]]
         raise bad_request("prompt must not be empty", "prompt")
     token_lists = []
     for item in prompts:
-        token_ids = tokenize_text(engine, item, "prompt") if isinstance(item, str) else engine.tokenize(item)
+        token_ids = tokenize_text(engine, item, "prompt", add_special_tokens=True) if isinstance(item, str) else engine.tokenize(item)
         if not token_ids:
             raise RequestError("the prompt is empty", param="prompt")
         token_lists.append(token_ids)

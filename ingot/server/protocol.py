@@ -91,6 +91,7 @@ class ChatCompletionRequest(SamplingFields):
 class TokenizeCompletionRequest(_Request):
     model: str | None = None
     prompt: str
+    add_special_tokens: bool = True
     return_token_strs: bool = False
 
 
@@ -224,3 +225,16 @@ class DetokenizeResponse(BaseModel):
 
 class VersionResponse(BaseModel):
     version: str
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body; every 4xx and 5xx the server sends has this shape."""
+
+    error: ErrorInfo

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingot import __version__
-from ingot.server.errors import APIError
+from ingot.server.errors import ERROR_RESPONSES, APIError
 from ingot.server.prompts import chat_prompt, tokenize_text
 from ingot.server.protocol import (
     DetokenizeRequest,
@@ -24,7 +24,7 @@ from ingot.server.state import server_state
 router = APIRouter()
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={401: ERROR_RESPONSES[401]})
 async def list_models(request: Request) -> ModelList:
     models = server_state(request).models.values()
     return ModelList(
@@ -34,21 +34,20 @@ async def list_models(request: Request) -> ModelList:
     )
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=ERROR_RESPONSES)
 async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, request: Request) -> TokenizeResponse:
     """vLLM's /tokenize: the token ids the completion or chat endpoint would feed the model."""
     served = server_state(request).model(body.model)
     engine = served.engine
     if isinstance(body, TokenizeChatRequest):
-        text, param = chat_prompt(engine, body.messages, body.add_generation_prompt), "messages"
+        tokens = tokenize_text(engine, chat_prompt(engine, body.messages, body.add_generation_prompt), "messages")
     else:
-        text, param = body.prompt, "prompt"
-    tokens = tokenize_text(engine, text, param)
+        tokens = tokenize_text(engine, body.prompt, "prompt", body.add_special_tokens)
     strs = engine.tokenizer.convert_ids_to_tokens(tokens) if body.return_token_strs else None
     return TokenizeResponse(count=len(tokens), max_model_len=engine.max_context, tokens=tokens, token_strs=strs)
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=ERROR_RESPONSES)
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     engine = server_state(request).model(body.model).engine
     tokens = engine.tokenize(body.tokens)  # checks the ids against the vocabulary
