@@ -13,7 +13,7 @@ from ingot import __version__
 from ingot.runtime.engine import Engine
 from ingot.server import chat, completions, routes
 from ingot.server.access_log import AccessLogMiddleware
-from ingot.server.errors import install_error_handlers
+from ingot.server.errors import ERROR_RESPONSES, document_errors, install_error_handlers
 from ingot.server.metrics import ServerMetrics
 from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from ingot.server.served import ServedModel
@@ -39,8 +39,10 @@ def create_app(engines: Mapping[str, Engine], settings: ServerSettings | None = 
     app = FastAPI(title="ingot", version=__version__, lifespan=_warm_up_in_background)
     app.state.ingot = state
     install_error_handlers(app)
-    for module in (completions, chat, routes):
-        app.include_router(module.router)
+    app.include_router(completions.router, responses=ERROR_RESPONSES)
+    app.include_router(chat.router, responses=ERROR_RESPONSES)
+    app.include_router(routes.router)
+    document_errors(app)
     # The last added runs first: log every request, then check its key, then its size.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:

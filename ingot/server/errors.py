@@ -1,12 +1,13 @@
 """Every error leaves the server in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 
-Handlers are keyed by exception type so each failure maps to one status; anything unexpected is a bug, logged with
-its traceback here and answered with a generic 500 that reveals nothing about the server's files or code.
+Handlers are keyed by exception type so each failure maps to one status; anything unexpected is a bug, answered
+with a generic 500 that reveals nothing about the server's files or code (Starlette re-raises it afterwards, so the
+server logs its traceback once).
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ingot.errors import ContextLengthError, RequestError, SamplingParamsError
-
-log = logging.getLogger("ingot.server")
+from ingot.server.protocol import ErrorResponse
 
 INVALID_REQUEST = "invalid_request_error"
 
@@ -53,6 +53,37 @@ def error_response(error: APIError) -> JSONResponse:
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+# What the schema promises for the API's routes, so clients and fuzzers know every status they can get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Invalid or unsupported parameters, malformed JSON, or a prompt beyond the context"),
+        (401, "Missing or wrong API key (when the server has one)"),
+        (404, "Unknown model"),
+        (413, "Request body over the size limit"),
+        (429, "Queue full; retry after the Retry-After header's seconds"),
+    )
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """FastAPI lists a 422 for every route with a body; this server answers 400 instead (see ``_validation_error``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema["paths"].values():
+                for operation in path.values():
+                    operation["responses"].pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -119,5 +150,4 @@ async def _request_error(request: Request, error: RequestError) -> JSONResponse:
 
 
 async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=error)
     return error_response(APIError(500, "internal server error", type="server_error"))
