@@ -15,7 +15,7 @@ from ingot.server import chat, completions, routes
 from ingot.server.access_log import AccessLogMiddleware
 from ingot.server.errors import ERROR_RESPONSES, document_errors, install_error_handlers
 from ingot.server.metrics import ServerMetrics
-from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware
 from ingot.server.served import ServedModel
 from ingot.server.settings import ServerSettings
 from ingot.server.state import ServerState
@@ -43,7 +43,8 @@ def create_app(engines: Mapping[str, Engine], settings: ServerSettings | None = 
     app.include_router(chat.router, responses=ERROR_RESPONSES)
     app.include_router(routes.router)
     document_errors(app)
-    # The last added runs first: log every request, then check its key, then its size.
+    # The last added runs first: log every request, then check its key, then its size; bugs become 500s inside.
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

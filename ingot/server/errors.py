@@ -1,8 +1,7 @@
 """Every error leaves the server in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 
 Handlers are keyed by exception type so each failure maps to one status; anything unexpected is a bug, answered
-with a generic 500 that reveals nothing about the server's files or code (Starlette re-raises it afterwards, so the
-server logs its traceback once).
+with a generic 500 by ``InternalErrorMiddleware``.
 """
 
 from __future__ import annotations
@@ -92,7 +91,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(SamplingParamsError, _sampling_params_error)
     app.add_exception_handler(RequestError, _request_error)
-    app.add_exception_handler(Exception, _internal_error)
 
 
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
@@ -148,6 +146,3 @@ async def _request_error(request: Request, error: RequestError) -> JSONResponse:
     code = "context_length_exceeded" if isinstance(error, ContextLengthError) else None
     return error_response(bad_request(str(error), error.param, code))
 
-
-async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    return error_response(APIError(500, "internal server error", type="server_error"))

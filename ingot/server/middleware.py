@@ -1,14 +1,18 @@
 """Checks that run before routing, so a request that fails them costs the server nothing: the API key, then the
-body size (a body is read here, up to the limit, before any handler sees it)."""
+body size (a body is read here, up to the limit, before any handler sees it). And the last resort after routing:
+an unexpected exception becomes a generic 500."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingot.server.errors import APIError, error_response
+
+log = logging.getLogger("ingot.server")
 
 # Open without a key: probes, scrapers and the version never carry one (vLLM keeps them open too).
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/version"})
@@ -64,6 +68,31 @@ class BodyLimitMiddleware:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = APIError(413, f"the request body is larger than {self.max_bytes} bytes", code="request_too_large")
         await error_response(error)(scope, receive, send)
+
+
+class InternalErrorMiddleware:
+    """A bug answers 500 in OpenAI's shape, revealing nothing, and its traceback is logged here once.
+
+    (A Starlette handler for ``Exception`` re-raises after answering, so the server would log it a second time.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if scope["type"] == "http" and not started:  # else the status has gone out; the stream just ends
+                await error_response(APIError(500, "internal server error", type="server_error"))(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
