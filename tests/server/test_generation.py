@@ -108,8 +108,9 @@ def test_prompt_forms_and_choice_order(client, server):
 
 
 def test_stop_strings_end_the_text_before_them(client, server):
-    prompt = "Compilers turn"
+    prompt = "Hello"
     full = client.completions.create(model=server.model, prompt=prompt, max_tokens=24, **GREEDY).choices[0].text
+    assert len(full) >= 8  # the random tiny model writes text here, not just halves of UTF-8 characters
     stop = full[len(full) // 2 : len(full) // 2 + 2]
     for given in (stop, [stop, "never-appears"]):
         cut = client.completions.create(model=server.model, prompt=prompt, max_tokens=24, stop=given, **GREEDY)
