@@ -70,8 +70,16 @@ class _Request:
 
 class Engine:
     def __init__(
-        self, directory: Path, manifest: Manifest, kv_cache_gb: float | None = None, num_blocks: int | None = None
+        self,
+        directory: Path,
+        manifest: Manifest,
+        kv_cache_gb: float | None = None,
+        num_blocks: int | None = None,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
+        """``max_num_batched_tokens`` caps the tokens one step computes (a prefill chunk's length, a decode
+        batch's size); by default the largest bucket bounds them. A lower cap shortens the pause a long
+        prompt's prefill puts between the decode steps of running requests."""
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
@@ -87,8 +95,14 @@ class Engine:
             )
         self.runner = ModelRunner(directory, manifest, num_blocks)
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
+        buckets = manifest.buckets
+        cap = max_num_batched_tokens or max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])
+        if cap < 1:
+            raise OptionError(f"--max-num-batched-tokens must be at least 1, not {cap}")
         self.scheduler = Scheduler(
-            self.blocks, max_batch=manifest.buckets.decode_batch[-1], max_prefill_tokens=manifest.buckets.prefill_tokens[-1]
+            self.blocks,
+            max_batch=min(buckets.decode_batch[-1], cap),
+            max_prefill_tokens=min(buckets.prefill_tokens[-1], cap),
         )
         self.sampler = Sampler()
         self.eos_token_ids = frozenset(manifest.tokenizer.eos_token_ids)

@@ -67,6 +67,25 @@ def test_preemption_under_a_tiny_kv_budget_still_finishes_everything(artifact, e
         small.shutdown()
 
 
+def test_a_token_cap_chunks_prefill_and_decode_without_changing_the_output(artifact, engine):
+    capped = Engine(artifact, check_artifact(artifact), num_blocks=128, max_num_batched_tokens=3)
+    chunks: list[int] = []
+    decode_batches: list[int] = []
+    prefill, decode = capped.runner.prefill, capped.runner.decode
+    capped.runner.prefill = lambda ids, *rest: chunks.append(len(ids)) or prefill(ids, *rest)
+    capped.runner.decode = lambda ids, *rest: decode_batches.append(len(ids)) or decode(ids, *rest)
+    try:
+        prompts = [PROMPTS[3]] + [PROMPTS[0]] * 3
+        params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+        assert [c.token_ids for c in capped.generate(prompts, params)] == [
+            c.token_ids for c in engine.generate(prompts, params)
+        ]
+    finally:
+        capped.shutdown()
+    assert max(chunks) == 3 and sum(chunks) >= len(capped.tokenize(PROMPTS[3])) + 3 * len(capped.tokenize(PROMPTS[0]))
+    assert max(decode_batches) == 3  # four requests decode, at most three a step
+
+
 def test_same_seed_same_output_whatever_the_batch(engine):
     seeded = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=32, seed=1234, ignore_eos=True)
     alone = engine.generate([PROMPTS[0]], seeded)[0]
