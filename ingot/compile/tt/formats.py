@@ -50,7 +50,7 @@ MAGNITUDE_BITS = {TTFormat.BFLOAT8_B: 7, TTFormat.BFLOAT4_B: 3}
 # Storage cost in bits per value, exponents included (one byte per 16 values).
 BITS_PER_VALUE = {TTFormat.FLOAT32: 32.0, TTFormat.BFLOAT16: 16.0, TTFormat.BFLOAT8_B: 8.5, TTFormat.BFLOAT4_B: 4.5}
 
-_MASK32 = 0xFFFFFFFF
+_CHUNK = 1 << 21  # values quantized at a time
 
 
 def parse_format(value: str | TTFormat) -> TTFormat:
@@ -69,17 +69,16 @@ def quantize(x: torch.Tensor, fmt: str | TTFormat) -> torch.Tensor:
         return x.clone()
     if fmt is TTFormat.BFLOAT16:
         return x.to(torch.bfloat16).to(torch.float32)
-    return _quantize_block(x, MAGNITUDE_BITS[fmt])
+    width = x.shape[-1] if x.dim() else 1
+    rows = x.reshape(-1, width)
+    step = max(1, _CHUNK // width)  # bounded int64 temporaries for big weights (an LM head is ~30M values)
+    parts = [_quantize_block(rows[i : i + step], MAGNITUDE_BITS[fmt]) for i in range(0, rows.shape[0], step)]
+    return torch.cat(parts).reshape(x.shape) if parts else x.clone()
 
 
 def _as_bits(x: torch.Tensor) -> torch.Tensor:
-    """float32 -> its IEEE bits as non-negative int64 (torch has no full uint32 arithmetic)."""
-    return x.contiguous().view(torch.int32).to(torch.int64) & _MASK32
-
-
-def _from_bits(bits: torch.Tensor) -> torch.Tensor:
-    bits = bits & _MASK32
-    return torch.where(bits >= 1 << 31, bits - (1 << 32), bits).to(torch.int32).view(torch.float32)
+    """float32 -> its IEEE bits as int32 (the sign bit makes negative numbers negative; masks undo that)."""
+    return x.contiguous().view(torch.int32)
 
 
 def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int]:
@@ -96,10 +95,9 @@ def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int]:
 def _quantize_block(x: torch.Tensor, width: int) -> torch.Tensor:
     blocks, shape, columns = _blocks(x)
     bits = _as_bits(blocks)
-    sign = bits >> 31
+    negative = bits < 0
     exponent = (bits >> 23) & 0xFF
     significand = (bits & 0x7FFFFF) | (1 << 23)
-    zero = exponent == 0  # zeros, and float32 subnormals: flushed to zero
 
     shared = exponent.amax(dim=-1, keepdim=True)
     significand = significand >> (shared - exponent).clamp(max=31)  # dropped bits are gone before rounding
@@ -110,18 +108,18 @@ def _quantize_block(x: torch.Tensor, width: int) -> torch.Tensor:
     tie = 1 << (drop - 1)
     round_up = (rest > tie) | ((rest == tie) & ((code & 1) == 1))
     code = (code + round_up.to(code.dtype)).clamp(max=(1 << width) - 1)
-    code = torch.where(zero, 0, code)
-    sign = torch.where(code == 0, 0, sign)
+    code = torch.where(exponent == 0, 0, code)  # zeros, and float32 subnormals: flushed to zero
 
-    # Read back: normalize the code so its leading 1 becomes the hidden bit.
-    leading = torch.where(code > 0, torch.floor(torch.log2(code.clamp(min=1).double())).to(torch.int64), 0)
+    # Read back: normalize the code so its leading 1 becomes the hidden bit (code >= 1 is exact in float32).
+    leading = torch.frexp(code.clamp(min=1).to(torch.float32)).exponent.to(torch.int32) - 1
     shift = (width - 1) - leading
     field = shared - shift
     fraction = ((code << (shift + 1)) & ((1 << width) - 1)) << (23 - width)
-    out = (sign << 31) | ((field & 0xFF) << 23) | fraction
-    out = torch.where((code == 0) | (field < 0), 0, out)
+    magnitude = ((field.clamp(min=0) << 23) | fraction).view(torch.float32)
+    values = torch.where(negative, -magnitude, magnitude)
+    values = torch.where((code == 0) | (field < 0), 0.0, values)  # +0: a zero code drops its sign
 
-    values = _from_bits(out).reshape(blocks.shape[0], -1)[:, :columns]
+    values = values.reshape(blocks.shape[0], -1)[:, :columns]
     return values.reshape(shape)
 
 
