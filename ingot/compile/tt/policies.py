@@ -77,7 +77,9 @@ class FormatPolicy:
         return out
 
 
-TT_TRANSFORMERS = "tenstorrent/tt-metal models/tt_transformers/tt/model_config.py (ModelOptimizations, DecodersPrecision)"
+TT_TRANSFORMERS = (
+    "tenstorrent/tt-metal models/tt_transformers/tt/model_config.py (ModelOptimizations, DecodersPrecision)"
+)
 
 
 def _llm_rules(wqkv: TTFormat, wo: TTFormat, ff1_ff3: TTFormat, ff2: TTFormat) -> tuple[Rule, ...]:

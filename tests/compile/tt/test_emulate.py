@@ -50,8 +50,9 @@ def test_policy_reaches_the_layers_it_names(llama):
     layers = reference.config.num_hidden_layers
     for i in range(layers):
         prefix = f"model.layers.{i}"
+        attention = {"weight": "bfloat8_b", "input": "bfloat16", "output": "bfloat16"}
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            assert applied[f"{prefix}.self_attn.{name}"] == {"weight": "bfloat8_b", "input": "bfloat16", "output": "bfloat16"}
+            assert applied[f"{prefix}.self_attn.{name}"] == attention
         for name in ("gate_proj", "up_proj"):
             assert applied[f"{prefix}.mlp.{name}"]["weight"] == "bfloat4_b"
         assert applied[f"{prefix}.mlp.down_proj"] == {"weight": "bfloat8_b", "input": "bfloat8_b", "output": "bfloat16"}
