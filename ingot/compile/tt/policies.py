@@ -20,7 +20,9 @@ and, for the rest of the model, ``models/tt_transformers/tt/{model,mlp,lm_head}.
 embeddings and norm weights are bfloat16; the LM head's weight takes the model dtype (bfloat8_b in the demos)
 and its output, the logits, is bfloat8_b unless a model overrides ``lm_head_dtype``; in the MLP the gate/up
 outputs are bfloat16 and the ``silu(gate) * up`` product entering the down projection is bfloat8_b; every other
-linear reads and writes bfloat16 activations.
+linear reads and writes bfloat16 activations, and the residual stream between decoder layers is bfloat16 (the
+emulation rounds it at each layer's output and at every norm's input, not after the residual add inside a
+layer).
 
 What the emulation does not model: matmul math fidelity (LoFi/HiFi2/HiFi4 drop low mantissa bits of the
 operands inside the FPU), bfloat16 accumulation where ``fp32_dest_acc_en`` is off, and the reduced precision
@@ -82,6 +84,10 @@ TT_TRANSFORMERS = (
 )
 
 
+# Each decoder layer's output, the residual stream, is bfloat16 on the device ("model.layers.N", not its children).
+_RESIDUAL_STREAM = tuple(Rule("model.layers." + "[0-9]" * digits, output=BF16) for digits in (1, 2, 3))
+
+
 def _llm_rules(wqkv: TTFormat, wo: TTFormat, ff1_ff3: TTFormat, ff2: TTFormat) -> tuple[Rule, ...]:
     return (
         Rule("*.self_attn.[qkv]_proj", weight=wqkv, input=BF16, output=BF16),
@@ -91,7 +97,8 @@ def _llm_rules(wqkv: TTFormat, wo: TTFormat, ff1_ff3: TTFormat, ff2: TTFormat) -
         Rule("*.mlp.down_proj", weight=ff2, input=BFP8, output=BF16),  # silu(w1) * w3 is written as bfloat8_b
         Rule("lm_head", weight=BFP8, input=BF16, output=BFP8),  # logits are bfloat8_b unless lm_head_dtype is set
         Rule("*embed_tokens", weight=BF16, output=BF16),
-        Rule("*norm", weight=BF16),
+        Rule("*norm", weight=BF16, input=BF16),
+        *_RESIDUAL_STREAM,
     )
 
 
@@ -122,7 +129,8 @@ def uniform(fmt: TTFormat) -> FormatPolicy:
             Rule("*_proj", weight=fmt, input=BF16, output=BF16),
             Rule("lm_head", weight=fmt, input=BF16, output=BF16),
             Rule("*embed_tokens", weight=BF16, output=BF16),
-            Rule("*norm", weight=BF16),
+            Rule("*norm", weight=BF16, input=BF16),
+            *_RESIDUAL_STREAM,
         ),
         kv_cache=BF16,
         source="ingot",

@@ -32,6 +32,8 @@ def test_policies_are_tt_metal_modes():
     assert perf.rule_for("model.layers.7.mlp.down_proj").weight is TTFormat.BFLOAT8_B
     assert (acc.kv_cache, perf.kv_cache) == (TTFormat.BFLOAT16, TTFormat.BFLOAT8_B)
     assert acc.rule_for("model.layers.0.self_attn") is None  # patterns match whole names
+    assert perf.rule_for("model.layers.12").output is TTFormat.BFLOAT16  # the residual stream, up to 999 layers
+    assert perf.rule_for("model.layers.12.mlp.act_fn") is None
     with pytest.raises(OptionError, match="accuracy"):
         policies.get_policy("fast")
 
@@ -56,7 +58,9 @@ def test_policy_reaches_the_layers_it_names(llama):
         for name in ("gate_proj", "up_proj"):
             assert applied[f"{prefix}.mlp.{name}"]["weight"] == "bfloat4_b"
         assert applied[f"{prefix}.mlp.down_proj"] == {"weight": "bfloat8_b", "input": "bfloat8_b", "output": "bfloat16"}
-        assert applied[f"{prefix}.input_layernorm"] == {"weight": "bfloat16"}
+        assert applied[f"{prefix}.input_layernorm"] == {"weight": "bfloat16", "input": "bfloat16"}
+        assert applied[prefix] == {"output": "bfloat16"}  # the residual stream
+        assert f"{prefix}.mlp.act_fn" not in applied
     assert applied["lm_head"] == {"weight": "bfloat8_b", "input": "bfloat16", "output": "bfloat8_b"}
     assert applied["model.embed_tokens"] == {"weight": "bfloat16", "output": "bfloat16"}
 
