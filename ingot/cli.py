@@ -137,10 +137,10 @@ def cmd_verify(args: argparse.Namespace) -> None:
         )
     policies = args.tt_policy or ([] if on_cpu else ["accuracy", "performance"])
     if policies:
-        from ingot.compile.tt.emulate import predict_tt_accuracy
+        from ingot.compile.tt.emulate import predict_tt_accuracies
 
-        for policy in policies:
-            _print_tt_prediction(predict_tt_accuracy(path, manifest, policy))
+        for report in predict_tt_accuracies(path, manifest, policies):
+            _print_tt_prediction(report)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:

@@ -100,19 +100,39 @@ def predict_accuracy(
     policy: FormatPolicy,
     max_context: int | None = None,
 ) -> TTAccuracyReport:
+    return predict_accuracies(reference, tokenizer, [policy], max_context)[0]
+
+
+def predict_accuracies(
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    policies: list[FormatPolicy],
+    max_context: int | None = None,
+) -> list[TTAccuracyReport]:
+    """One report per policy; the reference runs once."""
     tokens = verification_tokens(tokenizer, max_context or reference.config.max_position_embeddings)
     ids = torch.tensor([tokens])
     with torch.no_grad():
         expected = reference(ids).logits[0].float()
-        model, applied = predicted_model(reference, policy)
-        actual = model(ids).logits[0].float()
-    del model
+    reports = []
+    for policy in policies:
+        with torch.no_grad():
+            model, applied = predicted_model(reference, policy)
+            actual = model(ids).logits[0].float()
+        del model
+        reports.append(_report(policy, applied, len(tokens), actual, expected, reference.config.num_hidden_layers))
+    return reports
+
+
+def _report(
+    policy: FormatPolicy, applied: dict, num_tokens: int, actual, expected, num_layers: int
+) -> TTAccuracyReport:
     counts: dict[str, int] = {}
     for formats in applied.values():
         for kind, fmt in formats.items():
             counts[f"{kind} {fmt}"] = counts.get(f"{kind} {fmt}", 0) + 1
     if policy.kv_cache is not None:
-        counts[f"kv cache {policy.kv_cache.value}"] = reference.config.num_hidden_layers
+        counts[f"kv cache {policy.kv_cache.value}"] = num_layers
     metrics = agreement(actual, expected)
     top1, top5 = TT_REPORTED.get(policy.name, (None, None))
     return TTAccuracyReport(
@@ -120,7 +140,7 @@ def predict_accuracy(
         description=policy.description,
         source=policy.source,
         reference="transformers eager float32",
-        num_tokens=len(tokens),
+        num_tokens=num_tokens,
         tenstorrent=TenstorrentAcceptance(
             min_pcc=TT_MIN_PCC, reported_model=TT_REPORTED_MODEL, reported_top1=top1, reported_top5=top5
         ),
@@ -133,13 +153,20 @@ def predict_accuracy(
 def predict_tt_accuracy(artifact_dir: Path, manifest: Manifest, policy: str | FormatPolicy) -> TTAccuracyReport:
     """`ingot verify`'s TT numerics: rebuild the float32 reference from the artifact's own weights and config
     (as for a cpu artifact) and predict its accuracy under `policy` (a name from policies.POLICIES or a policy)."""
+    return predict_tt_accuracies(artifact_dir, manifest, [policy])[0]
+
+
+def predict_tt_accuracies(
+    artifact_dir: Path, manifest: Manifest, policies: list[str | FormatPolicy]
+) -> list[TTAccuracyReport]:
+    """`predict_tt_accuracy` for several policies, loading the reference once."""
     from ingot.compile.reverify import reference_model
 
     transformers.utils.logging.set_verbosity_error()
-    policy = get_policy(policy) if isinstance(policy, str) else policy
+    resolved = [get_policy(p) if isinstance(p, str) else p for p in policies]
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir / manifest.tokenizer.directory)
     reference = reference_model(artifact_dir, manifest)
-    return predict_accuracy(reference, tokenizer, policy, manifest.buckets.max_context)
+    return predict_accuracies(reference, tokenizer, resolved, manifest.buckets.max_context)
 
 
 def _store_weight(module: torch.nn.Module, fmt: TTFormat) -> None:
