@@ -5,7 +5,7 @@
 ttnn 0.81.1, tools/make_ttnn_golden.py).
 
 - ``bfloat16``: 8 exponent and 7 fraction bits, rounded to nearest, ties to even (ttnn's host conversion
-  rounds this way; so does torch's ``.to(torch.bfloat16)``). NaN and infinity pass through.
+  rounds this way; so does torch's ``.to(torch.bfloat16)``). Subnormals are kept.
 - ``bfloat8_b`` / ``bfloat4_b``: block floating point (tt-metal's ``Bfp8_b`` / ``Bfp4_b``). A tile of 32x32 is
   stored as four 16x16 faces; each row of a face, 16 values, shares one 8-bit exponent; each value keeps a
   sign and a 7-bit (bfloat8_b) or 3-bit (bfloat4_b) magnitude whose top bit is explicit. Because tiles and
@@ -25,6 +25,8 @@ Block rules, as tt-metal's host packer (``convert_u32_to_bfp``) and unpacker app
    normalized float32 (exponent field ``e - shift``, where ``shift`` normalizes ``m``). The unpacker flushes a
    value whose field would be negative to +0; since inputs with exponent field 0 were flushed when packing,
    the field is always at least the value's own exponent, and that case does not arise from packed data.
+
+Infinities and NaNs are outside what this emulates (and what the golden vectors cover).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def quantize(x: torch.Tensor, fmt: str | TTFormat) -> torch.Tensor:
         return x.to(torch.bfloat16).to(torch.float32)
     width = x.shape[-1] if x.dim() else 1
     rows = x.reshape(-1, width)
-    step = max(1, _CHUNK // width)  # bounded int64 temporaries for big weights (an LM head is ~30M values)
+    step = max(1, _CHUNK // width)  # bounded temporaries for big weights (an LM head is ~30M values)
     parts = [_quantize_block(rows[i : i + step], MAGNITUDE_BITS[fmt]) for i in range(0, rows.shape[0], step)]
     return torch.cat(parts).reshape(x.shape) if parts else x.clone()
 
