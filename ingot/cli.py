@@ -117,13 +117,30 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.artifacts.manifest import Manifest
     from ingot.compile.reverify import reverify
 
     path = _store(args).resolve(args.artifact)
-    report = reverify(path)
-    _print_verification(report)
-    if not report.passed:
-        raise IngotError("verification failed")
+    manifest = Manifest.read(path)
+    on_cpu = manifest.target == "cpu"
+    if on_cpu:
+        report = reverify(path)
+        _print_verification(report)
+        if not report.passed:
+            raise IngotError("verification failed")
+    else:
+        manifest = check_artifact(path)
+        out.print(
+            f"{manifest.target} artifact: its programs need a Tenstorrent device; "
+            "predicting the accuracy of its number formats on the CPU"
+        )
+    policies = args.tt_policy or ([] if on_cpu else ["accuracy", "performance"])
+    if policies:
+        from ingot.compile.tt.emulate import predict_tt_accuracies
+
+        for report in predict_tt_accuracies(path, manifest, policies):
+            _print_tt_prediction(report)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
@@ -197,6 +214,24 @@ def _range(bounds: tuple[int, int]) -> str:
     return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}..{bounds[1]}"
 
 
+def _print_tt_prediction(report) -> None:
+    tt = report.tenstorrent
+    reported = f"{tt.reported_model} reported by tt-metal" if tt.reported_top1 is not None else ""
+    table = Table(
+        "metric", "predicted", "Tenstorrent", box=None,
+        title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
+    )
+    table.add_row("logits PCC", f"{report.pcc:.6f}", f">= {tt.min_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    top1 = f"{tt.reported_top1:.0%} ({reported})" if tt.reported_top1 is not None else ""
+    top5 = f"{tt.reported_top5:.0%} ({reported})" if tt.reported_top5 is not None else ""
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", top1)
+    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", top5)
+    table.add_row("tokens", f"{report.num_tokens} teacher-forced", "")
+    table.add_row("PCC", "[green]meets 0.99[/green]" if report.meets_tt_pcc else "[red]below 0.99[/red]", "")
+    out.print(table)
+
+
 def _print_verification(report) -> None:
     table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
     table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
@@ -235,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     sub = command("verify", cmd_verify, "check an artifact's files and re-run its accuracy check")
     sub.add_argument("artifact", help="key, key prefix, or path")
+    sub.add_argument(
+        "--tt-policy", action="append", choices=["accuracy", "performance"],
+        help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets both)",
+    )
     sub = command("gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load")
     sub.add_argument("--all", action="store_true", help="remove every artifact")
     from ingot.server import settings as serve_defaults

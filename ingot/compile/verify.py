@@ -27,6 +27,24 @@ def pcc(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(stacked)[0, 1])
 
 
+def agreement(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
+    """Logits [tokens, vocab] against the reference's: PCC, max abs error, teacher-forced top-1/top-5 agreement
+    (top-5: the reference's top token is among the five highest of `actual`)."""
+    top1 = actual.argmax(-1) == expected.argmax(-1)
+    top5 = (actual.topk(5, dim=-1).indices == expected.argmax(-1, keepdim=True)).any(-1)
+    return dict(
+        pcc=pcc(actual, expected),
+        max_abs_error=float((actual - expected).abs().max()),
+        top1_agreement=float(top1.float().mean()),
+        top5_agreement=float(top5.float().mean()),
+    )
+
+
+def verification_tokens(tokenizer: PreTrainedTokenizerBase, max_context: int) -> list[int]:
+    """The fixed text every verification runs, as token ids."""
+    return tokenizer(TEXT, add_special_tokens=False).input_ids[: min(NUM_TOKENS, max_context)]
+
+
 def verify_artifact(
     directory: Path,
     manifest: Manifest,
@@ -35,8 +53,7 @@ def verify_artifact(
     min_pcc: float,
     min_top1: float,
 ) -> VerificationReport:
-    tokens = tokenizer(TEXT, add_special_tokens=False).input_ids
-    tokens = tokens[: min(NUM_TOKENS, manifest.buckets.max_context)]
+    tokens = verification_tokens(tokenizer, manifest.buckets.max_context)
     with torch.no_grad():
         expected = reference(torch.tensor([tokens])).logits[0].float()
 
@@ -62,14 +79,7 @@ def verify_artifact(
     if max_batch > 1:
         programs[f"decode (batch {max_batch})"] = _batch_decode_pcc(runner, tokens, expected, block_table, max_batch)
 
-    top1 = actual.argmax(-1) == compared.argmax(-1)
-    top5 = (actual.topk(5, dim=-1).indices == compared.argmax(-1, keepdim=True)).any(-1)
-    report = dict(
-        pcc=pcc(actual, compared),
-        max_abs_error=float((actual - compared).abs().max()),
-        top1_agreement=float(top1.float().mean()),
-        top5_agreement=float(top5.float().mean()),
-    )
+    report = agreement(actual, compared)
     passed = report["pcc"] >= min_pcc and report["top1_agreement"] >= min_top1 and min(programs.values()) >= min_pcc
     return VerificationReport(
         reference="transformers eager float32",
