@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import KVCacheLayout, Manifest
 from ingot.artifacts.store import ArtifactStore
-from ingot.errors import ContextLengthError, RequestError
+from ingot.errors import ArtifactError, ContextLengthError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.model_runner import ModelRunner
@@ -35,6 +35,17 @@ log = logging.getLogger("ingot.engine")
 
 DEFAULT_KV_CACHE_GB = 1.0
 Sink = Callable[[RequestOutput], None]
+
+
+def unservable_reason(manifest: Manifest) -> str | None:
+    """Why this runtime cannot serve the artifact (one line), or None. It runs cpu programs only."""
+    if manifest.target == "cpu":
+        return None
+    device = manifest.tt.spec["device"] if manifest.tt else f"a {manifest.target} device"
+    return (
+        f"{manifest.key}: built for target {manifest.target}; serving it needs a {device} and the TT runtime "
+        f"(tt-metal), and this host has neither (ingot serves cpu artifacts)"
+    )
 
 
 def kv_block_bytes(layout: KVCacheLayout) -> int:
@@ -72,6 +83,9 @@ class Engine:
     def __init__(
         self, directory: Path, manifest: Manifest, kv_cache_gb: float | None = None, num_blocks: int | None = None
     ) -> None:
+        refusal = unservable_reason(manifest)
+        if refusal:
+            raise ArtifactError(refusal)
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
