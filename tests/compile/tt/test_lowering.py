@@ -8,13 +8,17 @@ import torch
 from ingot.artifacts.integrity import check_artifact
 from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import compile_model
-from ingot.compile.tt.lowering import lower_programs
+from ingot.compile.tt.lowering import _raise_for_failures, lower_programs
 from ingot.errors import CompileError
 from ingot.digest import sha256_file
 from ingot.compile.tt.plugin import DESCRIPTORS
 from tests.compile.tt.conftest import TT_TINY_OPTIONS
 
-PROGRAMS = ["prefill_32", "prefill_64", "decode_1", "decode_2"]
+PROGRAMS = {
+    "llama": (["prefill_32", "prefill_64", "decode_1", "decode_2"], [32, 64], [1, 2]),
+    "qwen2": (["prefill_32", "decode_1"], [32], [1]),
+    "qwen3": (["prefill_32", "decode_1"], [32], [1]),
+}
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
@@ -22,8 +26,10 @@ def test_each_family_lowers_every_program_to_ttnn(tt_compiled, family):
     result = tt_compiled(family)
     manifest = check_artifact(result.path)  # every file recorded with its sha256
     assert manifest.target == "p150"
-    assert [p.name for p in manifest.programs] == PROGRAMS
-    assert manifest.buckets.prefill_tokens == [32, 64] and manifest.buckets.decode_batch == [1, 2]
+    names, prefill, decode = PROGRAMS[family]
+    assert [p.name for p in manifest.programs] == names
+    assert manifest.buckets.prefill_tokens == prefill and manifest.buckets.decode_batch == decode
+    max_batch = decode[-1]
     for program in manifest.programs:
         tt = program.tt
         assert tt.status == "lowered" and not tt.unlowered_ops
@@ -37,7 +43,7 @@ def test_each_family_lowers_every_program_to_ttnn(tt_compiled, family):
         # Static shapes: the block table spans max context, the cache holds max_batch sequences + padding block
         shapes = {t.name: t.shape for t in tt.inputs}
         assert shapes["block_tables"] == [program.batch[0], 256 // 16]
-        assert shapes["kv_cache"][2] == 2 * (256 // 16) + 1
+        assert shapes["kv_cache"][2] == max_batch * (256 // 16) + 1
         assert shapes["input_ids"] == [program.batch[0], program.tokens[0]]
         assert tt.outputs[0].name == "kv_cache (updated)"
         assert len(tt.weight_inputs) > 0
@@ -68,17 +74,25 @@ def _export(module: torch.nn.Module):
     return torch.export.export(module, (torch.randn(32, 32),))
 
 
-def test_an_op_the_plugin_cannot_lower_fails_the_compile_naming_it(tmp_path):
-    with pytest.raises(CompileError, match=r"solve: stablehlo\.triangular_solve.*--allow-cpu-fallback"):
-        lower_programs([("solve", _export(TriangularSolve()))], tmp_path / "out", cache_dir=tmp_path)
-
-
-def test_allow_cpu_fallback_records_the_ops_and_lowers_the_rest(tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A program with an op the plugin cannot lower beside one it can, lowered with --allow-cpu-fallback."""
+    tmp = tmp_path_factory.mktemp("mixed")
     programs = [("solve", _export(TriangularSolve())), ("softmax", _export(Softmax()))]
-    solve, softmax = lower_programs(programs, out, allow_cpu_fallback=True, cache_dir=tmp_path)
+    return tmp, lower_programs(programs, tmp / "out", allow_cpu_fallback=True, cache_dir=tmp)
+
+
+def test_allow_cpu_fallback_records_the_ops_and_lowers_the_rest(mixed):
+    tmp, (solve, softmax) = mixed
     assert solve.status == "cpu-fallback" and solve.unlowered_ops == ["stablehlo.triangular_solve"]
-    assert not (out / "solve.ttnn").exists()
-    assert softmax.status == "lowered" and (out / "softmax.ttnn").is_file()
+    assert not (tmp / "out" / "solve.ttnn").exists()
+    assert softmax.status == "lowered" and (tmp / "out" / "softmax.ttnn").is_file()
     assert {"ttnn.matmul", "ttnn.softmax"} <= set(softmax.ttnn_ops)
-    assert not list((tmp_path / "tt-sessions").iterdir())  # the session (and the plugin's assets) is gone
+    assert not list((tmp / "tt-sessions").iterdir())  # the session (and the plugin's assets) is gone
+
+
+def test_an_op_the_plugin_cannot_lower_fails_the_compile_naming_it(mixed):
+    # The same results without --allow-cpu-fallback: lower_programs ends with this check.
+    _, results = mixed
+    with pytest.raises(CompileError, match=r"solve: stablehlo\.triangular_solve.*--allow-cpu-fallback"):
+        _raise_for_failures(results, allow_cpu_fallback=False)
