@@ -107,14 +107,19 @@ def lower_programs(
     optimization_level: int = 0,
     allow_cpu_fallback: bool = False,
     cache_dir: Path | None = None,
+    session_root: Path | None = None,
 ) -> list[LoweringResult]:
     """Lower every program for ``target`` into ``out_dir``; a program with ops that did not lower fails
-    the call naming them, unless ``allow_cpu_fallback`` records them (and writes no .ttnn for it)."""
+    the call naming them, unless ``allow_cpu_fallback`` records them (and writes no .ttnn for it).
+
+    ``cache_dir`` keeps the plugin's kernel cache; the session's scratch files (the saved programs, the
+    plugin's ~420 MB of unpacked assets) live below ``session_root`` until the call returns."""
     device_spec(target)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or Path(tempfile.gettempdir()) / "ingot-tt"
-    (cache_dir / "tt-sessions").mkdir(parents=True, exist_ok=True)
-    session = Path(tempfile.mkdtemp(dir=cache_dir / "tt-sessions"))
+    session_root = session_root or cache_dir / "tt-sessions"
+    session_root.mkdir(parents=True, exist_ok=True)
+    session = Path(tempfile.mkdtemp(prefix=".tt-session-", dir=session_root))
     try:
         jobs = []
         for name, exported in programs:
@@ -216,6 +221,7 @@ class TtTarget:
             results = lower_programs(
                 programs, out_dir, target=self.name, optimization_level=level,
                 allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
+                session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
             )
         toolchain = plugin.toolchain(self.name)
         lowered = {}
