@@ -32,12 +32,14 @@ def capture(out: Path) -> str:
         env = {**os.environ, "TMPDIR": tmp, "JAX_PLATFORMS": "cpu,tt", "TT_METAL_CACHE": str(Path(tmp) / "cache")}
         env.pop("TT_COMPILE_ONLY_SYSTEM_DESC", None)
         # First start: the plugin unpacks its runtime assets, then fails to find a device. That is expected.
-        subprocess.run([sys.executable, "-c", "import jax; jax.devices('tt')"], env=env, capture_output=True)
+        subprocess.run([sys.executable, "-c", "import jax; jax.devices('tt')"], env=env, capture_output=True, cwd=tmp)
         cluster = next(Path(tmp).glob(f"libtt-*/{CLUSTER_YAML}"), None)
         if cluster is None:
             raise SystemExit(f"the plugin's runtime assets hold no {CLUSTER_YAML}")
         env["TT_METAL_MOCK_CLUSTER_DESC_PATH"] = str(cluster)
-        done = subprocess.run([sys.executable, "-c", _COPY, str(out)], env=env, capture_output=True, text=True)
+        done = subprocess.run(  # cwd: the mock device writes generated/fabric/*.yaml into it
+            [sys.executable, "-c", _COPY, str(out.resolve())], env=env, capture_output=True, text=True, cwd=tmp
+        )
         if done.returncode != 0:
             raise SystemExit(f"capturing the descriptor failed: {done.stderr[-2000:]}")
     return sha256_file(out)

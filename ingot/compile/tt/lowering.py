@@ -78,7 +78,10 @@ def _run_worker(job: dict, session: Path, env: dict[str, str]) -> tuple[dict[str
     results.unlink(missing_ok=True)
     job_file.write_text(json.dumps(job))
     with log.open("w") as out:
-        code = subprocess.call([sys.executable, "-m", "ingot.compile.tt.worker", str(job_file)], env=env, stdout=out, stderr=out)
+        # cwd: tt-metal writes generated/ files into the working directory when it opens a (mock) device
+        code = subprocess.call(
+            [sys.executable, "-m", "ingot.compile.tt.worker", str(job_file)], env=env, stdout=out, stderr=out, cwd=session
+        )
     records: dict[str, dict] = {}
     started = None
     if results.exists():

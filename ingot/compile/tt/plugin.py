@@ -81,6 +81,9 @@ def toolchain(target: str) -> dict[str, str]:
 def worker_environment(target: str, tmpdir: Path, metal_cache: Path) -> dict[str, str]:
     """The child's environment: compile-only mode against the shipped descriptor, its own TMPDIR."""
     env = dict(os.environ)
+    # The child imports this very ingot, whatever its working directory and the installed one
+    package_root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.update(
         JAX_PLATFORMS="cpu,tt",
         TT_COMPILE_ONLY_SYSTEM_DESC=str(descriptor(target)),
