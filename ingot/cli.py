@@ -35,6 +35,14 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefill-buckets", type=_int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
     )
+    parser.add_argument(
+        "--optimization-level", type=int, choices=(0, 1, 2),
+        help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
+    )
+    parser.add_argument(
+        "--allow-cpu-fallback", action="store_true",
+        help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
+    )
 
 
 def _options(args: argparse.Namespace):
@@ -46,6 +54,8 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
+        optimization_level=args.optimization_level,
+        allow_cpu_fallback=args.allow_cpu_fallback or None,
     )
 
 
@@ -60,6 +70,9 @@ def cmd_compile(args: argparse.Namespace) -> None:
     else:
         if not args.quiet and result.manifest.verification:
             _print_verification(result.manifest.verification)
+        if not args.quiet and result.manifest.tt:
+            _print_tt_programs(result.manifest)
+            out.print(f"verification: {result.manifest.tt.device_verification}")
         out.print(f"compiled {result.key} in {took:.1f} s")
     out.print(str(result.path))
 
@@ -112,35 +125,33 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in p.inputs)
         programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens), shapes, p.file)
     out.print(programs)
+    if manifest.tt:
+        _print_tt_programs(manifest)
+        out.print(f"verification: {manifest.tt.device_verification}")
     if manifest.verification:
         _print_verification(manifest.verification)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from ingot.artifacts.integrity import check_artifact
     from ingot.artifacts.manifest import Manifest
     from ingot.compile.reverify import reverify
 
     path = _store(args).resolve(args.artifact)
+    report = reverify(path)
     manifest = Manifest.read(path)
-    on_cpu = manifest.target == "cpu"
-    if on_cpu:
-        report = reverify(path)
+    if report is None:  # a device target: its files check out, and running its programs needs the device
+        out.print(f"files and toolchain: ok ({len(manifest.files)} files)")
+        out.print(f"verification: {manifest.tt.device_verification if manifest.tt else 'not available'}")
+    else:
         _print_verification(report)
         if not report.passed:
             raise IngotError("verification failed")
-    else:
-        manifest = check_artifact(path)
-        out.print(
-            f"{manifest.target} artifact: its programs need a Tenstorrent device; "
-            "predicting the accuracy of its number formats on the CPU"
-        )
-    policies = args.tt_policy or ([] if on_cpu else ["accuracy", "performance"])
+    policies = args.tt_policy or ([] if report is not None else ["accuracy", "performance"])
     if policies:
         from ingot.compile.tt.emulate import predict_tt_accuracies
 
-        for report in predict_tt_accuracies(path, manifest, policies):
-            _print_tt_prediction(report)
+        for prediction in predict_tt_accuracies(path, manifest, policies):
+            _print_tt_prediction(prediction)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
@@ -161,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.compile.pipeline import cache_key, compile_model
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source
-    from ingot.runtime.engine import Engine
+    from ingot.runtime.engine import Engine, unservable_reason
     from ingot.server.run import serve
     from ingot.server.settings import ServerSettings
 
@@ -185,8 +196,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for model in args.models or ["smollm2-135m"]:
         path = artifact_path(model)
         manifest = check_artifact(path)
-        if manifest.target != "cpu":
-            raise IngotError(f"{manifest.key}: built for target {manifest.target}; ingot serve runs cpu only")
+        refusal = unservable_reason(manifest)
+        if refusal:
+            raise IngotError(refusal)
         if manifest.model.name in artifacts:
             raise OptionError(f"two models are named {manifest.model.name}; served models need distinct names")
         artifacts[manifest.model.name] = (path, manifest)
@@ -208,6 +220,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
         shutdown_timeout=args.shutdown_timeout,
     )
     serve(engines, settings, args.host, args.port)
+
+
+def _print_tt_programs(manifest) -> None:
+    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart)."""
+    from ingot.compile.tt.ops import BOOKKEEPING
+
+    tt = manifest.tt.spec
+    title = f"TT-NN programs for {tt['device']} (optimization level {manifest.programs[0].tt.optimization_level})"
+    table = Table("program", "status", "ops", "TTNN compute ops (count)", box=None, title=title)
+    for p in manifest.programs:
+        info = p.tt
+        compute = {op: n for op, n in info.ttnn_ops.items() if op not in BOOKKEEPING}
+        listing = ", ".join(f"{op.removeprefix('ttnn.')} {n}" for op, n in compute.items())
+        if info.status != "lowered":
+            listing = "not lowered: " + ", ".join(info.unlowered_ops)
+        table.add_row(p.name, info.status, str(sum(info.ttnn_ops.values())), listing)
+    out.print(table)
 
 
 def _range(bounds: tuple[int, int]) -> str:

@@ -26,6 +26,22 @@ class TensorSpec(_Strict):
     shape: list[int | str]
 
 
+class TtProgramInfo(_Strict):
+    """A program lowered for a Tenstorrent target: how, with what, and what it is made of."""
+
+    status: Literal["lowered", "cpu-fallback"]  # cpu-fallback: ops did not lower (file is "", no .ttnn)
+    ttnn_ops: dict[str, int]  # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from
+    unlowered_ops: list[str] = []
+    error: str | None = None
+    dumps: list[str] = []  # TTIR / TTNN MLIR files beside the .ttnn
+    weight_inputs: list[str] = []  # the program's leading inputs, in order: these weights and buffers
+    inputs: list[TensorSpec] = []  # then these (integers are int32 on TT)
+    outputs: list[TensorSpec] = []
+    toolchain: dict[str, str]  # plugin and frontend versions, system descriptor sha256
+    optimization_level: int
+    seconds: float
+
+
 class ProgramSpec(_Strict):
     """One compiled program and the shape range it accepts; the runtime checks calls against it."""
 
@@ -36,6 +52,7 @@ class ProgramSpec(_Strict):
     tokens: tuple[int, int]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    tt: TtProgramInfo | None = None
 
     def accepts(self, batch: int, tokens: int) -> bool:
         return self.batch[0] <= batch <= self.batch[1] and self.tokens[0] <= tokens <= self.tokens[1]
@@ -101,6 +118,13 @@ class VerificationReport(_Strict):
     passed: bool
 
 
+class TtTargetInfo(_Strict):
+    """What a Tenstorrent artifact was compiled for, and why it is not verified on this host."""
+
+    spec: dict  # the device spec (ingot.compile.tt.specs.DeviceSpec)
+    device_verification: str
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     key: str
@@ -115,6 +139,7 @@ class Manifest(_Strict):
     weights: WeightsInfo
     tokenizer: TokenizerInfo
     verification: VerificationReport | None = None
+    tt: TtTargetInfo | None = None
     files: dict[str, FileEntry] = {}
 
     def program(self, name: str) -> ProgramSpec:

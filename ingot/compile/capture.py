@@ -33,8 +33,10 @@ def capture_program(
     """Export ``step`` for ``plan``; returns the program and its input and output signatures."""
     batch = _example(*plan.batch, avoid=set())
     tokens = _example(*plan.tokens, avoid={batch})
-    blocks = _example(1, max_blocks, avoid={batch, tokens})
-    num_blocks = _example(2, MAX_CACHE_BLOCKS, avoid={batch, tokens, blocks})
+    blocks = plan.blocks or _example(1, max_blocks, avoid={batch, tokens})
+    num_blocks = plan.cache_blocks or _example(2, MAX_CACHE_BLOCKS, avoid={batch, tokens, blocks})
+    # A static cache can be large; export never reads its values, so it is left uninitialised.
+    cache_init = torch.zeros if plan.cache_blocks is None else torch.empty
     long = dict(dtype=torch.long)
     # Distinct tensors: export treats one tensor passed twice as one input.
     example = {
@@ -43,19 +45,20 @@ def capture_program(
         "slot_mapping": torch.zeros(batch, tokens, **long),
         "block_tables": torch.zeros(batch, blocks, **long),
         "logits_index": torch.zeros(batch, **long),
-        "kv_cache": torch.zeros(
+        "kv_cache": cache_init(
             layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim
         ),
     }
     b, t = _dim("batch", *plan.batch), _dim("tokens", *plan.tokens)
-    nb = Dim("blocks", min=1, max=max_blocks)
+    nb = None if plan.blocks else Dim("blocks", min=1, max=max_blocks)
+    cb = None if plan.cache_blocks else Dim("num_blocks", min=2, max=MAX_CACHE_BLOCKS)
     dynamic = {
         "input_ids": {0: b, 1: t},
         "position_ids": {0: b, 1: t},
         "slot_mapping": {0: b, 1: t},
         "block_tables": {0: b, 1: nb},
         "logits_index": {0: b},
-        "kv_cache": {2: Dim("num_blocks", min=2, max=MAX_CACHE_BLOCKS)},
+        "kv_cache": {2: cb},
     }
     dynamic = {name: {axis: d for axis, d in axes.items() if d is not None} for name, axes in dynamic.items()}
     with torch.no_grad():
@@ -63,13 +66,15 @@ def capture_program(
 
     B = "batch" if b is not None else batch
     T = "tokens" if t is not None else tokens
-    cache_shape = [layout.num_layers, 2, "num_blocks", layout.block_size, layout.num_kv_heads, layout.head_dim]
+    NB = "blocks" if nb is not None else blocks
+    CB = "num_blocks" if cb is not None else num_blocks
+    cache_shape = [layout.num_layers, 2, CB, layout.block_size, layout.num_kv_heads, layout.head_dim]
     dtypes = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in example.items()}
     shapes = {
         "input_ids": [B, T],
         "position_ids": [B, T],
         "slot_mapping": [B, T],
-        "block_tables": [B, "blocks"],
+        "block_tables": [B, NB],
         "logits_index": [B],
         "kv_cache": cache_shape,
     }

@@ -26,6 +26,8 @@ class CompileOptions(BaseModel):
     block_size: int = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
     dtype: str = "float32"
+    optimization_level: int | None = None  # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
+    allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
 
     @field_validator("target")
     @classmethod
@@ -56,6 +58,21 @@ class CompileOptions(BaseModel):
             if isinstance(max_context, int):
                 values = {**values, "prefill_buckets": tuple(_powers_of_two(16, min(512, max(max_context, 16))))}
         return values
+
+    @field_validator("optimization_level")
+    @classmethod
+    def _optimization_level(cls, value: int | None) -> int | None:
+        if value is not None and value not in (0, 1, 2):
+            raise ValueError("optimization level must be 0, 1 or 2")
+        return value
+
+    @model_validator(mode="after")
+    def _tt_only(self) -> CompileOptions:
+        if self.target == "cpu" and self.optimization_level is not None:
+            raise ValueError("--optimization-level applies to Tenstorrent targets (p150), not cpu")
+        if self.target == "cpu" and self.allow_cpu_fallback:
+            raise ValueError("--allow-cpu-fallback applies to Tenstorrent targets (p150), not cpu")
+        return self
 
     @model_validator(mode="after")
     def _buckets(self) -> CompileOptions:

@@ -40,13 +40,25 @@ def cache_key(source_digests: dict[str, str], options: CompileOptions) -> str:
         "toolchain": toolchain_versions(),
         "compiler": _compiler_digest(),
     }
+    if options.target != "cpu":
+        inputs["tt"] = _tt_key_inputs(options)
     return sha256_json(inputs)[:KEY_LENGTH]
+
+
+def _tt_key_inputs(options: CompileOptions) -> dict:
+    """A Tenstorrent target's device spec, plugin, frontend and descriptor hash, and optimization level."""
+    from ingot.compile.tt import plugin
+    from ingot.compile.tt.specs import device_spec
+
+    spec = device_spec(options.target)
+    level = spec.optimization_level if options.optimization_level is None else options.optimization_level
+    return {"spec": spec.as_dict(), "toolchain": plugin.toolchain(options.target), "optimization_level": level}
 
 
 def _compiler_digest() -> str:
     """ingot's own capture and lowering code: a change to it changes the programs, version bump or not."""
     root = Path(__file__).parent
-    return sha256_files(root.rglob("*.py"), root)
+    return sha256_files([*root.rglob("*.py"), *root.rglob("*.ttsys")], root)
 
 
 def compile_model(model: str, options: CompileOptions, store: ArtifactStore, quiet: bool = False) -> CompileResult:
@@ -61,7 +73,6 @@ def compile_model(model: str, options: CompileOptions, store: ArtifactStore, qui
     return CompileResult(key, store.path(key), cache_hit=True, manifest=Manifest.read(store.path(key)))
 
 
-STAGES = ("load model", "capture prefill", "lower prefill", "capture decode", "lower decode", "save", "verify")
 
 
 def _build(
@@ -84,16 +95,18 @@ def _build(
     from ingot.compile.capture import capture_program
     from ingot.compile.step_module import CausalLMStep
     from ingot.compile.targets import get_target
-    from ingot.compile.verify import verify_artifact
     from ingot.compile.weights import save_weights
     from ingot.models.loader import load_model
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     target = get_target(options.target)
+    plans = target.plan(options)
+    prefill_buckets, decode_batches = target.buckets(options)
     paged_attention.register()
 
-    with StageProgress(len(STAGES), quiet=quiet) as progress:
+    stages = 4 + len(plans) + target.lowering_stages(len(plans))  # load, captures, lowering, save, verify
+    with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load model {source.name}"):
             loaded = load_model(source)
             config = loaded.config
@@ -112,20 +125,25 @@ def _build(
                 dtype=options.dtype,
             )
 
-        programs = []
-        for plan in target.plan(options):
+        captured = []
+        for plan in plans:
             with progress.stage(f"capture {plan.name}"):
-                exported, inputs, outputs = capture_program(step, plan, layout, options.max_blocks_per_sequence)
-            filename = f"programs/{plan.name}{target.program_suffix}"
-            with progress.stage(f"lower {plan.name} ({target.name})"):
-                (workdir / "programs").mkdir(exist_ok=True)
-                target.lower(exported, workdir / filename)
+                captured.append((plan, *capture_program(step, plan, layout, options.max_blocks_per_sequence)))
+        (workdir / "programs").mkdir(exist_ok=True)
+        lowered = target.lower_all(
+            [(plan.name, exported) for plan, exported, _, _ in captured], workdir / "programs", options, store.root,
+            progress,
+        )
+        programs = []
+        for plan, _, inputs, outputs in captured:
+            filename, target_info = lowered[plan.name]
             programs.append(
                 ProgramSpec(
                     name=plan.name, kind=plan.kind, file=filename, batch=plan.batch, tokens=plan.tokens,
-                    inputs=inputs, outputs=outputs,
+                    inputs=inputs, outputs=outputs, tt=target_info,
                 )
             )
+        del captured
 
         with progress.stage("save weights and tokenizer"):
             weights = save_weights(step, workdir / "weights.safetensors")
@@ -148,8 +166,8 @@ def _build(
                 toolchain=toolchain_versions(),
                 kv_cache=layout,
                 buckets=Buckets(
-                    prefill_tokens=list(options.prefill_buckets),
-                    decode_batch=options.decode_batches,
+                    prefill_tokens=prefill_buckets,
+                    decode_batch=decode_batches,
                     max_context=options.max_context,
                 ),
                 programs=programs,
@@ -161,13 +179,12 @@ def _build(
                     pad_token_id=loaded.tokenizer.pad_token_id,
                     has_chat_template=bool(loaded.tokenizer.chat_template),
                 ),
+                tt=target.manifest_info(),
             )
 
-        with progress.stage("verify against float32 eager"):
-            report = verify_artifact(
-                workdir, manifest, loaded.model, loaded.tokenizer, min_pcc=target.min_pcc, min_top1=target.min_top1
-            )
-    if not report.passed:
+        with progress.stage(target.verify_stage):
+            report = target.verify(workdir, manifest, loaded.model, loaded.tokenizer)
+    if report is not None and not report.passed:
         raise VerificationError(
             f"verification failed: PCC {report.pcc:.6f} (min {report.min_pcc}), "
             f"top-1 {report.top1_agreement:.1%} (min {report.min_top1:.0%}), programs {report.programs}"

@@ -10,17 +10,22 @@ from typing import Literal
 import torch
 
 from ingot.compile.options import CompileOptions
-from ingot.errors import OptionError
 
 
 @dataclass(frozen=True)
 class ProgramPlan:
-    """A program to capture: its kind and the (inclusive) batch and token ranges it must accept."""
+    """A program to capture: its kind and the (inclusive) batch and token ranges it must accept.
+
+    ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
+    device target that needs static shapes fixes them.
+    """
 
     name: str
     kind: Literal["prefill", "decode"]
     batch: tuple[int, int]
     tokens: tuple[int, int]
+    blocks: int | None = None
+    cache_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ class CpuTarget:
     min_pcc: float = 0.9999
     min_top1: float = 0.99
     program_suffix: str = ".pt2"
+    verify_stage: str = "verify against float32 eager"
+
+    def buckets(self, options: CompileOptions) -> tuple[list[int], list[int]]:
+        """The prefill token buckets and decode batch buckets the runtime pads steps to."""
+        return list(options.prefill_buckets), options.decode_batches
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
@@ -39,6 +49,27 @@ class CpuTarget:
             ProgramPlan("prefill", "prefill", batch=(1, 1), tokens=(buckets[0], buckets[-1])),
             ProgramPlan("decode", "decode", batch=(1, options.max_batch), tokens=(1, 1)),
         ]
+
+    def lowering_stages(self, num_programs: int) -> int:
+        return num_programs
+
+    def lower_all(self, programs, out_dir: Path, options: CompileOptions, cache_dir: Path, progress) -> dict:
+        """Lower each (name, ExportedProgram); name -> (artifact-relative file, target-specific info)."""
+        lowered = {}
+        for name, exported in programs:
+            with progress.stage(f"lower {name} ({self.name})"):
+                self.lower(exported, out_dir / f"{name}{self.program_suffix}")
+            lowered[name] = (f"{out_dir.name}/{name}{self.program_suffix}", None)
+        return lowered
+
+    def verify(self, directory: Path, manifest, reference, tokenizer):
+        """Run the artifact against the float32 reference; the report says whether it passed."""
+        from ingot.compile.verify import verify_artifact
+
+        return verify_artifact(directory, manifest, reference, tokenizer, min_pcc=self.min_pcc, min_top1=self.min_top1)
+
+    def manifest_info(self) -> None:
+        return None
 
     def lower(self, exported: torch.export.ExportedProgram, out_file: Path) -> None:
         # Weights stay out of the shared library: every program loads the one weights file.
@@ -54,7 +85,14 @@ class CpuTarget:
 CPU = CpuTarget()
 
 
-def get_target(name: str) -> CpuTarget:
+def get_target(name: str):
+    """The target called ``name``: cpu, or a Tenstorrent device (a refused one says what is missing)."""
     if name == "cpu":
         return CPU
-    raise OptionError(f"target {name}: Tenstorrent lowering is not available in this build of ingot yet")
+    from ingot.compile.tt.lowering import TtTarget
+    from ingot.compile.tt.plugin import find_plugin
+    from ingot.compile.tt.specs import device_spec
+
+    spec = device_spec(name)
+    find_plugin()
+    return TtTarget(spec)

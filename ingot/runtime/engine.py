@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import KVCacheLayout, Manifest
 from ingot.artifacts.store import ArtifactStore
-from ingot.errors import ContextLengthError, OptionError, RequestError
+from ingot.errors import ArtifactError, ContextLengthError, OptionError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.model_runner import ModelRunner
@@ -35,6 +35,17 @@ log = logging.getLogger("ingot.engine")
 
 DEFAULT_KV_CACHE_GB = 1.0
 Sink = Callable[[RequestOutput], None]
+
+
+def unservable_reason(manifest: Manifest) -> str | None:
+    """Why this runtime cannot serve the artifact (one line), or None. It runs cpu programs only."""
+    if manifest.target == "cpu":
+        return None
+    device = manifest.tt.spec["device"] if manifest.tt else f"a {manifest.target} device"
+    return (
+        f"{manifest.key}: built for target {manifest.target}; serving it needs a {device} and the TT runtime "
+        f"(tt-metal), and this host has neither (ingot serves cpu artifacts)"
+    )
 
 
 def kv_block_bytes(layout: KVCacheLayout) -> int:
@@ -80,6 +91,9 @@ class Engine:
         """``max_num_batched_tokens`` caps the tokens one step computes (a prefill chunk's length, a decode
         batch's size); by default the largest bucket bounds them. A lower cap shortens the pause a long
         prompt's prefill puts between the decode steps of running requests."""
+        refusal = unservable_reason(manifest)
+        if refusal:
+            raise ArtifactError(refusal)
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context

@@ -1,0 +1,260 @@
+"""Lower ExportedPrograms to TT-NN flatbuffers for a Tenstorrent target, on a host with no device.
+
+``lower_programs`` takes any list of (name, ExportedProgram): the language-model step programs of
+``TtTarget.plan`` today, YOLOv4 batch programs (or anything torch.export captures) as well. Programs are
+saved without their weights (only shapes matter to the compiler), lowered in one plugin worker process,
+and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
+``NAME.ttnn.mlir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.export import ExportedProgram
+
+from ingot.compile.tt import plugin
+from ingot.compile.tt.ops import unlowered_ops
+from ingot.compile.tt.specs import DeviceSpec, device_spec, model_shapes
+from ingot.errors import CompileError
+
+DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
+
+
+@dataclass(frozen=True)
+class LoweringResult:
+    """One program's outcome: ``lowered`` (files written) or ``cpu-fallback`` (ops that did not lower)."""
+
+    name: str
+    status: str
+    files: dict[str, str]
+    ttnn_ops: dict[str, int]
+    unlowered_ops: list[str]
+    error: str | None
+    inputs: list[dict]
+    outputs: list[dict]
+    weights: list[dict]
+    seconds: float
+
+
+@contextlib.contextmanager
+def _without_tensor_data(exported: ExportedProgram) -> Iterator[None]:
+    """Swap the program's weights and example inputs for zero-stride stand-ins while it is saved."""
+
+    def stand_in(tensor: torch.Tensor) -> torch.Tensor:
+        slim = torch.zeros((), dtype=tensor.dtype).expand(tensor.shape)
+        return torch.nn.Parameter(slim, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else slim
+
+    saved_state = dict(exported.state_dict)
+    saved_constants = dict(exported.constants)
+    saved_examples = exported._example_inputs
+    try:
+        for name, tensor in saved_state.items():
+            exported.state_dict[name] = stand_in(tensor)
+        for name, value in saved_constants.items():
+            if isinstance(value, torch.Tensor):
+                exported.constants[name] = stand_in(value)
+        exported._example_inputs = None
+        yield
+    finally:
+        exported.state_dict.update(saved_state)
+        exported.constants.update(saved_constants)
+        exported._example_inputs = saved_examples
+
+
+def _run_worker(job: dict, session: Path, env: dict[str, str]) -> tuple[dict[str, dict], str | None, str]:
+    """Run the worker on ``job``; returns its results by name, the program it died in (or None), its log."""
+    job_file, results, log = session / "job.json", Path(job["results"]), session / "worker.log"
+    results.unlink(missing_ok=True)
+    job_file.write_text(json.dumps(job))
+    with log.open("w") as out:
+        # cwd: tt-metal writes generated/ files into the working directory when it opens a (mock) device
+        code = subprocess.call(
+            [sys.executable, "-m", "ingot.compile.tt.worker", str(job_file)], env=env, stdout=out, stderr=out, cwd=session
+        )
+    records: dict[str, dict] = {}
+    started = None
+    if results.exists():
+        for line in results.read_text().splitlines():
+            record = json.loads(line)
+            if record["status"] == "start":
+                started = record["name"]
+            else:
+                records[record["name"]] = record
+                started = None
+    text = log.read_text(errors="replace")
+    if code != 0 and started is None and not records:
+        raise CompileError(f"the TT plugin worker failed before lowering anything (exit {code}): {_tail(text)}")
+    return records, (started if code != 0 else None), text
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    useful = [line for line in text.splitlines() if line.strip() and not line.startswith((" ---", "  "))]
+    return " | ".join(useful[-lines:])
+
+
+def lower_programs(
+    programs: list[tuple[str, ExportedProgram]],
+    out_dir: Path,
+    target: str = "p150",
+    optimization_level: int = 0,
+    allow_cpu_fallback: bool = False,
+    cache_dir: Path | None = None,
+    session_root: Path | None = None,
+) -> list[LoweringResult]:
+    """Lower every program for ``target`` into ``out_dir``; a program with ops that did not lower fails
+    the call naming them, unless ``allow_cpu_fallback`` records them (and writes no .ttnn for it).
+
+    ``cache_dir`` keeps the plugin's kernel cache; the session's scratch files (the saved programs, the
+    plugin's ~420 MB of unpacked assets) live below ``session_root`` until the call returns."""
+    device_spec(target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_dir or Path(tempfile.gettempdir()) / "ingot-tt"
+    session_root = session_root or cache_dir / "tt-sessions"
+    session_root.mkdir(parents=True, exist_ok=True)
+    session = Path(tempfile.mkdtemp(prefix=".tt-session-", dir=session_root))
+    try:
+        jobs = []
+        for name, exported in programs:
+            path = session / f"{name}.pt2"
+            with _without_tensor_data(exported), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "No complete tensor found": the stand-ins share storage
+                torch.export.save(exported, path)
+            jobs.append({"name": name, "exported": str(path), "out_dir": str(out_dir)})
+        (session / "tmp").mkdir()
+        env = plugin.worker_environment(target, session / "tmp", cache_dir / "tt-metal-cache")
+        options = {"backend": "ttnn_flatbuffer", "optimization_level": str(optimization_level)}
+        records: dict[str, dict] = {}
+        remaining = jobs
+        while remaining:
+            job = {"programs": remaining, "compiler_options": options, "results": str(session / "results.jsonl")}
+            done, died_in, log = _run_worker(job, session, env)
+            records.update(done)
+            if died_in is not None:  # the plugin aborted the process: that program failed, the rest go again
+                records[died_in] = {
+                    "status": "failed",
+                    "error": f"the TT plugin aborted while lowering it: {_tail(log)}",
+                    "unlowered_ops": unlowered_ops(log),
+                }
+            remaining = [j for j in remaining if j["name"] not in records]
+    finally:
+        shutil.rmtree(session, ignore_errors=True)  # the plugin's unpacked runtime assets (~420 MB) included
+    results = [_result(name, records[name]) for name, _ in programs]
+    _raise_for_failures(results, allow_cpu_fallback)
+    return results
+
+
+def _result(name: str, record: dict) -> LoweringResult:
+    status = record["status"]
+    if status == "failed" and record.get("unlowered_ops"):
+        status = "cpu-fallback"  # a fallback candidate; _raise_for_failures decides whether it is allowed
+    return LoweringResult(
+        name=name,
+        status=status,
+        files=record.get("files", {}),
+        ttnn_ops=record.get("ttnn_ops", {}),
+        unlowered_ops=record.get("unlowered_ops", []),
+        error=record.get("error"),
+        inputs=record.get("inputs", []),
+        outputs=record.get("outputs", []),
+        weights=record.get("weights", []),
+        seconds=record.get("seconds", 0.0),
+    )
+
+
+def _raise_for_failures(results: list[LoweringResult], allow_cpu_fallback: bool) -> None:
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        first = failed[0]
+        raise CompileError(f"TT lowering of {first.name} failed: {first.error}")
+    fallback = [r for r in results if r.status == "cpu-fallback"]
+    if fallback and not allow_cpu_fallback:
+        listing = "; ".join(f"{r.name}: {', '.join(r.unlowered_ops)}" for r in fallback)
+        raise CompileError(f"ops that did not lower to TT-NN ({listing}); --allow-cpu-fallback records them instead")
+
+
+@dataclass(frozen=True)
+class TtTarget:
+    """A Tenstorrent device: one static-shape program per prefill bucket and per decode batch size,
+    lowered through torchax and the TT PJRT plugin (compile-only) to TT-NN flatbuffers."""
+
+    spec: DeviceSpec
+    program_suffix: str = ".ttnn"
+    verify_stage: str = "verification: recorded as needing a device"
+
+    @property
+    def name(self) -> str:
+        return self.spec.target
+
+    def buckets(self, options) -> tuple[list[int], list[int]]:
+        shapes = model_shapes(self.spec, options)
+        return shapes.prefill_buckets, shapes.decode_batches
+
+    def plan(self, options):
+        from ingot.compile.targets import ProgramPlan
+
+        shapes = model_shapes(self.spec, options)
+        static = dict(blocks=shapes.blocks_per_sequence, cache_blocks=shapes.cache_blocks)
+        return [
+            ProgramPlan(f"prefill_{n}", "prefill", batch=(1, 1), tokens=(n, n), **static) for n in shapes.prefill_buckets
+        ] + [ProgramPlan(f"decode_{b}", "decode", batch=(b, b), tokens=(1, 1), **static) for b in shapes.decode_batches]
+
+    def optimization_level(self, options) -> int:
+        return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
+
+    def lowering_stages(self, num_programs: int) -> int:
+        return 1
+
+    def lower_all(self, programs: list[tuple[str, ExportedProgram]], out_dir: Path, options, cache_dir: Path, progress):
+        """Lower every program in one plugin session; name -> (artifact-relative file, TtProgramInfo)."""
+        from ingot.artifacts.manifest import TensorSpec, TtProgramInfo
+
+        level = self.optimization_level(options)
+        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
+            results = lower_programs(
+                programs, out_dir, target=self.name, optimization_level=level,
+                allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
+                session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
+            )
+        toolchain = plugin.toolchain(self.name)
+        lowered = {}
+        for r in results:
+            info = TtProgramInfo(
+                status=r.status,
+                ttnn_ops=r.ttnn_ops,
+                unlowered_ops=r.unlowered_ops,
+                error=r.error if r.status != "lowered" else None,
+                dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind != "ttnn"],
+                weight_inputs=[w["name"] for w in r.weights],
+                inputs=[TensorSpec(**t) for t in r.inputs],
+                outputs=[TensorSpec(**t) for t in r.outputs],
+                toolchain=toolchain,
+                optimization_level=level,
+                seconds=r.seconds,
+            )
+            lowered[r.name] = (f"{out_dir.name}/{r.files['ttnn']}" if "ttnn" in r.files else "", info)
+        return lowered
+
+    def manifest_info(self):
+        from ingot.artifacts.manifest import TtTargetInfo
+
+        return TtTargetInfo(spec=self.spec.as_dict(), device_verification=self.verification_note)
+
+    def verify(self, directory: Path, manifest, reference, tokenizer):
+        """Running the programs needs a device, so there is no measured report here (None). Predicted
+        accuracy of TT number formats on the CPU plugs in at this boundary."""
+        return None
+
+    @property
+    def verification_note(self) -> str:
+        return DEVICE_VERIFICATION.format(device=self.spec.device)

@@ -1,0 +1,144 @@
+"""The child process that drives the TT PJRT plugin: ``python -m ingot.compile.tt.worker JOB.json``.
+
+For each program in the job: load the saved ExportedProgram (weights replaced by zero-stride stand-ins:
+only their shapes matter), convert it to a JAX function with torchax, lower it for the ``tt`` device with
+abstract inputs, and compile it with the plugin in compile-only mode, which writes a ``.ttnn`` flatbuffer
+and MLIR dumps. One JSON line per program goes to the job's results file; a ``start`` line before each
+compile lets the parent name the program if the plugin aborts the process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+OUTPUT_FILES = {"ttnn": ".ttnn", "ttir_mlir": ".ttir.mlir", "ttnn_mlir": ".ttnn.mlir"}
+
+
+def _newest(directory: Path, pattern: str) -> Path | None:
+    found = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _tensor_specs(names, values, to_jax_dtype) -> list[dict]:
+    return [{"name": n, "dtype": str(to_jax_dtype(v.dtype)), "shape": list(v.shape)} for n, v in zip(names, values)]
+
+
+def _output_names(out_avals, user_outputs: list[str], inputs: list) -> list[str]:
+    """torchax returns each input the program updates in place (functionalized), then the user outputs;
+    an updated input is named by the input of the same shape and dtype."""
+    leading = len(out_avals) - len(user_outputs)
+    names, unused = [], list(inputs)
+    for aval in out_avals[:leading]:
+        match = next((n for n, a in unused if a.shape == aval.shape and a.dtype == aval.dtype), None)
+        unused = [(n, a) for n, a in unused if n != match]
+        names.append(f"{match} (updated)" if match else "updated input")
+    return names + user_outputs
+
+
+def lower_one(program: dict, compiler_options: dict, device) -> dict:
+    import jax
+    import torch
+    from torchax.export import exported_program_to_jax
+    from torchax.ops import mappings
+
+    from ingot.compile.tt.ops import op_histogram
+
+    def jax_dtype(dtype):
+        # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front
+        return jax.numpy.int32 if dtype == torch.int64 else mappings.t2j_dtype(dtype)
+
+    start = time.perf_counter()
+    exported = torch.export.load(program["exported"])
+    signature = exported.graph_signature
+    weight_names, weights, fn = exported_program_to_jax(exported, export_raw=True)
+    placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
+    user = [
+        (node.name, node.meta["val"])
+        for node, spec in zip(placeholders, signature.input_specs)
+        if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT
+    ]
+    weight_avals = [jax.ShapeDtypeStruct(tuple(w.shape), jax_dtype(w.dtype)) for w in weights]
+    user_avals = tuple(jax.ShapeDtypeStruct(tuple(v.shape), jax_dtype(v.dtype)) for _, v in user)
+    user_outputs = [
+        spec.arg.name for spec in signature.output_specs if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT
+    ]
+
+    export_dir = Path(program["out_dir"]) / f".export-{program['name']}"
+    shutil.rmtree(export_dir, ignore_errors=True)
+    export_dir.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lowered = jax.jit(fn, device=device).lower(weight_avals, user_avals)
+        lowered.compile(compiler_options={**compiler_options, "export_path": str(export_dir)})
+    out_avals = jax.tree_util.tree_leaves(lowered.out_info)
+    output_names = _output_names(out_avals, user_outputs, [(n, a) for (n, _), a in zip(user, user_avals)])
+
+    ttnn = _newest(export_dir, "*.ttnn")
+    irs = export_dir / "irs"
+    dumps = {
+        "ttnn": ttnn,
+        "ttir_mlir": _newest(irs, "ttir_*.mlir"),
+        "ttnn_mlir": _newest(irs, "ttnn_runtime_*.mlir") or _newest(irs, "ttnn_[0-9]*.mlir"),
+    }
+    if dumps["ttnn"] is None:
+        raise RuntimeError(f"the plugin compiled {program['name']} but wrote no .ttnn file into {export_dir}")
+    files = {}
+    for kind, path in dumps.items():
+        if path is not None:
+            target = Path(program["out_dir"]) / f"{program['name']}{OUTPUT_FILES[kind]}"
+            shutil.move(str(path), target)
+            files[kind] = target.name
+    histogram = op_histogram((Path(program["out_dir"]) / files["ttnn_mlir"]).read_text()) if "ttnn_mlir" in files else {}
+    shutil.rmtree(export_dir, ignore_errors=True)
+    return {
+        "status": "lowered",
+        "files": files,
+        "ttnn_ops": histogram,
+        "weights": _tensor_specs(weight_names, weights, jax_dtype),
+        "inputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for (n, _), a in zip(user, user_avals)],
+        "outputs": [
+            {"name": name, "dtype": str(a.dtype), "shape": list(a.shape)} for name, a in zip(output_names, out_avals)
+        ],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def main(job_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    results = Path(job["results"])
+
+    def emit(record: dict) -> None:
+        with results.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    import jax
+
+    from ingot.compile.tt.ops import unlowered_ops
+    from ingot.compile.tt.torchax_compat import import_torchax
+
+    import_torchax().default_env()  # the environment registers torchax's aten -> JAX lowerings
+    device = jax.devices("tt")[0]
+    for program in job["programs"]:
+        emit({"name": program["name"], "status": "start"})
+        try:
+            record = lower_one(program, job["compiler_options"], device)
+        except Exception as error:  # one program's failure is its result; the next program still lowers
+            text = f"{type(error).__name__}: {error}"
+            record = {
+                "status": "failed",
+                "error": text.strip()[-4000:],
+                "unlowered_ops": unlowered_ops(text),
+                "traceback": traceback.format_exc()[-4000:],
+            }
+        emit({"name": program["name"], **record})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,29 @@
+"""Tiny models lowered for p150 once per session (each family's programs lower in one plugin worker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingot.compile.options import CompileOptions
+from tests.conftest import TINY_OPTIONS
+
+# TINY's buckets with a smaller decode range: prefill 16,32,64 round up to TT's 32,64; decode 1 and 2.
+TT_TINY_OPTIONS = dict(TINY_OPTIONS, target="p150", max_batch=2)
+# Qwen2 and Qwen3 differ from Llama in the layers, not in the program set: one prefill and one decode program.
+TT_SMALL_OPTIONS = dict(TT_TINY_OPTIONS, max_batch=1, prefill_buckets=(32,))
+
+
+@pytest.fixture(scope="session")
+def tt_compiled(tiny_model, session_store):
+    """tt_compiled(family) -> CompileResult of that tiny family compiled for p150."""
+    from ingot.compile.pipeline import compile_model
+
+    results = {}
+
+    def get(family: str):
+        if family not in results:
+            options = CompileOptions.parse(**(TT_TINY_OPTIONS if family == "llama" else TT_SMALL_OPTIONS))
+            results[family] = compile_model(str(tiny_model(family)), options, session_store, quiet=True)
+        return results[family]
+
+    return get
