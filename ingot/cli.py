@@ -140,7 +140,10 @@ def cmd_verify(args: argparse.Namespace) -> None:
     report = reverify(path)
     manifest = Manifest.read(path)
     if report is None:  # a device target: its files check out, and running its programs needs the device
-        out.print(f"files and toolchain: ok ({len(manifest.files)} files)")
+        out.print(
+            f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
+            f"({len(manifest.files)} files); predicting the accuracy of its number formats on the CPU"
+        )
         out.print(f"verification: {manifest.tt.device_verification if manifest.tt else 'not available'}")
     else:
         _print_verification(report)
