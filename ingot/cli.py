@@ -27,13 +27,57 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_compile_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name (smollm2-135m), Hugging Face directory, or .gguf file")
+    parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
     parser.add_argument("--target", help="cpu (default), p150, n150, n300")
-    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32)")
+    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
     parser.add_argument(
         "--prefill-buckets", type=_int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
+    )
+    detector = parser.add_argument_group("detectors (yolov4)")
+    detector.add_argument("--weights", help="yolov4.weights (Darknet) or the pytorch-YOLOv4 port's .pth/.safetensors")
+    detector.add_argument("--random-weights", action="store_true", help="compile with seeded random weights instead")
+    detector.add_argument("--input-size", type=int, help="square input size: 320, 416 (default), 512, 608, 640")
+    detector.add_argument("--emit", action="append", choices=["onnx"], help="also export the captured graph as ONNX")
+
+
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
+
+
+def _refuse_foreign_options(args: argparse.Namespace, detector: bool) -> None:
+    for name in DETECTOR_ONLY if not detector else LLM_ONLY:
+        if getattr(args, name, None):
+            kind = "detectors" if not detector else "language models"
+            raise IngotError(f"--{name.replace('_', '-')} is an option for {kind}, not {args.model}")
+
+
+def _compile(args: argparse.Namespace, store: ArtifactStore, quiet: bool = False):
+    """Compile (or find) the artifact of ``args.model`` with the options given; a CompileResult."""
+    from ingot.models.yolov4.source import is_detector
+
+    _refuse_foreign_options(args, is_detector(args.model))
+    if is_detector(args.model):
+        from ingot.compile.detector_pipeline import compile_detector
+
+        return compile_detector(_detector_source(args), _detector_options(args), store, quiet=quiet)
+    from ingot.compile.pipeline import compile_model
+
+    return compile_model(args.model, _options(args), store, quiet=quiet)
+
+
+def _detector_source(args: argparse.Namespace):
+    from ingot.models.yolov4.source import resolve_detector
+
+    return resolve_detector(args.model, args.weights, args.random_weights)
+
+
+def _detector_options(args: argparse.Namespace):
+    from ingot.compile.detector_options import DetectorOptions
+
+    return DetectorOptions.parse(
+        target=args.target, input_size=args.input_size, max_batch=args.max_batch, emit=tuple(args.emit or ())
     )
 
 
@@ -50,10 +94,8 @@ def _options(args: argparse.Namespace):
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
-    from ingot.compile.pipeline import compile_model
-
     start = time.perf_counter()
-    result = compile_model(args.model, _options(args), _store(args), quiet=args.quiet)
+    result = _compile(args, _store(args), quiet=args.quiet)
     took = time.perf_counter() - start
     if result.cache_hit:
         out.print(f"cache hit: {result.key} (nothing to do, {took:.2f} s)")
@@ -67,8 +109,14 @@ def cmd_compile(args: argparse.Namespace) -> None:
 def cmd_cache_key(args: argparse.Namespace) -> None:
     from ingot.compile.pipeline import cache_key
     from ingot.models.source import resolve_source
+    from ingot.models.yolov4.source import is_detector
 
-    out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
+    detector = is_detector(args.model)
+    _refuse_foreign_options(args, detector)
+    if detector:
+        out.print(cache_key(_detector_source(args).digests(), _detector_options(args)))
+    else:
+        out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
@@ -104,13 +152,19 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     out.print(f"[bold]{manifest.key}[/bold]  {path}")
     out.print(f"model     {m.name} ({m.architecture}, from {m.source_kind})")
     out.print(f"target    {manifest.target}")
-    out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
-    out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+    if manifest.detector:
+        d = manifest.detector
+        out.print(f"input     {d.input_size}x{d.input_size} RGB, letterboxed; batch sizes {d.batch_sizes}")
+        out.print(f"classes   {len(d.class_names)} ({', '.join(d.class_names[:4])}, ...); strides {d.strides}")
+        out.print(f"anchors   {' '.join(f'{w}x{h}' for w, h in d.anchors)}")
+    else:
+        out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
+        out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
     for p in manifest.programs:
         shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in p.inputs)
-        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens), shapes, p.file)
+        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens) if p.tokens else "-", shapes, p.file)
     out.print(programs)
     if manifest.verification:
         _print_verification(manifest.verification)
@@ -198,6 +252,11 @@ def _range(bounds: tuple[int, int]) -> str:
 
 
 def _print_verification(report) -> None:
+    from ingot.artifacts.manifest import DetectionVerificationReport
+
+    if isinstance(report, DetectionVerificationReport):
+        _print_detection_verification(report)
+        return
     table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
     table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
     table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
@@ -206,6 +265,20 @@ def _print_verification(report) -> None:
     for name, value in report.programs.items():
         table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}")
     table.add_row("tokens", f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)", "")
+    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+    out.print(table)
+
+
+def _print_detection_verification(report) -> None:
+    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
+    table.add_row("boxes PCC", f"{report.box_pcc:.7f}", f">= {report.min_box_pcc}")
+    table.add_row("confidences PCC", f"{report.confidence_pcc:.7f}", f">= {report.min_confidence_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    for name, value in report.programs.items():
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_box_pcc}")
+    if report.onnx_pcc is not None:
+        table.add_row("PCC ONNX (onnxruntime)", f"{report.onnx_pcc:.7f}", f">= {report.min_onnx_pcc}")
+    table.add_row("images", f"{report.images} at {report.input_size}x{report.input_size}", "")
     table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
     out.print(table)
 
