@@ -198,17 +198,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.compile.pipeline import cache_key, compile_model
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source
+    from ingot.models.yolov4.source import is_detector
     from ingot.runtime.engine import Engine
+    from ingot.runtime.vision.detector import Detector
     from ingot.server.run import serve
     from ingot.server.settings import ServerSettings
 
     store = _store(args)
 
     def artifact_path(model: str) -> Path:
-        """An artifact key, prefix or path; else the model's default-options artifact, compiled on a miss."""
+        """An artifact key, prefix or path; else the model's default-options artifact, compiled on a miss
+        (a detector's newest artifact: compiling one needs its weights)."""
         try:
             return store.resolve(model)
         except ArtifactError:
+            if is_detector(model):
+                return newest_detector_artifact(store, model)
             if model not in BUILTIN_MODELS and not Path(model).expanduser().exists():
                 raise
         if not args.no_compile:
@@ -230,12 +235,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engines: dict[str, Engine] = {}
+    detectors: dict[str, Detector] = {}
     try:
         for name, (path, manifest) in artifacts.items():
-            engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
+            if manifest.kind == "detector":
+                detectors[name] = Detector(path, manifest)
+            else:
+                engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
     except BaseException:
-        for engine in engines.values():
-            engine.shutdown()
+        for runner in [*engines.values(), *detectors.values()]:
+            runner.shutdown()
         raise
     settings = ServerSettings(
         api_key=args.api_key,
@@ -243,8 +252,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_request_bytes=args.max_request_bytes,
         log_prompts=args.log_prompts,
         shutdown_timeout=args.shutdown_timeout,
+        max_image_pixels=args.max_image_pixels,
     )
-    serve(engines, settings, args.host, args.port)
+    serve(engines, settings, args.host, args.port, detectors)
+
+
+def newest_detector_artifact(store: ArtifactStore, model: str):
+    """The most recently built loadable artifact of the detector ``model`` (e.g. ``yolov4``)."""
+    found = [a for a in store.list() if a.manifest and a.manifest.model.name == model and not a.problem]
+    if not found:
+        raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
+    return max(found, key=lambda a: a.manifest.created_at).path
 
 
 def _range(bounds: tuple[int, int]) -> str:
@@ -314,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API")
     sub.add_argument(
-        "models", nargs="*", metavar="MODEL", help="artifact key or path, or a model to compile (default smollm2-135m)"
+        "models", nargs="*", metavar="MODEL",
+        help="artifact key or path, a model to compile (default smollm2-135m), or yolov4 (its newest artifact)",
     )
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
@@ -332,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get to finish after SIGTERM",
     )
     sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
+    sub.add_argument(
+        "--max-image-pixels", type=int, default=serve_defaults.DEFAULT_MAX_IMAGE_PIXELS,
+        help="larger images sent to /v1/detections get 413 (default: Pillow's decompression-bomb limit)",
+    )
     cache_dir = argparse.ArgumentParser(add_help=False)
     cache_dir.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
     bench_command.add_parser(commands, cache_dir)

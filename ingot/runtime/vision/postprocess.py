@@ -55,7 +55,9 @@ def select_detections(
 
     Every (box, class) pair above the confidence threshold is a candidate (at most ``max_candidates``, the best);
     class-wise NMS then keeps up to ``max_detections``."""
-    anchor, cls = torch.nonzero(scores > params.confidence_threshold, as_tuple=True)
+    above = scores > params.confidence_threshold
+    above &= torch.isfinite(boxes).all(-1, keepdim=True)  # exp() of a huge size logit: no box to report
+    anchor, cls = torch.nonzero(above, as_tuple=True)
     confidence = scores[anchor, cls]
     limit = info.postprocess.max_candidates
     if len(confidence) > limit:
