@@ -265,6 +265,63 @@ def newest_detector_artifact(store: ArtifactStore, model: str):
     return max(found, key=lambda a: a.manifest.created_at).path
 
 
+def cmd_detect(args: argparse.Namespace) -> None:
+    """Detect objects in each image with a detector artifact; print them, and draw them with --out."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.errors import ArtifactError
+    from ingot.models.yolov4.source import is_detector
+    from ingot.runtime.vision.annotate import annotate
+    from ingot.runtime.vision.detector import Detector
+    from ingot.runtime.vision.postprocess import DetectParams
+
+    out_dir = Path(args.out) if args.out and len(args.images) > 1 else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise IngotError(f"--out {args.out}: with several images, --out is a directory")
+    images = []
+    for name in args.images:
+        try:
+            images.append((Path(name), Image.open(name)))
+        except (OSError, UnidentifiedImageError):
+            raise IngotError(f"{name}: not an image (or unreadable)") from None
+    store = _store(args)
+    try:
+        path = store.resolve(args.model)
+    except ArtifactError:
+        if not is_detector(args.model):
+            raise
+        path = newest_detector_artifact(store, args.model)
+    detector = Detector(path, check_artifact(path))
+    try:
+        params = DetectParams(args.confidence_threshold, args.iou_threshold, args.max_detections)
+        results = [detector.submit(image, params) for _, image in images]  # one batch where they fit
+        results = [future.result() for future in results]
+    finally:
+        detector.shutdown()
+    report = []
+    for (name, image), result in zip(images, results):
+        report.append({"image": str(name), "image_size": list(result.image_size),
+                       "detections": [vars(d) | {"box": list(d.box)} for d in result.detections]})  # fmt: skip
+        if not args.json:
+            table = Table("class", "score", "box (x1, y1, x2, y2)", box=None,
+                          title=f"{name}: {len(result.detections)} detections")  # fmt: skip
+            for d in result.detections:
+                table.add_row(d.class_name, f"{d.score:.3f}", ", ".join(f"{v:.0f}" for v in d.box))
+            out.print(table)
+        if args.out:
+            target = out_dir / f"{name.stem}.annotated.png" if out_dir else Path(args.out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            annotate(image, result.detections).save(target)
+            if not args.json:
+                out.print(f"wrote {target}")
+    if args.json:
+        print(json.dumps(report))
+
+
 def _range(bounds: tuple[int, int]) -> str:
     return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}..{bounds[1]}"
 
@@ -355,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-image-pixels", type=int, default=serve_defaults.DEFAULT_MAX_IMAGE_PIXELS,
         help="larger images sent to /v1/detections get 413 (default: Pillow's decompression-bomb limit)",
     )
+    sub = command("detect", cmd_detect, "detect objects in images with a detector artifact (e.g. yolov4)")
+    sub.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, ... files")
+    sub.add_argument("--model", default="yolov4", help="artifact key, prefix or path, or yolov4 (its newest artifact)")
+    sub.add_argument("--out", help="write the image with the detections drawn (a directory for several images)")
+    sub.add_argument("--confidence-threshold", type=float, help="minimum score (default 0.25)")
+    sub.add_argument("--iou-threshold", type=float, help="NMS overlap above which a weaker box is dropped (default 0.45)")
+    sub.add_argument("--max-detections", type=int, help="most detections per image (default 100)")
+    sub.add_argument("--json", action="store_true", help="print the detections as JSON")
     cache_dir = argparse.ArgumentParser(add_help=False)
     cache_dir.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
     bench_command.add_parser(commands, cache_dir)
