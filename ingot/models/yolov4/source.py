@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ingot.digest import sha256_file
+from ingot.digest import sha256_file, sha256_files
 from ingot.errors import ModelSourceError
 
 DETECTOR_MODELS = ("yolov4",)
@@ -29,8 +29,13 @@ class DetectorSource:
         return "darknet" if self.weights.suffix in DARKNET_SUFFIXES else "pytorch"
 
     def digests(self) -> dict[str, str]:
-        """sha256 of the weights: a different file is a different artifact."""
-        return {"weights": sha256_file(self.weights) if self.weights else f"random-seed-{RANDOM_SEED}"}
+        """sha256 of the weights and of the network's code (ingot's own, unlike the language models' modeling
+        code, which the transformers version in the toolchain pins): a change to either is a different artifact."""
+        package = Path(__file__).parent
+        return {
+            "weights": sha256_file(self.weights) if self.weights else f"random-seed-{RANDOM_SEED}",
+            "network": sha256_files(package.glob("*.py"), package),
+        }
 
 
 def is_detector(model: str) -> bool:
