@@ -27,9 +27,9 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_compile_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name (smollm2-135m), Hugging Face directory, or .gguf file")
+    parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
     parser.add_argument("--target", help="cpu (default), p150, n150, n300")
-    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32)")
+    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
     parser.add_argument(
@@ -42,6 +42,50 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-cpu-fallback", action="store_true",
         help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
+    )
+    detector = parser.add_argument_group("detectors (yolov4)")
+    detector.add_argument("--weights", help="yolov4.weights (Darknet) or the pytorch-YOLOv4 port's .pth/.safetensors")
+    detector.add_argument("--random-weights", action="store_true", help="compile with seeded random weights instead")
+    detector.add_argument("--input-size", type=int, help="square input size: 320, 416 (default), 512, 608, 640")
+    detector.add_argument("--emit", action="append", choices=["onnx"], help="also export the captured graph as ONNX")
+
+
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
+
+
+def _refuse_foreign_options(args: argparse.Namespace, detector: bool) -> None:
+    for name in DETECTOR_ONLY if not detector else LLM_ONLY:
+        if getattr(args, name, None):
+            kind = "detectors" if not detector else "language models"
+            raise IngotError(f"--{name.replace('_', '-')} is an option for {kind}, not {args.model}")
+
+
+def _compile(args: argparse.Namespace, store: ArtifactStore, quiet: bool = False):
+    """Compile (or find) the artifact of ``args.model`` with the options given; a CompileResult."""
+    from ingot.models.yolov4.source import is_detector
+
+    _refuse_foreign_options(args, is_detector(args.model))
+    if is_detector(args.model):
+        from ingot.compile.detector_pipeline import compile_detector
+
+        return compile_detector(_detector_source(args), _detector_options(args), store, quiet=quiet)
+    from ingot.compile.pipeline import compile_model
+
+    return compile_model(args.model, _options(args), store, quiet=quiet)
+
+
+def _detector_source(args: argparse.Namespace):
+    from ingot.models.yolov4.source import resolve_detector
+
+    return resolve_detector(args.model, args.weights, args.random_weights)
+
+
+def _detector_options(args: argparse.Namespace):
+    from ingot.compile.detector_options import DetectorOptions
+
+    return DetectorOptions.parse(
+        target=args.target, input_size=args.input_size, max_batch=args.max_batch, emit=tuple(args.emit or ())
     )
 
 
@@ -60,10 +104,8 @@ def _options(args: argparse.Namespace):
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
-    from ingot.compile.pipeline import compile_model
-
     start = time.perf_counter()
-    result = compile_model(args.model, _options(args), _store(args), quiet=args.quiet)
+    result = _compile(args, _store(args), quiet=args.quiet)
     took = time.perf_counter() - start
     if result.cache_hit:
         out.print(f"cache hit: {result.key} (nothing to do, {took:.2f} s)")
@@ -80,8 +122,14 @@ def cmd_compile(args: argparse.Namespace) -> None:
 def cmd_cache_key(args: argparse.Namespace) -> None:
     from ingot.compile.pipeline import cache_key
     from ingot.models.source import resolve_source
+    from ingot.models.yolov4.source import is_detector
 
-    out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
+    detector = is_detector(args.model)
+    _refuse_foreign_options(args, detector)
+    if detector:
+        out.print(cache_key(_detector_source(args).digests(), _detector_options(args)))
+    else:
+        out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
 
 
 def cmd_ls(args: argparse.Namespace) -> None:
@@ -117,13 +165,19 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     out.print(f"[bold]{manifest.key}[/bold]  {path}")
     out.print(f"model     {m.name} ({m.architecture}, from {m.source_kind})")
     out.print(f"target    {manifest.target}")
-    out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
-    out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+    if manifest.detector:
+        d = manifest.detector
+        out.print(f"input     {d.input_size}x{d.input_size} RGB, letterboxed; batch sizes {d.batch_sizes}")
+        out.print(f"classes   {len(d.class_names)} ({', '.join(d.class_names[:4])}, ...); strides {d.strides}")
+        out.print(f"anchors   {' '.join(f'{w}x{h}' for w, h in d.anchors)}")
+    else:
+        out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
+        out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
     for p in manifest.programs:
         shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in p.inputs)
-        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens), shapes, p.file)
+        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens) if p.tokens else "-", shapes, p.file)
     out.print(programs)
     if manifest.tt:
         _print_tt_programs(manifest)
@@ -175,17 +229,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.compile.pipeline import cache_key, compile_model
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source
+    from ingot.models.yolov4.source import is_detector
     from ingot.runtime.engine import Engine, unservable_reason
+    from ingot.runtime.vision.detector import Detector
     from ingot.server.run import serve
     from ingot.server.settings import ServerSettings
 
     store = _store(args)
 
     def artifact_path(model: str) -> Path:
-        """An artifact key, prefix or path; else the model's default-options artifact, compiled on a miss."""
+        """An artifact key, prefix or path; else the model's default-options artifact, compiled on a miss
+        (a detector's newest artifact: compiling one needs its weights)."""
         try:
             return store.resolve(model)
         except ArtifactError:
+            if is_detector(model):
+                return newest_detector_artifact(store, model)
             if model not in BUILTIN_MODELS and not Path(model).expanduser().exists():
                 raise
         if not args.no_compile:
@@ -208,12 +267,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engines: dict[str, Engine] = {}
+    detectors: dict[str, Detector] = {}
     try:
         for name, (path, manifest) in artifacts.items():
-            engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
+            if manifest.kind == "detector":
+                detectors[name] = Detector(path, manifest)
+            else:
+                engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
     except BaseException:
-        for engine in engines.values():
-            engine.shutdown()
+        for runner in [*engines.values(), *detectors.values()]:
+            runner.shutdown()
         raise
     settings = ServerSettings(
         api_key=args.api_key,
@@ -221,8 +284,74 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_request_bytes=args.max_request_bytes,
         log_prompts=args.log_prompts,
         shutdown_timeout=args.shutdown_timeout,
+        max_image_pixels=args.max_image_pixels,
     )
-    serve(engines, settings, args.host, args.port)
+    serve(engines, settings, args.host, args.port, detectors)
+
+
+def newest_detector_artifact(store: ArtifactStore, model: str):
+    """The most recently built loadable artifact of the detector ``model`` (e.g. ``yolov4``)."""
+    found = [a for a in store.list() if a.manifest and a.manifest.model.name == model and not a.problem]
+    if not found:
+        raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
+    return max(found, key=lambda a: a.manifest.created_at).path
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    """Detect objects in each image with a detector artifact; print them, and draw them with --out."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.errors import ArtifactError
+    from ingot.models.yolov4.source import is_detector
+    from ingot.runtime.vision.annotate import annotate
+    from ingot.runtime.vision.detector import Detector
+    from ingot.runtime.vision.postprocess import DetectParams
+
+    out_dir = Path(args.out) if args.out and len(args.images) > 1 else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise IngotError(f"--out {args.out}: with several images, --out is a directory")
+    images = []
+    for name in args.images:
+        try:
+            images.append((Path(name), Image.open(name)))
+        except (OSError, UnidentifiedImageError):
+            raise IngotError(f"{name}: not an image (or unreadable)") from None
+    store = _store(args)
+    try:
+        path = store.resolve(args.model)
+    except ArtifactError:
+        if not is_detector(args.model):
+            raise
+        path = newest_detector_artifact(store, args.model)
+    detector = Detector(path, check_artifact(path))
+    try:
+        params = DetectParams(args.confidence_threshold, args.iou_threshold, args.max_detections)
+        results = [detector.submit(image, params) for _, image in images]  # one batch where they fit
+        results = [future.result() for future in results]
+    finally:
+        detector.shutdown()
+    report = []
+    for (name, image), result in zip(images, results):
+        report.append({"image": str(name), "image_size": list(result.image_size),
+                       "detections": [vars(d) | {"box": list(d.box)} for d in result.detections]})  # fmt: skip
+        if not args.json:
+            table = Table("class", "score", "box (x1, y1, x2, y2)", box=None,
+                          title=f"{name}: {len(result.detections)} detections")  # fmt: skip
+            for d in result.detections:
+                table.add_row(d.class_name, f"{d.score:.3f}", ", ".join(f"{v:.0f}" for v in d.box))
+            out.print(table)
+        if args.out:
+            target = out_dir / f"{name.stem}.annotated.png" if out_dir else Path(args.out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            annotate(image, result.detections).save(target)
+            if not args.json:
+                out.print(f"wrote {target}")
+    if args.json:
+        print(json.dumps(report))
 
 
 def _print_tt_programs(manifest) -> None:
@@ -265,6 +394,11 @@ def _print_tt_prediction(report) -> None:
 
 
 def _print_verification(report) -> None:
+    from ingot.artifacts.manifest import DetectionVerificationReport
+
+    if isinstance(report, DetectionVerificationReport):
+        _print_detection_verification(report)
+        return
     table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
     table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
     table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
@@ -273,6 +407,20 @@ def _print_verification(report) -> None:
     for name, value in report.programs.items():
         table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}")
     table.add_row("tokens", f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)", "")
+    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+    out.print(table)
+
+
+def _print_detection_verification(report) -> None:
+    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
+    table.add_row("boxes PCC", f"{report.box_pcc:.7f}", f">= {report.min_box_pcc}")
+    table.add_row("confidences PCC", f"{report.confidence_pcc:.7f}", f">= {report.min_confidence_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    for name, value in report.programs.items():
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_box_pcc}")
+    if report.onnx_pcc is not None:
+        table.add_row("PCC ONNX (onnxruntime)", f"{report.onnx_pcc:.7f}", f">= {report.min_onnx_pcc}")
+    table.add_row("images", f"{report.images} at {report.input_size}x{report.input_size}", "")
     table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
     out.print(table)
 
@@ -312,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API")
     sub.add_argument(
-        "models", nargs="*", metavar="MODEL", help="artifact key or path, or a model to compile (default smollm2-135m)"
+        "models", nargs="*", metavar="MODEL",
+        help="artifact key or path, a model to compile (default smollm2-135m), or yolov4 (its newest artifact)",
     )
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
@@ -330,6 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get to finish after SIGTERM",
     )
     sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
+    sub.add_argument(
+        "--max-image-pixels", type=int, default=serve_defaults.DEFAULT_MAX_IMAGE_PIXELS,
+        help="larger images sent to /v1/detections get 413 (default: Pillow's decompression-bomb limit)",
+    )
+    sub = command("detect", cmd_detect, "detect objects in images with a detector artifact (e.g. yolov4)")
+    sub.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, ... files")
+    sub.add_argument("--model", default="yolov4", help="artifact key, prefix or path, or yolov4 (its newest artifact)")
+    sub.add_argument("--out", help="write the image with the detections drawn (a directory for several images)")
+    sub.add_argument("--confidence-threshold", type=float, help="minimum score (default 0.25)")
+    sub.add_argument("--iou-threshold", type=float, help="NMS overlap above which a weaker box is dropped (default 0.45)")
+    sub.add_argument("--max-detections", type=int, help="most detections per image (default 100)")
+    sub.add_argument("--json", action="store_true", help="print the detections as JSON")
     cache_dir = argparse.ArgumentParser(add_help=False)
     cache_dir.add_argument("--cache-dir", help="artifact cache (default $INGOT_CACHE_DIR or the user cache dir)")
     bench_command.add_parser(commands, cache_dir)

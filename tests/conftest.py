@@ -68,3 +68,27 @@ def run_cli(*args: str, cache_dir: Path | None = None, timeout: float = 600) -> 
 
 def tiny_cli_options() -> list[str]:
     return ["--max-batch", "4", "--max-context", "256", "--prefill-buckets", "16,32,64"]
+
+
+# YOLOv4 compiles take ~2 minutes each on 2 cores: one per input size per session, batch sizes 1 and 2.
+YOLO_MAX_BATCH = 2
+
+
+@pytest.fixture(scope="session")
+def compiled_yolo(session_store: ArtifactStore):
+    """compiled_yolo(input_size) -> CompileResult of YOLOv4 with random weights (320 also emits ONNX)."""
+    from ingot.compile.detector_options import DetectorOptions
+    from ingot.compile.detector_pipeline import compile_detector
+    from ingot.models.yolov4.source import resolve_detector
+
+    results = {}
+
+    def get(input_size: int):
+        if input_size not in results:
+            emit = ("onnx",) if input_size == 320 else ()
+            options = DetectorOptions(input_size=input_size, max_batch=YOLO_MAX_BATCH, emit=emit)
+            source = resolve_detector("yolov4", None, random_weights=True)
+            results[input_size] = compile_detector(source, options, session_store, quiet=True)
+        return results[input_size]
+
+    return get

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ingot.errors import ArtifactError
 
@@ -46,23 +46,24 @@ class ProgramSpec(_Strict):
     """One compiled program and the shape range it accepts; the runtime checks calls against it."""
 
     name: str
-    kind: Literal["prefill", "decode"]
+    kind: Literal["prefill", "decode", "detect"]
     file: str
     batch: tuple[int, int]
-    tokens: tuple[int, int]
+    tokens: tuple[int, int] | None = None  # None: the program takes images, not tokens
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     tt: TtProgramInfo | None = None
 
-    def accepts(self, batch: int, tokens: int) -> bool:
-        return self.batch[0] <= batch <= self.batch[1] and self.tokens[0] <= tokens <= self.tokens[1]
+    def accepts(self, batch: int, tokens: int | None = None) -> bool:
+        in_tokens = self.tokens is None or tokens is not None and self.tokens[0] <= tokens <= self.tokens[1]
+        return self.batch[0] <= batch <= self.batch[1] and in_tokens
 
 
 class ModelInfo(_Strict):
     name: str
     family: str
     architecture: str
-    source_kind: Literal["hf", "gguf"]
+    source_kind: Literal["hf", "gguf", "darknet", "pytorch", "random"]
     config: dict
     source_sha256: dict[str, str]
 
@@ -98,6 +99,39 @@ class WeightsInfo(_Strict):
     aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
 
 
+class Preprocess(_Strict):
+    """How an image becomes the network input: letterboxed (aspect kept, padded with ``pad_value`` gray), RGB,
+    divided by 255."""
+
+    letterbox: bool = True
+    pad_value: int = 128
+    color: Literal["RGB"] = "RGB"
+    scale: float = 1 / 255
+
+
+class Postprocess(_Strict):
+    """Defaults a request may override, and how many candidates NMS looks at."""
+
+    confidence_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    max_candidates: int = 3000
+
+
+class DetectorInfo(_Strict):
+    """What the runtime needs to turn a detector's head maps into boxes; the program outputs one map per stride."""
+
+    input_size: int
+    batch_sizes: list[int]  # the buckets a batch is padded to
+    class_names: list[str]
+    anchors: list[tuple[int, int]]  # (width, height) in input pixels
+    anchor_masks: list[list[int]]  # head i uses anchors[anchor_masks[i]]
+    strides: list[int]
+    scale_x_y: list[float]
+    preprocess: Preprocess
+    postprocess: Postprocess
+
+
 class FileEntry(_Strict):
     sha256: str
     size: int
@@ -125,22 +159,53 @@ class TtTargetInfo(_Strict):
     device_verification: str
 
 
+class DetectionVerificationReport(_Strict):
+    """The compiled detector against the eager float32 network on the same letterboxed sample images."""
+
+    kind: Literal["detection"] = "detection"
+    reference: str
+    images: int
+    input_size: int
+    box_pcc: float
+    confidence_pcc: float
+    max_abs_error: float  # over the raw head maps
+    min_box_pcc: float
+    min_confidence_pcc: float
+    programs: dict[str, float]  # program call (name and batch) -> PCC of its head maps against the reference
+    onnx_pcc: float | None = None  # the exported ONNX in onnxruntime against the reference, when emitted
+    min_onnx_pcc: float | None = None
+    passed: bool
+
+
 class Manifest(_Strict):
+    """An artifact of a language model (``kind`` llm: KV-cache layout, buckets, tokenizer) or of a detector
+    (``kind`` detector: the ``detector`` section)."""
+
     schema_version: int = SCHEMA_VERSION
+    kind: Literal["llm", "detector"] = "llm"
     key: str
     target: str
     created_at: str
     model: ModelInfo
     options: dict
     toolchain: dict[str, str]
-    kv_cache: KVCacheLayout
-    buckets: Buckets
+    kv_cache: KVCacheLayout | None = None
+    buckets: Buckets | None = None
     programs: list[ProgramSpec]
     weights: WeightsInfo
-    tokenizer: TokenizerInfo
-    verification: VerificationReport | None = None
+    tokenizer: TokenizerInfo | None = None
+    detector: DetectorInfo | None = None
+    verification: VerificationReport | DetectionVerificationReport | None = None
     tt: TtTargetInfo | None = None
     files: dict[str, FileEntry] = {}
+
+    @model_validator(mode="after")
+    def _sections_of_its_kind(self) -> Manifest:
+        needed = ("kv_cache", "buckets", "tokenizer") if self.kind == "llm" else ("detector",)
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} manifest needs {', '.join(missing)}")
+        return self
 
     def program(self, name: str) -> ProgramSpec:
         return next(p for p in self.programs if p.name == name)

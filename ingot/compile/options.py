@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingot.errors import OptionError
@@ -17,14 +19,12 @@ def _powers_of_two(low: int, high: int) -> list[int]:
     return values + [high]
 
 
-class CompileOptions(BaseModel):
+class TargetOptions(BaseModel):
+    """What every compile chooses: the target and the dtype; parsed from user input into one-line errors."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: str = "cpu"
-    max_batch: int = Field(32, ge=1, le=256)
-    max_context: int = Field(2048, ge=64, le=131072)
-    block_size: int = 16
-    prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
     dtype: str = "float32"
     optimization_level: int | None = None  # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
     allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
@@ -36,18 +36,38 @@ class CompileOptions(BaseModel):
             raise ValueError(f"unknown target {value!r}; targets: {', '.join(TARGETS)}")
         return value
 
-    @field_validator("block_size")
-    @classmethod
-    def _block_size(cls, value: int) -> int:
-        if value not in (8, 16, 32, 64, 128):
-            raise ValueError("block size must be one of 8, 16, 32, 64, 128")
-        return value
-
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, value: str) -> str:
         if value != "float32":
             raise ValueError("only float32 is supported on the cpu target")
+        return value
+
+    @classmethod
+    def parse(cls, **values: object) -> Self:
+        """Build from user input; a bad value is an OptionError naming the option."""
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            message = first["msg"].removeprefix("Value error, ")
+            raise OptionError(f"--{where.replace('_', '-')}: {message}" if first["loc"] else message) from error
+
+
+class CompileOptions(TargetOptions):
+    """A language model's compile options."""
+
+    max_batch: int = Field(32, ge=1, le=256)
+    max_context: int = Field(2048, ge=64, le=131072)
+    block_size: int = 16
+    prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int) -> int:
+        if value not in (8, 16, 32, 64, 128):
+            raise ValueError("block size must be one of 8, 16, 32, 64, 128")
         return value
 
     @model_validator(mode="before")
@@ -90,14 +110,3 @@ class CompileOptions(BaseModel):
     @property
     def max_blocks_per_sequence(self) -> int:
         return -(-self.max_context // self.block_size)
-
-    @classmethod
-    def parse(cls, **values: object) -> CompileOptions:
-        """Build from user input; a bad value is an OptionError naming the option."""
-        try:
-            return cls(**{k: v for k, v in values.items() if v is not None})
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            message = first["msg"].removeprefix("Value error, ")
-            raise OptionError(f"--{where.replace('_', '-')}: {message}" if first["loc"] else message) from error

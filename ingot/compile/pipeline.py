@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,10 +66,16 @@ def compile_model(model: str, options: CompileOptions, store: ArtifactStore, qui
     source = resolve_source(model)
     digests = source.digests()
     key = cache_key(digests, options)
+    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, quiet))
+
+
+def build_once(store: ArtifactStore, key: str, build: Callable[[Path], Manifest]) -> CompileResult:
+    """Build ``key`` in a fresh directory unless it is stored (or another process stores it while we wait)."""
     if not store.has(key):
         with store.build(key) as workdir:
             if workdir is not None:  # else another process built it while we waited for the lock
-                manifest = _build(source, digests, options, key, workdir, store, quiet)
+                os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(store.root / "inductor"))
+                manifest = build(workdir)
                 return CompileResult(key, store.path(key), cache_hit=False, manifest=manifest)
     return CompileResult(key, store.path(key), cache_hit=True, manifest=Manifest.read(store.path(key)))
 
@@ -81,15 +88,12 @@ def _build(
     options: CompileOptions,
     key: str,
     workdir: Path,
-    store: ArtifactStore,
     quiet: bool,
 ) -> Manifest:
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(store.root / "inductor"))
     os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF loader draws its own bar; ours shows the stage
     import torch  # noqa: F401  (heavy imports only when building)
     import transformers
 
-    from ingot.artifacts.integrity import file_entries
     from ingot.artifacts.manifest import Buckets, KVCacheLayout, ModelInfo, ProgramSpec, TokenizerInfo
     from ingot.compile import paged_attention
     from ingot.compile.capture import capture_program
@@ -189,6 +193,13 @@ def _build(
             f"verification failed: PCC {report.pcc:.6f} (min {report.min_pcc}), "
             f"top-1 {report.top1_agreement:.1%} (min {report.min_top1:.0%}), programs {report.programs}"
         )
+    return publish(workdir, manifest, report)
+
+
+def publish(workdir: Path, manifest: Manifest, report: object) -> Manifest:
+    """Record the passed verification and every file's digest, and write the manifest: the build is complete."""
+    from ingot.artifacts.integrity import file_entries
+
     manifest = manifest.model_copy(update={"verification": report, "files": file_entries(workdir)})
     manifest.write(workdir)
     return manifest

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.artifacts.manifest import Manifest, VerificationReport
+from ingot.artifacts.manifest import DetectionVerificationReport, Manifest, VerificationReport
 from ingot.compile.targets import get_target
 from ingot.errors import ArtifactError
 
@@ -32,12 +32,29 @@ def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
     return model.eval()
 
 
-def reverify(directory: Path) -> VerificationReport | None:
+def reverify(directory: Path) -> VerificationReport | DetectionVerificationReport | None:
     """Check the artifact, rebuild its float32 reference and let its target verify it (None: the target
     cannot run its programs on this host, e.g. a Tenstorrent device target)."""
     transformers.utils.logging.set_verbosity_error()
     manifest = check_artifact(directory)
+    if manifest.kind == "detector":
+        return _reverify_detector(directory, manifest)
     target = get_target(manifest.target)
     tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
     reference = reference_model(directory, manifest)
     return target.verify(directory, manifest, reference, tokenizer)
+
+
+def _reverify_detector(directory: Path, manifest: Manifest) -> DetectionVerificationReport:
+    """The eager network rebuilt from the artifact's own weights (stored under the network's module names)."""
+    from ingot.compile.detector_pipeline import ONNX_FILE
+    from ingot.compile.detector_verify import verify_detector
+    from ingot.models.yolov4.network import YOLOv4
+
+    reference = YOLOv4(num_classes=manifest.model.config["num_classes"])
+    missing, unexpected = reference.load_state_dict(load_file(directory / manifest.weights.file), strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{directory.name}: weights do not fit YOLOv4 ({(missing or unexpected)[0]})")
+    target = get_target(manifest.target)
+    onnx_file = directory / ONNX_FILE if ONNX_FILE in manifest.files else None
+    return verify_detector(directory, manifest, reference.eval(), target.min_detection_pcc, onnx_file, target.min_onnx_pcc)

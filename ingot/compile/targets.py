@@ -36,6 +36,8 @@ class CpuTarget:
     name: str = "cpu"
     min_pcc: float = 0.9999
     min_top1: float = 0.99
+    min_detection_pcc: float = 0.99  # boxes, confidences and head maps of a detector
+    min_onnx_pcc: float = 0.999
     program_suffix: str = ".pt2"
     verify_stage: str = "verify against float32 eager"
 

@@ -11,36 +11,42 @@ from fastapi import FastAPI
 
 from ingot import __version__
 from ingot.runtime.engine import Engine
-from ingot.server import chat, completions, routes
+from ingot.runtime.vision.detector import Detector
+from ingot.server import chat, completions, detections, routes
 from ingot.server.access_log import AccessLogMiddleware
-from ingot.server.errors import ERROR_RESPONSES, document_errors, install_error_handlers
+from ingot.server.errors import DETECTION_ERROR_RESPONSES, ERROR_RESPONSES, document_errors, install_error_handlers
 from ingot.server.metrics import ServerMetrics
 from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware
-from ingot.server.served import ServedModel
+from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.settings import ServerSettings
 from ingot.server.state import ServerState
 
 log = logging.getLogger("ingot.server")
 
 
-def create_app(engines: Mapping[str, Engine], settings: ServerSettings | None = None) -> FastAPI:
-    """``engines`` maps each model's name (as clients send it in ``model``) to its engine; the first is the default.
+def create_app(
+    engines: Mapping[str, Engine], settings: ServerSettings | None = None, detectors: Mapping[str, Detector] = {}
+) -> FastAPI:
+    """``engines`` maps each language model's name (as clients send it in ``model``) to its engine, ``detectors``
+    each detection model's name to its detector; the first of each kind is its endpoints' default.
 
-    The app does not own the engines: whoever made them shuts them down after the server has stopped.
+    The app does not own the engines or detectors: whoever made them shuts them down after the server has stopped.
     """
-    if not engines:
-        raise ValueError("create_app needs at least one engine")
+    if not engines and not detectors:
+        raise ValueError("create_app needs at least one engine or detector")
     settings = settings or ServerSettings()
     state = ServerState(
         models={name: ServedModel(engine, settings.max_queue) for name, engine in engines.items()},
         settings=settings,
-        metrics=ServerMetrics(engines),
+        metrics=ServerMetrics(engines, detectors),
+        detectors={name: ServedDetector(detector, settings.max_queue) for name, detector in detectors.items()},
     )
     app = FastAPI(title="ingot", version=__version__, lifespan=_warm_up_in_background)
     app.state.ingot = state
     install_error_handlers(app)
     app.include_router(completions.router, responses=ERROR_RESPONSES)
     app.include_router(chat.router, responses=ERROR_RESPONSES)
+    app.include_router(detections.router, responses=DETECTION_ERROR_RESPONSES)
     app.include_router(routes.router)
     document_errors(app)
     # The last added runs first: log every request, then check its key, then its size; bugs become 500s inside.
@@ -64,11 +70,11 @@ async def _warm_up_in_background(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _warm_up(state: ServerState) -> None:
-    for served in state.models.values():
+    for served in state.all_served():
         await served.warm_up()
         log.info("%s is warm", served.name)
     state.ready = True
-    log.info("ready: serving %s", ", ".join(state.models))
+    log.info("ready: serving %s", ", ".join(served.name for served in state.all_served()))
 
 
 def _report_failure(task: asyncio.Task) -> None:

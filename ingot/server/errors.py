@@ -66,6 +66,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
+DETECTION_ERROR_RESPONSES = {
+    **ERROR_RESPONSES,
+    415: {"model": ErrorResponse, "description": "Not a JPEG, PNG or WebP image, or not a multipart or JSON body"},
+}
+
 
 def document_errors(app: FastAPI) -> None:
     """FastAPI lists a 422 for every route with a body; this server answers 400 instead (see ``_validation_error``)."""

@@ -204,7 +204,7 @@ class ModelCard(BaseModel):
     owned_by: str = "ingot"
     root: str
     parent: str | None = None
-    max_model_len: int
+    max_model_len: int | None  # None for a detection model
 
 
 class ModelList(BaseModel):

@@ -26,12 +26,13 @@ router = APIRouter()
 
 @router.get("/v1/models", responses={401: ERROR_RESPONSES[401]})
 async def list_models(request: Request) -> ModelList:
-    models = server_state(request).models.values()
-    return ModelList(
-        data=[
-            ModelCard(id=m.name, created=m.created, root=m.name, max_model_len=m.engine.max_context) for m in models
-        ]
-    )
+    state = server_state(request)
+    cards = [
+        ModelCard(id=m.name, created=m.created, root=m.name, max_model_len=m.engine.max_context)
+        for m in state.models.values()
+    ]
+    cards += [ModelCard(id=d.name, created=d.created, root=d.name, max_model_len=None) for d in state.detectors.values()]
+    return ModelList(data=cards)
 
 
 @router.post("/tokenize", responses=ERROR_RESPONSES)

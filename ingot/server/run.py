@@ -8,18 +8,25 @@ from collections.abc import Mapping
 import uvicorn
 
 from ingot.runtime.engine import Engine
+from ingot.runtime.vision.detector import Detector
 from ingot.server.app import create_app
 from ingot.server.settings import ServerSettings
 
 
-def serve(engines: Mapping[str, Engine], settings: ServerSettings, host: str, port: int) -> None:
-    """Serve until SIGTERM (or Ctrl-C), then stop the engines.
+def serve(
+    engines: Mapping[str, Engine],
+    settings: ServerSettings,
+    host: str,
+    port: int,
+    detectors: Mapping[str, Detector] = {},
+) -> None:
+    """Serve until SIGTERM (or Ctrl-C), then stop the engines and detectors.
 
     On the signal uvicorn stops accepting connections and lets in-flight requests finish for up to
     ``settings.shutdown_timeout`` seconds; then it cancels the rest, which aborts them in the engine.
     """
     config = uvicorn.Config(
-        create_app(engines, settings),
+        create_app(engines, settings, detectors),
         host=host,
         port=port,
         access_log=False,  # ingot.access logs each request, with its tokens and timings
@@ -31,5 +38,5 @@ def serve(engines: Mapping[str, Engine], settings: ServerSettings, host: str, po
     try:
         uvicorn.Server(config).run()
     finally:
-        for engine in engines.values():
-            engine.shutdown()
+        for runner in [*engines.values(), *detectors.values()]:
+            runner.shutdown()

@@ -1,21 +1,25 @@
-"""One served model: its engine, and how many of its requests are in flight (the engine does not bound its queue)."""
+"""One served model: its engine (or detector), and how many of its requests are in flight (neither bounds its queue)."""
 
 from __future__ import annotations
 
 import time
 
+import asyncio
+
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
+from ingot.runtime.vision.detector import Detector
 from ingot.server.errors import APIError
 
 RETRY_AFTER_SECONDS = 1
 WARM_UP_PROMPT = "Hello"
 
 
-class ServedModel:
-    def __init__(self, engine: Engine, max_queue: int) -> None:
-        self.engine = engine
-        self.name = engine.model_name
+class _Admission:
+    """At most ``max_queue`` requests in flight per model; beyond that, 429."""
+
+    def __init__(self, name: str, max_queue: int) -> None:
+        self.name = name
         self.max_queue = max_queue
         self.in_flight = 0  # engine requests; touched only on the event loop, so no lock
         self.created = int(time.time())
@@ -35,8 +39,23 @@ class ServedModel:
     def release(self, count: int) -> None:
         self.in_flight -= count
 
+
+class ServedModel(_Admission):
+    def __init__(self, engine: Engine, max_queue: int) -> None:
+        super().__init__(engine.model_name, max_queue)
+        self.engine = engine
+
     async def warm_up(self) -> None:
         """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
         params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
         async for _ in self.engine.stream(self.engine.tokenize(WARM_UP_PROMPT), params):
             pass
+
+
+class ServedDetector(_Admission):
+    def __init__(self, detector: Detector, max_queue: int) -> None:
+        super().__init__(detector.model_name, max_queue)
+        self.detector = detector
+
+    async def warm_up(self) -> None:
+        await asyncio.to_thread(self.detector.warm_up)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20  # a full 128k-token prompt as text or token ids fits with room to spare
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (a 1024 x 1024 x 4 x 64 / 3 pixel image)
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,4 @@ class ServerSettings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_prompts: bool = False
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds in-flight requests get after SIGTERM
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (or decompression bombs) get 413

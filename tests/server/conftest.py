@@ -21,14 +21,14 @@ API_KEY = "test-key"
 
 
 class LiveServer:
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+    def __init__(self, engine: Engine, settings: ServerSettings, detectors: dict | None = None) -> None:
         self.engine = engine
         self.settings = settings
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self._socket = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = create_app({engine.model_name: engine}, settings)
+        app = create_app({engine.model_name: engine}, settings, detectors or {})
         config = uvicorn.Config(app, log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -66,7 +66,7 @@ class LiveServer:
         return httpx.Client(**{"base_url": self.url, "headers": self.headers, "timeout": 60, **kwargs})
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample's value from /metrics, found by name and labels (model_name is added)."""
+        """One sample's value from /metrics, found by name and labels (model_name is added unless given)."""
         labels = {"model_name": self.model, **labels}
         for line in httpx.get(f"{self.url}/metrics").text.splitlines():
             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):

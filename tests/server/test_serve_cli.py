@@ -81,3 +81,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path, compil
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serving_a_detector_that_was_never_compiled_says_how_to_compile_it(tmp_path):
+    assert_one_line_error(run_cli("serve", "yolov4", cache_dir=tmp_path), "yolov4 is not compiled", "--weights")

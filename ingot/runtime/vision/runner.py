@@ -1,0 +1,47 @@
+"""Runs a detector's compiled program on a batch of letterboxed images, padded to one of its fixed batch sizes."""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+import torch
+
+from ingot.artifacts.manifest import Manifest
+from ingot.errors import ProgramShapeError
+from ingot.runtime.programs import load_programs
+
+
+class DetectorRunner:
+    def __init__(self, directory: Path, manifest: Manifest) -> None:
+        if manifest.detector is None:
+            raise ProgramShapeError(f"{manifest.key}: not a detector artifact")
+        self.manifest = manifest
+        self.info = manifest.detector
+        self.programs = [p for p in load_programs(directory, manifest).values() if p.spec.kind == "detect"]
+        self.batch_sizes = self.info.batch_sizes
+        self.max_batch = self.batch_sizes[-1]
+
+    def bucket(self, count: int) -> int:
+        """The smallest fixed batch size that holds ``count`` images."""
+        index = bisect.bisect_left(self.batch_sizes, count)
+        if count < 1 or index == len(self.batch_sizes):
+            raise ProgramShapeError(f"a batch holds 1 to {self.max_batch} images, not {count}")
+        return self.batch_sizes[index]
+
+    def run(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images [n, 3, size, size] -> the head maps, each [n, ...]; the batch is padded to its bucket with zeros.
+        Compiled code does not check shapes, so a wrong one is refused here."""
+        size = self.info.input_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size) or images.dtype != torch.float32:
+            raise ProgramShapeError(f"images must be float32 [n, 3, {size}, {size}], not {images.dtype} {list(images.shape)}")
+        count = images.shape[0]
+        bucket = self.bucket(count)
+        if bucket > count:
+            images = torch.cat([images, images.new_zeros(bucket - count, 3, size, size)])
+        program = next((p for p in self.programs if p.spec.accepts(bucket)), None)
+        if program is None:
+            raise ProgramShapeError(f"no detect program takes a batch of {bucket}")
+        with torch.no_grad():
+            heads = program.run(images.contiguous())
+        return [head[:count] for head in heads]
