@@ -66,7 +66,7 @@ def compile_model(model: str, options: CompileOptions, store: ArtifactStore, qui
     source = resolve_source(model)
     digests = source.digests()
     key = cache_key(digests, options)
-    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, quiet))
+    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, store.root, quiet))
 
 
 def build_once(store: ArtifactStore, key: str, build: Callable[[Path], Manifest]) -> CompileResult:
@@ -88,6 +88,7 @@ def _build(
     options: CompileOptions,
     key: str,
     workdir: Path,
+    cache_root: Path,
     quiet: bool,
 ) -> Manifest:
     os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF loader draws its own bar; ours shows the stage
@@ -135,7 +136,7 @@ def _build(
                 captured.append((plan, *capture_program(step, plan, layout, options.max_blocks_per_sequence)))
         (workdir / "programs").mkdir(exist_ok=True)
         lowered = target.lower_all(
-            [(plan.name, exported) for plan, exported, _, _ in captured], workdir / "programs", options, store.root,
+            [(plan.name, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root,
             progress,
         )
         programs = []

@@ -11,7 +11,6 @@ is copied from there. Run it again after changing the plugin version, and commit
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
