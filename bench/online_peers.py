@@ -1,10 +1,11 @@
-"""Online serving, one server at a time on the same cores: `ingot serve` vs llama-cpp-python's server.
+"""Online serving, one server at a time on the same cores: `ingot serve` vs llama.cpp's `llama-server`.
 
-    python bench/online_peers.py --artifact KEY [--concurrency 1 8 32] [--json bench/online-results.json]
+    python bench/online_peers.py --artifact KEY|PATH [--concurrency 1 8 32] [--json bench/online-results.json]
 
 Each server gets the same random-token prompts through `ingot bench online` (/v1/completions,
-streaming) at each concurrency. llama.cpp serves the demo GGUF dequantized to F32, the weights
-ingot's artifact holds.
+streaming) at each concurrency. llama-server (built by bench/build_llama_server.sh) runs with one
+slot per request in flight at the highest concurrency, and serves the demo GGUF twice: dequantized
+to F32 (the weights ingot's artifact holds) and as shipped (Q4_1).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from peers import dequantized_f32  # noqa: E402
 
 MODEL = "smollm2-135m"
+LLAMA_SERVER = Path("/work/shared/llama-server/llama-server")
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
@@ -57,38 +59,55 @@ def bench(port: int, artifact: str, args) -> dict:
 
 
 def serve(command: list[str], port: int, ready_path: str, artifact: str, args) -> dict:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
-        return bench(port, artifact, args)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
+            return bench(port, artifact, args)
+        except BaseException:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-20:]
+            print(f"{command[0]} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
+            raise
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def llama_server(gguf: Path, port: int, args) -> list[str]:
+    """One slot per request in flight; a slot holds its prompt (re-tokenized from text: up to ~10%
+    longer than --input-len for random tokens, so 25% spare) and its output."""
+    slots = max(args.concurrency)
+    slot_context = args.input_len * 5 // 4 + args.output_len + 16
+    return [str(args.llama_server), "--model", str(gguf), "--alias", MODEL, "--host", "127.0.0.1",
+            "--port", str(port), "--threads", str(args.threads), "--threads-batch", str(args.threads),
+            "--parallel", str(slots), "--ctx-size", str(slots * slot_context)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifact", required=True, help="the compiled smollm2-135m artifact")
+    parser.add_argument("--artifact", required=True, help="the compiled smollm2-135m artifact (key or path)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--num-prompts", type=int, default=32)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llama-server", type=Path, default=LLAMA_SERVER, help="llama.cpp's llama-server binary")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not args.llama_server.is_file():
+        parser.error(f"no llama-server binary at {args.llama_server}: build it with bench/build_llama_server.sh "
+                     "or pass --llama-server PATH")
 
     results = {"ingot serve": serve(
         [sys.executable, "-m", "ingot.cli", "serve", args.artifact, "--port", "8101", "--no-compile"],
         8101, "/health", args.artifact, args,
     )}
+    shipped = builtin_model_path(MODEL)
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = dequantized_f32(builtin_model_path(MODEL), Path(tmp))
-        results["llama-cpp-python server F32"] = serve(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL,
-             "--host", "127.0.0.1", "--port", "8102", "--n_threads", str(args.threads),
-             "--n_threads_batch", str(args.threads), "--n_ctx", "2048"],
-            8102, "/v1/models", args.artifact, args,
-        )
+        f32 = dequantized_f32(shipped, Path(tmp))
+        results["llama-server F32"] = serve(llama_server(f32, 8102, args), 8102, "/health", args.artifact, args)
+    results["llama-server Q4_1"] = serve(llama_server(shipped, 8103, args), 8103, "/health", args.artifact, args)
 
     print(f"{'':30} {'conc':>4} {'out tok/s':>10} {'TTFT med ms':>12} {'TPOT med ms':>12} {'fail':>5}")
     for name, by_concurrency in results.items():
