@@ -273,7 +273,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             if manifest.kind == "detector":
                 detectors[name] = Detector(path, manifest)
             else:
-                engines[name] = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
+                engines[name] = Engine(
+                    path, manifest, kv_cache_gb=args.kv_cache_gb, max_num_batched_tokens=args.max_num_batched_tokens
+                )
     except BaseException:
         for runner in [*engines.values(), *detectors.values()]:
             runner.shutdown()
@@ -473,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-request-bytes", type=int, default=serve_defaults.DEFAULT_MAX_REQUEST_BYTES, help="largest request body"
     )
     sub.add_argument("--kv-cache-gb", type=float, help="KV-cache memory per model in GiB (default 1)")
+    sub.add_argument(
+        "--max-num-batched-tokens", type=int,
+        help="tokens one engine step computes at most (a prefill chunk, a decode batch); default: the largest bucket",
+    )
     sub.add_argument("--no-compile", action="store_true", help="serve only models already compiled; never compile")
     sub.add_argument(
         "--shutdown-timeout", type=float, default=serve_defaults.DEFAULT_SHUTDOWN_TIMEOUT,

@@ -110,7 +110,8 @@ class Engine:
         self.runner = ModelRunner(directory, manifest, num_blocks)
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
         buckets = manifest.buckets
-        cap = max_num_batched_tokens or max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])
+        cap = max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])
+        cap = cap if max_num_batched_tokens is None else max_num_batched_tokens
         if cap < 1:
             raise OptionError(f"--max-num-batched-tokens must be at least 1, not {cap}")
         self.scheduler = Scheduler(

@@ -40,6 +40,12 @@ def test_an_artifact_for_another_target_is_refused_naming_it(tmp_path, compiled)
     assert_one_line_error(run_cli("serve", str(artifact), "--no-compile", cache_dir=tmp_path), "p150")
 
 
+def test_a_token_cap_below_one_is_refused_in_one_line(tmp_path, compiled):
+    artifact = str(compiled("llama").path)
+    result = run_cli("serve", artifact, "--max-num-batched-tokens", "0", cache_dir=tmp_path)
+    assert_one_line_error(result, "--max-num-batched-tokens")
+
+
 def test_two_models_with_one_name_are_refused(tmp_path, compiled):
     artifact = str(compiled("llama").path)
     assert_one_line_error(run_cli("serve", artifact, artifact, cache_dir=tmp_path), "two models are named")
