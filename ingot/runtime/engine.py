@@ -94,6 +94,8 @@ class Engine:
         refusal = unservable_reason(manifest)
         if refusal:
             raise ArtifactError(refusal)
+        if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
+            raise OptionError(f"--max-num-batched-tokens must be at least 1, not {max_num_batched_tokens}")
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
@@ -112,8 +114,6 @@ class Engine:
         buckets = manifest.buckets
         cap = max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])
         cap = cap if max_num_batched_tokens is None else max_num_batched_tokens
-        if cap < 1:
-            raise OptionError(f"--max-num-batched-tokens must be at least 1, not {cap}")
         self.scheduler = Scheduler(
             self.blocks,
             max_batch=min(buckets.decode_batch[-1], cap),
