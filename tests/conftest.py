@@ -92,3 +92,15 @@ def compiled_yolo(session_store: ArtifactStore):
         return results[input_size]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def detector(compiled_yolo):
+    """A running Detector over the 320 YOLOv4 artifact, shared by the runtime and server tests."""
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.runtime.vision.detector import Detector
+
+    path = compiled_yolo(320).path
+    detector = Detector(path, check_artifact(path))
+    yield detector
+    detector.shutdown()

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import DetectorInfo, Postprocess, Preprocess
 from ingot.compile.sample_images import synthetic_scene
 from ingot.errors import ProgramShapeError, RequestError
@@ -104,14 +103,6 @@ def test_out_of_range_thresholds_are_refused() -> None:
     assert caught.value.param == "confidence_threshold"
     with pytest.raises(RequestError, match="max_detections"):
         DetectParams(max_detections=0).resolve(info())
-
-
-@pytest.fixture(scope="module")
-def detector(compiled_yolo):
-    path = compiled_yolo(320).path
-    detector = Detector(path, check_artifact(path))
-    yield detector
-    detector.shutdown()
 
 
 def test_detections_are_in_original_pixels_and_respect_the_parameters(detector: Detector) -> None:

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from ingot.artifacts.integrity import check_artifact
 from ingot.compile.sample_images import synthetic_scene
 from ingot.runtime.vision.detector import Detector
 from ingot.server.settings import ServerSettings
@@ -26,14 +25,6 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def detector(compiled_yolo):
-    path = compiled_yolo(320).path
-    detector = Detector(path, check_artifact(path))
-    yield detector
-    detector.shutdown()
 
 
 @pytest.fixture(scope="module")
