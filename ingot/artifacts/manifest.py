@@ -50,6 +50,7 @@ class ProgramSpec(_Strict):
     file: str
     batch: tuple[int, int]
     tokens: tuple[int, int] | None = None  # None: the program takes images, not tokens
+    frozen: bool = False  # the weights are folded into the program, which loads none from the weights file
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     tt: TtProgramInfo | None = None

@@ -55,7 +55,7 @@ def _build(
         filename = f"programs/{PROGRAM}{target.program_suffix}"
         with progress.stage(f"lower detect ({target.name})"):
             (workdir / "programs").mkdir()
-            target.lower(exported, workdir / filename)
+            target.lower(exported, workdir / filename, freeze=True)
         onnx_file = None
         if "onnx" in options.emit:
             with progress.stage("export ONNX"):
@@ -86,7 +86,7 @@ def _build(
                 toolchain=toolchain_versions(),
                 programs=[
                     ProgramSpec(
-                        name=PROGRAM, kind="detect", file=filename, batch=(1, batches[-1]),
+                        name=PROGRAM, kind="detect", file=filename, batch=(1, batches[-1]), frozen=True,
                         inputs=[TensorSpec(name="images", dtype="float32", shape=[batch, 3, size, size])],
                         outputs=outputs,
                     )

@@ -73,15 +73,15 @@ class CpuTarget:
     def manifest_info(self) -> None:
         return None
 
-    def lower(self, exported: torch.export.ExportedProgram, out_file: Path) -> None:
-        # Weights stay out of the shared library: every program loads the one weights file.
-        with warnings.catch_warnings():
+    def lower(self, exported: torch.export.ExportedProgram, out_file: Path, freeze: bool = False) -> None:
+        """By default the weights stay out of the shared library, so every program of an artifact loads the one
+        weights file. ``freeze`` folds them into the program instead: batch norms fold into the convolutions and
+        oneDNN gets its weights prepacked once, not reordered on every call (1.4x on YOLOv4), at the cost of a
+        copy of the weights per program."""
+        configs = {"freezing": True} if freeze else {"aot_inductor.package_constants_in_so": False}
+        with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
-            torch._inductor.aoti_compile_and_package(
-                exported,
-                package_path=str(out_file),
-                inductor_configs={"aot_inductor.package_constants_in_so": False},
-            )
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(out_file), inductor_configs=configs)
 
 
 CPU = CpuTarget()

@@ -20,17 +20,20 @@ class CompiledProgram:
 
 
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:
-    """Load every program and point its constants at one set of weight tensors (no copies)."""
-    weights = load_file(directory / manifest.weights.file)
+    """Load every program and point its constants at one set of weight tensors (no copies). A frozen program
+    carries its own weights, so an artifact of frozen programs never reads the weights file."""
+    shared = [spec for spec in manifest.programs if not spec.frozen]
+    weights = load_file(directory / manifest.weights.file) if shared else {}
     programs = {}
     for spec in manifest.programs:
         runner = torch._inductor.aoti_load_package(str(directory / spec.file))
-        constants = {}
-        for name in runner.get_constant_fqns():
-            stored = manifest.weights.aliases.get(name, name)
-            if stored not in weights:
-                raise ArtifactError(f"{directory.name}: program {spec.name} needs weight {name}, not in the artifact")
-            constants[name] = weights[stored]
-        runner.load_constants(constants, check_full_update=True, user_managed=True)
+        if not spec.frozen:
+            constants = {}
+            for name in runner.get_constant_fqns():
+                stored = manifest.weights.aliases.get(name, name)
+                if stored not in weights:
+                    raise ArtifactError(f"{directory.name}: program {spec.name} needs weight {name}, not in the artifact")
+                constants[name] = weights[stored]
+            runner.load_constants(constants, check_full_update=True, user_managed=True)
         programs[spec.name] = CompiledProgram(spec, runner)
     return programs
