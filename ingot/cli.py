@@ -36,6 +36,11 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
         "--prefill-buckets", type=_int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
     )
     parser.add_argument(
+        "--shared-weights", action="store_true",
+        help="cpu: every program reads one weights file instead of carrying a frozen, prepacked copy "
+        "(less memory and disk, slower prefill and batched decode)",
+    )
+    parser.add_argument(
         "--optimization-level", type=int, choices=(0, 1, 2),
         help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
     )
@@ -50,7 +55,7 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     detector.add_argument("--emit", action="append", choices=["onnx"], help="also export the captured graph as ONNX")
 
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "shared_weights")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
@@ -98,6 +103,7 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
+        shared_weights=args.shared_weights or None,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )

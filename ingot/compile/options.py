@@ -62,6 +62,7 @@ class CompileOptions(TargetOptions):
     max_context: int = Field(2048, ge=64, le=131072)
     block_size: int = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+    shared_weights: bool = False  # cpu: every program reads the one weights file; none carries a frozen copy
 
     @field_validator("block_size")
     @classmethod

@@ -145,7 +145,7 @@ def _build(
             programs.append(
                 ProgramSpec(
                     name=plan.name, kind=plan.kind, file=filename, batch=plan.batch, tokens=plan.tokens,
-                    inputs=inputs, outputs=outputs, tt=target_info,
+                    inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen,
                 )
             )
         del captured

@@ -31,8 +31,21 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert set(manifest.toolchain) >= {"ingot", "torch", "transformers"}
     assert manifest.buckets.prefill_tokens == [16, 32, 64] and manifest.buckets.decode_batch == [1, 2, 4]
     decode = manifest.program("decode")
-    assert decode.batch == (1, 4) and decode.tokens == (1, 1)
+    assert decode.batch == (2, 4) and decode.tokens == (1, 1)
     assert [t.name for t in decode.inputs][-1] == "kv_cache"
+    # batched programs carry prepacked weights; decode of one sequence reads the shared file
+    assert manifest.program("prefill").frozen and decode.frozen
+    single = manifest.program("decode_1")
+    assert single.batch == (1, 1) and not single.frozen
+
+
+def test_shared_weights_keeps_every_program_on_the_weights_file():
+    from ingot.compile.targets import CPU
+
+    shared = CPU.plan(CompileOptions.parse(**TINY_OPTIONS, shared_weights=True))
+    assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 1), False), ("decode", (1, 4), False)]
+    single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
+    assert [(p.name, p.frozen) for p in single] == [("prefill", True), ("decode", True)]
 
 
 def test_tied_embeddings_are_stored_once(compiled):
@@ -79,6 +92,7 @@ def test_cache_key_changes_with_every_input(tiny_model, tmp_path, monkeypatch):
     assert _key(original, max_context=512) != base
     assert _key(original, block_size=32) != base
     assert _key(original, prefill_buckets=(16, 64)) != base
+    assert _key(original, shared_weights=True) != base
 
     monkeypatch.setattr("ingot.compile.pipeline._compiler_digest", lambda: "changed lowering code")
     assert _key(original) != base
