@@ -20,7 +20,7 @@ serve: install
 	$(PYTHON) -m ingot.cli serve smollm2-135m
 
 test: install-test
-	$(PYTHON) -m pytest -q --timeout 1800
+	$(PYTHON) -m pytest -q --timeout 1800 --durations=25
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
