@@ -53,10 +53,12 @@ class CpuTarget:
         return list(options.prefill_buckets), options.decode_batches
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
-        buckets, freeze = options.prefill_buckets, not options.shared_weights
-        prefill = ProgramPlan("prefill", "prefill", batch=(1, 1), tokens=(buckets[0], buckets[-1]), frozen=freeze)
-        if not freeze or options.max_batch == 1:
-            return [prefill, ProgramPlan("decode", "decode", batch=(1, options.max_batch), tokens=(1, 1), frozen=freeze)]
+        buckets = options.prefill_buckets
+        prefill = ProgramPlan(
+            "prefill", "prefill", batch=(1, 1), tokens=(buckets[0], buckets[-1]), frozen=not options.shared_weights
+        )
+        if options.shared_weights or options.max_batch == 1:
+            return [prefill, ProgramPlan("decode", "decode", batch=(1, options.max_batch), tokens=(1, 1))]
         return [
             prefill,
             ProgramPlan("decode_1", "decode", batch=(1, 1), tokens=(1, 1)),
