@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ingot.artifacts.manifest import Manifest
 from tests.conftest import run_cli, tiny_cli_options
 
 
@@ -98,15 +99,19 @@ def test_verify_refuses_a_tampered_artifact(compiled, tmp_path):
 def test_two_concurrent_compiles_make_one_artifact(tiny_model, tmp_path):
     model = str(tiny_model("llama", seed=7))
     env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
-    command = [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"]
+    # --shared-weights: two unfrozen programs, the quickest compile (the lock is what is tested here)
+    command = [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--shared-weights", "--quiet"]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in "ab"]
     outputs = [p.communicate(timeout=900) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     stdout = [out for out, _ in outputs]
     assert sum("compiled " in out for out in stdout) == 1
     assert sum("cache hit" in out for out in stdout) == 1
-    assert len(list((tmp_path / "artifacts").iterdir())) == 1
+    artifacts = list((tmp_path / "artifacts").iterdir())
+    assert len(artifacts) == 1
     assert list((tmp_path / "building").iterdir()) == []
+    programs = Manifest.read(artifacts[0]).programs
+    assert [(p.name, p.frozen) for p in programs] == [("prefill", False), ("decode", False)]
 
 
 def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):
