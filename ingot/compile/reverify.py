@@ -61,7 +61,7 @@ def _reverify_detector(directory: Path, manifest: Manifest) -> DetectionVerifica
     from ingot.compile.detector_pipeline import ONNX_FILE
     from ingot.compile.detector_verify import verify_detector
 
-    if manifest.tt is not None:
+    if manifest.target != "cpu":
         return None
     target = get_target(manifest.target)
     onnx_file = directory / ONNX_FILE if ONNX_FILE in manifest.files else None

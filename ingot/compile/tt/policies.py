@@ -175,7 +175,7 @@ def get_policy(name: str, kind: str = "llm") -> FormatPolicy:
         raise OptionError(f"unknown TT format policy {name!r}: one of {', '.join(POLICIES)}")
     if policy.kind != kind:
         names = ", ".join(p.name for p in policies_for(kind))
-        raise OptionError(f"TT format policy {name!r} is for {policy.kind} artifacts; a {kind} artifact takes {names}")
+        raise OptionError(f"TT format policy {name!r} is for {policy.kind} artifacts; {kind} artifacts take {names}")
     return policy
 
 
