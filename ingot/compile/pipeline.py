@@ -136,7 +136,8 @@ def _build(
                 captured.append((plan, *capture_program(step, plan, layout, options.max_blocks_per_sequence)))
         (workdir / "programs").mkdir(exist_ok=True)
         lowered = target.lower_all(
-            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root, progress,
+            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root,
+            progress,
         )
         programs = []
         for plan, _, inputs, outputs in captured:

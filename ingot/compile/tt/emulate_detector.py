@@ -65,6 +65,7 @@ def predict_detector_accuracies(
         del model
         boxes, confidences = decode_heads(actual, info)
         box_pcc, confidence_pcc = pcc(boxes, ref_boxes), pcc(confidences, ref_confidences)
+        meets = box_pcc >= TT_ACCEPTANCE.min_box_pcc and confidence_pcc >= TT_ACCEPTANCE.min_confidence_pcc
         predictions.append(
             TtDetectionPrediction(
                 policy=policy.name,
@@ -78,7 +79,7 @@ def predict_detector_accuracies(
                 head_pcc=pcc(flatten_heads(actual), flatten_heads(expected)),
                 max_abs_error=max(float((a - e).abs().max()) for a, e in zip(actual, expected)),
                 tenstorrent=TT_ACCEPTANCE,
-                meets_tt_pcc=box_pcc >= TT_ACCEPTANCE.min_box_pcc and confidence_pcc >= TT_ACCEPTANCE.min_confidence_pcc,
+                meets_tt_pcc=meets,
                 applied=count_applied(applied),
             )
         )

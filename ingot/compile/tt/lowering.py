@@ -2,9 +2,8 @@
 
 ``lower_programs`` takes any list of (name, ExportedProgram): the language-model step programs of
 ``TtTarget.plan``, the YOLOv4 batch programs of ``TtTarget.detector_plan``, or anything torch.export captures.
-Programs are
-saved without their weights (only shapes matter to the compiler), lowered in one plugin worker process,
-and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
+Programs are saved without their weights (only shapes matter to the compiler), lowered in one plugin worker
+process, and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
 ``NAME.ttnn.mlir``.
 """
 
@@ -235,7 +234,8 @@ class TtTarget:
         level = self.optimization_level(options)
         with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
             results = lower_programs(
-                [(plan.name, exported) for plan, exported in programs], out_dir, target=self.name, optimization_level=level,
+                [(plan.name, exported) for plan, exported in programs], out_dir,
+                target=self.name, optimization_level=level,
                 allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
                 session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
             )

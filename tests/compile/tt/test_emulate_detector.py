@@ -62,7 +62,7 @@ def test_the_yolov4_policy_names_every_layer_and_no_child_twice():
 
 
 def test_a_policy_is_for_one_kind_of_model():
-    with pytest.raises(OptionError, match="'yolov4' is for detector artifacts; llm artifacts take accuracy, performance"):
+    with pytest.raises(OptionError, match="'yolov4' is for detector artifacts; llm artifacts take accuracy, perf"):
         policies.get_policy("yolov4")
     with pytest.raises(OptionError, match="detector artifacts take yolov4"):
         policies.get_policy("performance", "detector")

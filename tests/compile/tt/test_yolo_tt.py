@@ -45,7 +45,8 @@ def test_the_compile_records_predicted_accuracy_under_the_yolov4_policy(tt_yolo)
     assert (prediction.images, prediction.input_size) == (2, 320)
     assert -1 <= prediction.box_pcc <= 1 and -1 <= prediction.confidence_pcc <= 1
     acceptance = prediction.tenstorrent
-    assert (acceptance.min_box_pcc, acceptance.min_confidence_pcc, acceptance.min_box_pcc_blackhole) == (0.99, 0.9, 0.96)
+    assert (acceptance.min_box_pcc, acceptance.min_confidence_pcc) == (0.99, 0.9)
+    assert acceptance.min_box_pcc_blackhole == 0.96
     assert prediction.meets_tt_pcc == (prediction.box_pcc >= 0.99 and prediction.confidence_pcc >= 0.9)
     # every convolution's (batch-norm folded) weight in bfloat8_b, its input and output and every layer's output bf16
     assert prediction.applied == {"weight bfloat8_b": 110, "input bfloat16": 110, "output bfloat16": 220}
@@ -74,8 +75,9 @@ def test_tt_only_and_cpu_only_detector_options_are_refused():
 def test_inspect_shows_the_ttnn_ops_and_the_prediction(tt_yolo, session_store):
     result = run_cli("inspect", tt_yolo.key, cache_dir=session_store.root)
     assert result.returncode == 0, result.stderr
-    for text in ("TT-NN programs for Tenstorrent Blackhole p150", "detect_1", "detect_2", "conv2d 110", "mish",
-                 "yolov4 policy", "boxes PCC", "confidences PCC", ">= 0.99 (Blackhole: >= 0.96)", ">= 0.9"):  # fmt: skip
+    shown = ("TT-NN programs for Tenstorrent Blackhole p150", "detect_1", "detect_2", "conv2d 110", "mish",
+             "yolov4 policy", "boxes PCC", "confidences PCC", ">= 0.99 (Blackhole: >= 0.96)", ">= 0.9")  # fmt: skip
+    for text in shown:
         assert text in result.stdout, text
 
 
