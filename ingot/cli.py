@@ -90,7 +90,12 @@ def _detector_options(args: argparse.Namespace):
     from ingot.compile.detector_options import DetectorOptions
 
     return DetectorOptions.parse(
-        target=args.target, input_size=args.input_size, max_batch=args.max_batch, emit=tuple(args.emit or ())
+        target=args.target,
+        input_size=args.input_size,
+        max_batch=args.max_batch,
+        emit=tuple(args.emit or ()),
+        optimization_level=args.optimization_level,
+        allow_cpu_fallback=args.allow_cpu_fallback or None,
     )
 
 
@@ -121,6 +126,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
         if not args.quiet and result.manifest.tt:
             _print_tt_programs(result.manifest)
             out.print(f"verification: {result.manifest.tt.device_verification}")
+            for prediction in result.manifest.tt.predicted:
+                _print_tt_detection_prediction(prediction)
         out.print(f"compiled {result.key} in {took:.1f} s")
     out.print(str(result.path))
 
@@ -188,6 +195,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if manifest.tt:
         _print_tt_programs(manifest)
         out.print(f"verification: {manifest.tt.device_verification}")
+        for prediction in manifest.tt.predicted:
+            _print_tt_detection_prediction(prediction)
     if manifest.verification:
         _print_verification(manifest.verification)
 
@@ -195,10 +204,13 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
     from ingot.compile.reverify import reverify
+    from ingot.compile.tt.policies import get_policy, policies_for
 
     path = _store(args).resolve(args.artifact)
-    report = reverify(path)
     manifest = Manifest.read(path)
+    for name in args.tt_policy or []:
+        get_policy(name, manifest.kind)  # a policy for the other kind of model is refused before any work
+    report = reverify(path)
     if report is None:  # a device target: its files check out, and running its programs needs the device
         out.print(
             f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
@@ -209,12 +221,24 @@ def cmd_verify(args: argparse.Namespace) -> None:
         _print_verification(report)
         if not report.passed:
             raise IngotError("verification failed")
-    policies = args.tt_policy or ([] if report is not None else ["accuracy", "performance"])
+    # a device artifact is predicted under every policy for its kind (its programs cannot run here)
+    policies = args.tt_policy or ([] if report is not None else [p.name for p in policies_for(manifest.kind)])
     if policies:
-        from ingot.compile.tt.emulate import predict_tt_accuracies
+        _print_tt_predictions(path, manifest, policies)
 
-        for prediction in predict_tt_accuracies(path, manifest, policies):
-            _print_tt_prediction(prediction)
+
+def _print_tt_predictions(path, manifest, policies: list[str]) -> None:
+    """Predict, on the CPU, the artifact's accuracy under each TT format policy, and print it."""
+    if manifest.kind == "detector":
+        from ingot.compile.tt.emulate_detector import predict_tt_detector_accuracies
+
+        for prediction in predict_tt_detector_accuracies(path, manifest, policies):
+            _print_tt_detection_prediction(prediction)
+        return
+    from ingot.compile.tt.emulate import predict_tt_accuracies
+
+    for prediction in predict_tt_accuracies(path, manifest, policies):
+        _print_tt_prediction(prediction)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
@@ -236,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source
     from ingot.models.yolov4.source import is_detector
-    from ingot.runtime.engine import Engine, unservable_reason
+    from ingot.runtime.engine import Engine
+    from ingot.runtime.servable import unservable_reason
     from ingot.runtime.vision.detector import Detector
     from ingot.server.run import serve
     from ingot.server.settings import ServerSettings
@@ -298,11 +323,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def newest_detector_artifact(store: ArtifactStore, model: str):
-    """The most recently built loadable artifact of the detector ``model`` (e.g. ``yolov4``)."""
+    """The most recently built loadable artifact of the detector ``model`` (e.g. ``yolov4``) this host can run;
+    if there are only device artifacts, the newest one's refusal."""
+    from ingot.runtime.servable import unservable_reason
+
     found = [a for a in store.list() if a.manifest and a.manifest.model.name == model and not a.problem]
     if not found:
         raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
-    return max(found, key=lambda a: a.manifest.created_at).path
+    servable = [a for a in found if unservable_reason(a.manifest) is None]
+    newest = max(servable or found, key=lambda a: a.manifest.created_at)
+    if not servable:
+        raise IngotError(unservable_reason(newest.manifest))
+    return newest.path
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -401,6 +433,23 @@ def _print_tt_prediction(report) -> None:
     out.print(table)
 
 
+def _print_tt_detection_prediction(report) -> None:
+    tt = report.tenstorrent
+    table = Table(
+        "metric", "predicted", "Tenstorrent (tt-metal YOLOv4)", box=None,
+        title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
+    )
+    boxes_bar = f">= {tt.min_box_pcc} (Blackhole: >= {tt.min_box_pcc_blackhole})"
+    table.add_row("boxes PCC", f"{report.box_pcc:.6f}", boxes_bar)
+    table.add_row("confidences PCC", f"{report.confidence_pcc:.6f}", f">= {tt.min_confidence_pcc}")
+    table.add_row("head maps PCC", f"{report.head_pcc:.6f}", "")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    table.add_row("images", f"{report.images} at {report.input_size}x{report.input_size}", "")
+    verdict = "[green]meets[/green]" if report.meets_tt_pcc else "[red]below[/red]"
+    table.add_row("PCC", f"{verdict} {tt.min_box_pcc} / {tt.min_confidence_pcc}", "")
+    out.print(table)
+
+
 def _print_verification(report) -> None:
     from ingot.artifacts.manifest import DetectionVerificationReport
 
@@ -459,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("verify", cmd_verify, "check an artifact's files and re-run its accuracy check")
     sub.add_argument("artifact", help="key, key prefix, or path")
     sub.add_argument(
-        "--tt-policy", action="append", choices=["accuracy", "performance"],
-        help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets both)",
+        "--tt-policy", action="append", choices=["accuracy", "performance", "yolov4"],
+        help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets every "
+        "policy for its kind: accuracy and performance for language models, yolov4 for detectors)",
     )
     sub = command("gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load")
     sub.add_argument("--all", action="store_true", help="remove every artifact")

@@ -153,11 +153,40 @@ class VerificationReport(_Strict):
     passed: bool
 
 
+class TtDetectionAcceptance(_Strict):
+    """Tenstorrent's own bars for YOLOv4 against its float32 reference (tt-metal's models/demos/yolov4)."""
+
+    min_box_pcc: float
+    min_confidence_pcc: float
+    min_box_pcc_blackhole: float  # what tt-metal asks of boxes on Blackhole, where it checks no confidences
+
+
+class TtDetectionPrediction(_Strict):
+    """A detector's predicted accuracy under a TT format policy: the float32 network with the policy's formats
+    emulated, against the same network unchanged, on the verification's sample images."""
+
+    policy: str
+    description: str
+    source: str
+    reference: str
+    images: int
+    input_size: int
+    box_pcc: float
+    confidence_pcc: float
+    head_pcc: float  # the raw head maps
+    max_abs_error: float  # over the raw head maps
+    tenstorrent: TtDetectionAcceptance
+    meets_tt_pcc: bool  # boxes and confidences reach Tenstorrent's (non-Blackhole) bars
+    applied: dict[str, int]  # "<tensor kind> <format>" -> how many tensors were stored in it
+
+
 class TtTargetInfo(_Strict):
-    """What a Tenstorrent artifact was compiled for, and why it is not verified on this host."""
+    """What a Tenstorrent artifact was compiled for, why it is not verified on this host, and (a detector) its
+    accuracy predicted on the CPU in the device's number formats."""
 
     spec: dict  # the device spec (ingot.compile.tt.specs.DeviceSpec)
     device_verification: str
+    predicted: list[TtDetectionPrediction] = []
 
 
 class DetectionVerificationReport(_Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingot.compile.options import TargetOptions, _powers_of_two
 
@@ -29,6 +29,12 @@ class DetectorOptions(TargetOptions):
         if unknown:
             raise ValueError(f"cannot emit {unknown[0]!r}; choices: {', '.join(EMITS)}")
         return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _onnx_on_cpu(self) -> DetectorOptions:
+        if "onnx" in self.emit and self.target != "cpu":
+            raise ValueError("--emit onnx applies to the cpu target")
+        return self
 
     @property
     def batch_sizes(self) -> list[int]:

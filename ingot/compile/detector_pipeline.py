@@ -1,10 +1,13 @@
 """``ingot compile yolov4``: weights -> cache key -> (on a miss) capture, lower, optionally export ONNX, verify,
-publish. The same store, key scheme, lowering and artifact layout as the language models."""
+publish. The same store, key scheme, target interface (plan, lower_all, verify) and artifact layout as the
+language models: cpu plans one program with a dynamic batch, a Tenstorrent target one static program per batch
+size, and a Tenstorrent artifact's verification is its accuracy predicted in the device's number formats."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
@@ -15,7 +18,9 @@ from ingot.errors import VerificationError
 from ingot.models.yolov4.source import DetectorSource
 from ingot.progress import StageProgress
 
-PROGRAM = "detect"
+if TYPE_CHECKING:  # the targets import torch, which a cache hit never needs
+    from ingot.compile.targets import ProgramPlan
+
 ONNX_FILE = "model.onnx"
 
 
@@ -24,17 +29,19 @@ def compile_detector(
 ) -> CompileResult:
     digests = source.digests()
     key = cache_key(digests, options)
-    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, quiet))
+    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, store.root, quiet))
 
 
 def _build(
-    source: DetectorSource, digests: dict[str, str], options: DetectorOptions, key: str, workdir: Path, quiet: bool
+    source: DetectorSource,
+    digests: dict[str, str],
+    options: DetectorOptions,
+    key: str,
+    workdir: Path,
+    cache_root: Path,
+    quiet: bool,
 ) -> Manifest:
-    import torch
-    from torch.export import Dim
-
     from ingot.artifacts.manifest import DetectorInfo, ModelInfo, Postprocess, Preprocess, ProgramSpec, TensorSpec
-    from ingot.compile.detector_verify import verify_detector
     from ingot.compile.onnx_export import OUTPUT_NAMES, export_onnx
     from ingot.compile.targets import get_target
     from ingot.compile.weights import save_weights
@@ -42,33 +49,43 @@ def _build(
     from ingot.models.yolov4.source import load_detector
 
     target = get_target(options.target)
+    plans = target.detector_plan(options)
     size, batches = options.input_size, options.batch_sizes
-    stages = 5 + ("onnx" in options.emit)
+    # load, captures, lowering, save, verify (and the ONNX export)
+    stages = 3 + len(plans) + target.lowering_stages(len(plans)) + ("onnx" in options.emit)
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load {source.name} ({source.kind} weights)"):
             model = load_detector(source, size)
-        with progress.stage("capture detect"):
-            example = torch.zeros(min(2, batches[-1]), 3, size, size)
-            dynamic = {"images": {0: Dim("batch", min=1, max=batches[-1])}} if batches[-1] > 1 else None
-            with torch.no_grad():
-                exported = torch.export.export(model, (example,), dynamic_shapes=dynamic)
-        filename = f"programs/{PROGRAM}{target.program_suffix}"
-        with progress.stage(f"lower detect ({target.name})"):
-            (workdir / "programs").mkdir()
-            target.lower(exported, workdir / filename, freeze=True)
+        captured = []
+        for plan in plans:
+            with progress.stage(f"capture {plan.name}"):
+                captured.append((plan, _capture(model, plan, size)))
+        (workdir / "programs").mkdir()
+        lowered = target.lower_all(captured, workdir / "programs", options, cache_root, progress)
         onnx_file = None
         if "onnx" in options.emit:
             with progress.stage("export ONNX"):
                 onnx_file = workdir / ONNX_FILE
-                export_onnx(exported, onnx_file)
+                export_onnx(captured[0][1], onnx_file)
+        del captured
         with progress.stage("save weights"):
             weights = save_weights(model, workdir / "weights.safetensors")
             channels = 3 * (5 + model.num_classes)
-            batch = "batch" if batches[-1] > 1 else 1
-            outputs = [
-                TensorSpec(name=name, dtype="float32", shape=[batch, channels, size // stride, size // stride])
-                for name, stride in zip(OUTPUT_NAMES, spec.STRIDES)
-            ]
+            programs = []
+            for plan in plans:
+                batch = "batch" if plan.batch[0] != plan.batch[1] else plan.batch[0]
+                filename, target_info = lowered[plan.name]
+                outputs = [
+                    TensorSpec(name=name, dtype="float32", shape=[batch, channels, size // stride, size // stride])
+                    for name, stride in zip(OUTPUT_NAMES, spec.STRIDES)
+                ]
+                programs.append(
+                    ProgramSpec(
+                        name=plan.name, kind="detect", file=filename, batch=plan.batch, frozen=plan.frozen,
+                        inputs=[TensorSpec(name="images", dtype="float32", shape=[batch, 3, size, size])],
+                        outputs=outputs, tt=target_info,
+                    )
+                )
             manifest = Manifest(
                 kind="detector",
                 key=key,
@@ -84,13 +101,7 @@ def _build(
                 ),
                 options=options.model_dump(mode="json"),
                 toolchain=toolchain_versions(),
-                programs=[
-                    ProgramSpec(
-                        name=PROGRAM, kind="detect", file=filename, batch=(1, batches[-1]), frozen=True,
-                        inputs=[TensorSpec(name="images", dtype="float32", shape=[batch, 3, size, size])],
-                        outputs=outputs,
-                    )
-                ],
+                programs=programs,
                 weights=weights,
                 detector=DetectorInfo(
                     input_size=size,
@@ -103,14 +114,26 @@ def _build(
                     preprocess=Preprocess(),
                     postprocess=Postprocess(),
                 ),
+                tt=target.manifest_info(),
             )
-        with progress.stage("verify against float32 eager"):
-            report = verify_detector(
-                workdir, manifest, model, target.min_detection_pcc, onnx_file, target.min_onnx_pcc
-            )
-    if not report.passed:
+        with progress.stage(target.detector_verify_stage):
+            manifest = target.verify_detector(workdir, manifest, model, onnx_file)
+    report = manifest.verification
+    if report is not None and not report.passed:
         raise VerificationError(
             f"verification failed: box PCC {report.box_pcc:.6f}, confidence PCC {report.confidence_pcc:.6f} "
             f"(min {report.min_box_pcc}), programs {report.programs}, ONNX PCC {report.onnx_pcc}"
         )
     return publish(workdir, manifest, report)
+
+
+def _capture(model, plan: ProgramPlan, size: int):
+    """torch.export of the network for the plan's batch range: a dynamic batch dimension when it is a range."""
+    import torch
+    from torch.export import Dim
+
+    low, high = plan.batch
+    example = torch.zeros(min(2, high) if low != high else low, 3, size, size)
+    dynamic = {"images": {0: Dim("batch", min=low, max=high)}} if low != high else None
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=dynamic)

@@ -25,7 +25,8 @@ def sample_batch(manifest: Manifest, count: int = NUM_IMAGES) -> torch.Tensor:
     return torch.stack([letterbox(image, info.input_size, info.preprocess.pad_value)[0] for image in sample_images(count)])
 
 
-def _flat(heads: list[torch.Tensor]) -> torch.Tensor:
+def flatten_heads(heads: list[torch.Tensor]) -> torch.Tensor:
+    """Every head map of a call as one vector, for one PCC over all of them."""
     return torch.cat([h.flatten() for h in heads])
 
 
@@ -43,11 +44,11 @@ def verify_detector(
     runner = DetectorRunner(directory, manifest)
     singles = [runner.run(images[i : i + 1]) for i in range(len(images))]
     actual = [torch.cat(parts) for parts in zip(*singles)]
-    programs = {"detect (batch 1)": pcc(_flat(actual), _flat(expected))}
+    programs = {"detect (batch 1)": pcc(flatten_heads(actual), flatten_heads(expected))}
     if runner.max_batch > 1:  # the largest bucket, padded: the real images must not depend on the padding
         batched = _full_batch_run(runner, images)
         rows = [head[: len(batched[0])] for head in expected]
-        programs[f"detect (batch {runner.max_batch})"] = pcc(_flat(batched), _flat(rows))
+        programs[f"detect (batch {runner.max_batch})"] = pcc(flatten_heads(batched), flatten_heads(rows))
 
     info = manifest.detector
     boxes, confidences = decode_heads(actual, info)
@@ -56,7 +57,7 @@ def verify_detector(
     if onnx_file is not None:
         from ingot.compile.onnx_export import run_onnx
 
-        onnx_pcc = pcc(_flat(run_onnx(onnx_file, images)), _flat(expected))
+        onnx_pcc = pcc(flatten_heads(run_onnx(onnx_file, images)), flatten_heads(expected))
     box_pcc, confidence_pcc = pcc(boxes, ref_boxes), pcc(confidences, ref_confidences)
     passed = min(box_pcc, confidence_pcc, *programs.values()) >= min_pcc and (
         onnx_pcc is None or onnx_pcc >= (min_onnx_pcc or 0)

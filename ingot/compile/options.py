@@ -43,6 +43,21 @@ class TargetOptions(BaseModel):
             raise ValueError("only float32 is supported on the cpu target")
         return value
 
+    @field_validator("optimization_level")
+    @classmethod
+    def _optimization_level(cls, value: int | None) -> int | None:
+        if value is not None and value not in (0, 1, 2):
+            raise ValueError("optimization level must be 0, 1 or 2")
+        return value
+
+    @model_validator(mode="after")
+    def _tt_only(self) -> Self:
+        if self.target == "cpu" and self.optimization_level is not None:
+            raise ValueError("--optimization-level applies to Tenstorrent targets (p150), not cpu")
+        if self.target == "cpu" and self.allow_cpu_fallback:
+            raise ValueError("--allow-cpu-fallback applies to Tenstorrent targets (p150), not cpu")
+        return self
+
     @classmethod
     def parse(cls, **values: object) -> Self:
         """Build from user input; a bad value is an OptionError naming the option."""
@@ -79,21 +94,6 @@ class CompileOptions(TargetOptions):
             if isinstance(max_context, int):
                 values = {**values, "prefill_buckets": tuple(_powers_of_two(16, min(512, max(max_context, 16))))}
         return values
-
-    @field_validator("optimization_level")
-    @classmethod
-    def _optimization_level(cls, value: int | None) -> int | None:
-        if value is not None and value not in (0, 1, 2):
-            raise ValueError("optimization level must be 0, 1 or 2")
-        return value
-
-    @model_validator(mode="after")
-    def _tt_only(self) -> CompileOptions:
-        if self.target == "cpu" and self.optimization_level is not None:
-            raise ValueError("--optimization-level applies to Tenstorrent targets (p150), not cpu")
-        if self.target == "cpu" and self.allow_cpu_fallback:
-            raise ValueError("--allow-cpu-fallback applies to Tenstorrent targets (p150), not cpu")
-        return self
 
     @model_validator(mode="after")
     def _buckets(self) -> CompileOptions:

@@ -136,7 +136,7 @@ def _build(
                 captured.append((plan, *capture_program(step, plan, layout, options.max_blocks_per_sequence)))
         (workdir / "programs").mkdir(exist_ok=True)
         lowered = target.lower_all(
-            [(plan.name, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root,
+            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root,
             progress,
         )
         programs = []

@@ -45,16 +45,25 @@ def reverify(directory: Path) -> VerificationReport | DetectionVerificationRepor
     return target.verify(directory, manifest, reference, tokenizer)
 
 
-def _reverify_detector(directory: Path, manifest: Manifest) -> DetectionVerificationReport:
-    """The eager network rebuilt from the artifact's own weights (stored under the network's module names)."""
-    from ingot.compile.detector_pipeline import ONNX_FILE
-    from ingot.compile.detector_verify import verify_detector
+def detector_reference(directory: Path, manifest: Manifest) -> torch.nn.Module:
+    """The eager float32 network rebuilt from the artifact's own weights (stored under the network's module names)."""
     from ingot.models.yolov4.network import YOLOv4
 
     reference = YOLOv4(num_classes=manifest.model.config["num_classes"])
     missing, unexpected = reference.load_state_dict(load_file(directory / manifest.weights.file), strict=False)
     if missing or unexpected:
         raise ArtifactError(f"{directory.name}: weights do not fit YOLOv4 ({(missing or unexpected)[0]})")
+    return reference.eval()
+
+
+def _reverify_detector(directory: Path, manifest: Manifest) -> DetectionVerificationReport | None:
+    """A cpu detector's program against its rebuilt reference; None for a device target's (they need the device)."""
+    from ingot.compile.detector_pipeline import ONNX_FILE
+    from ingot.compile.detector_verify import verify_detector
+
+    if manifest.target != "cpu":
+        return None
     target = get_target(manifest.target)
     onnx_file = directory / ONNX_FILE if ONNX_FILE in manifest.files else None
-    return verify_detector(directory, manifest, reference.eval(), target.min_detection_pcc, onnx_file, target.min_onnx_pcc)
+    reference = detector_reference(directory, manifest)
+    return verify_detector(directory, manifest, reference, target.min_detection_pcc, onnx_file, target.min_onnx_pcc)

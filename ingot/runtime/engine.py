@@ -29,23 +29,13 @@ from ingot.runtime.outputs import Completion, RequestMetrics, RequestOutput
 from ingot.runtime.sampler import SampledToken, Sampler, SampleRequest, make_generator
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.scheduler import ScheduledStep, Scheduler
+from ingot.runtime.servable import unservable_reason
 from ingot.runtime.sequence import Sequence
 
 log = logging.getLogger("ingot.engine")
 
 DEFAULT_KV_CACHE_GB = 1.0
 Sink = Callable[[RequestOutput], None]
-
-
-def unservable_reason(manifest: Manifest) -> str | None:
-    """Why this runtime cannot serve the artifact (one line), or None. It runs cpu programs only."""
-    if manifest.target == "cpu":
-        return None
-    device = manifest.tt.spec["device"] if manifest.tt else f"a {manifest.target} device"
-    return (
-        f"{manifest.key}: built for target {manifest.target}; serving it needs a {device} and the TT runtime "
-        f"(tt-metal), and this host has neither (ingot serves cpu artifacts)"
-    )
 
 
 def kv_block_bytes(layout: KVCacheLayout) -> int:

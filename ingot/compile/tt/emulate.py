@@ -124,13 +124,19 @@ def predict_accuracies(
     return reports
 
 
-def _report(
-    policy: FormatPolicy, applied: dict, num_tokens: int, actual, expected, num_layers: int
-) -> TTAccuracyReport:
+def count_applied(applied: dict[str, dict[str, str]]) -> dict[str, int]:
+    """"<tensor kind> <format>" -> how many tensors `apply_policy` stored in it."""
     counts: dict[str, int] = {}
     for formats in applied.values():
         for kind, fmt in formats.items():
             counts[f"{kind} {fmt}"] = counts.get(f"{kind} {fmt}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _report(
+    policy: FormatPolicy, applied: dict, num_tokens: int, actual, expected, num_layers: int
+) -> TTAccuracyReport:
+    counts = count_applied(applied)
     if policy.kv_cache is not None:
         counts[f"kv cache {policy.kv_cache.value}"] = num_layers
     metrics = agreement(actual, expected)
@@ -163,7 +169,7 @@ def predict_tt_accuracies(
     from ingot.compile.reverify import reference_model
 
     transformers.utils.logging.set_verbosity_error()
-    resolved = [get_policy(p) if isinstance(p, str) else p for p in policies]
+    resolved = [get_policy(p, manifest.kind) if isinstance(p, str) else p for p in policies]
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir / manifest.tokenizer.directory)
     reference = reference_model(artifact_dir, manifest)
     return predict_accuracies(reference, tokenizer, resolved, manifest.buckets.max_context)
@@ -171,15 +177,21 @@ def predict_tt_accuracies(
 
 def _store_weight(module: torch.nn.Module, fmt: TTFormat) -> None:
     weight = module.weight.detach()
+    bias_format = TTFormat.BFLOAT16
     if isinstance(module, torch.nn.Linear):
         stored = quantize(weight.t(), fmt).t()  # ttnn keeps a linear's weight as [in, out]
+    elif isinstance(module, torch.nn.Conv2d):
+        # ttnn's conv2d keeps its weight as a matrix [in * kh * kw, out] (blocks along output channels), and its
+        # bias in the weight's format
+        stored = quantize(weight.flatten(1).t(), fmt).t().reshape(weight.shape)
+        bias_format = fmt
     else:
         stored = quantize(weight, fmt)
     # A new Parameter, never an in-place write: a tied tensor keeps its own format elsewhere.
     module.weight = torch.nn.Parameter(stored.contiguous(), requires_grad=False)
     bias = module._parameters.get("bias")
     if bias is not None:
-        module.bias = torch.nn.Parameter(quantize(bias.detach(), TTFormat.BFLOAT16), requires_grad=False)
+        module.bias = torch.nn.Parameter(quantize(bias.detach(), bias_format), requires_grad=False)
 
 
 def _round_input(fmt: TTFormat):

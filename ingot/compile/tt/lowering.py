@@ -1,9 +1,9 @@
 """Lower ExportedPrograms to TT-NN flatbuffers for a Tenstorrent target, on a host with no device.
 
 ``lower_programs`` takes any list of (name, ExportedProgram): the language-model step programs of
-``TtTarget.plan`` today, YOLOv4 batch programs (or anything torch.export captures) as well. Programs are
-saved without their weights (only shapes matter to the compiler), lowered in one plugin worker process,
-and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
+``TtTarget.plan``, the YOLOv4 batch programs of ``TtTarget.detector_plan``, or anything torch.export captures.
+Programs are saved without their weights (only shapes matter to the compiler), lowered in one plugin worker
+process, and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
 ``NAME.ttnn.mlir``.
 """
 
@@ -185,8 +185,9 @@ def _raise_for_failures(results: list[LoweringResult], allow_cpu_fallback: bool)
 
 @dataclass(frozen=True)
 class TtTarget:
-    """A Tenstorrent device: one static-shape program per prefill bucket and per decode batch size,
-    lowered through torchax and the TT PJRT plugin (compile-only) to TT-NN flatbuffers."""
+    """A Tenstorrent device: one static-shape program per prefill bucket and per decode batch size (a
+    detector: per batch size), lowered through torchax and the TT PJRT plugin (compile-only) to TT-NN
+    flatbuffers."""
 
     spec: DeviceSpec
     program_suffix: str = ".ttnn"
@@ -209,20 +210,32 @@ class TtTarget:
             ProgramPlan(f"prefill_{n}", "prefill", batch=(1, 1), tokens=(n, n), **static) for n in shapes.prefill_buckets
         ] + [ProgramPlan(f"decode_{b}", "decode", batch=(b, b), tokens=(1, 1), **static) for b in shapes.decode_batches]
 
+    def detector_plan(self, options):
+        """One static program per batch size: detect_1, detect_2, ... (TT programs have no dynamic dimension)."""
+        from ingot.compile.targets import ProgramPlan
+
+        return [ProgramPlan(f"detect_{b}", "detect", batch=(b, b)) for b in options.batch_sizes]
+
+    @property
+    def detector_verify_stage(self) -> str:
+        return f"predict accuracy in TT number formats ({self.spec.detector_policy} policy)"
+
     def optimization_level(self, options) -> int:
         return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
 
     def lowering_stages(self, num_programs: int) -> int:
         return 1
 
-    def lower_all(self, programs: list[tuple[str, ExportedProgram]], out_dir: Path, options, cache_dir: Path, progress):
-        """Lower every program in one plugin session; name -> (artifact-relative file, TtProgramInfo)."""
+    def lower_all(self, programs: list[tuple], out_dir: Path, options, cache_dir: Path, progress):
+        """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
+        TtProgramInfo)."""
         from ingot.artifacts.manifest import TensorSpec, TtProgramInfo
 
         level = self.optimization_level(options)
         with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
             results = lower_programs(
-                programs, out_dir, target=self.name, optimization_level=level,
+                [(plan.name, exported) for plan, exported in programs], out_dir,
+                target=self.name, optimization_level=level,
                 allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
                 session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
             )
@@ -254,6 +267,14 @@ class TtTarget:
         """Running the programs needs a device, so there is no measured report here (None). Predicted
         accuracy of TT number formats on the CPU plugs in at this boundary."""
         return None
+
+    def verify_detector(self, directory: Path, manifest, reference, onnx_file: Path | None):
+        """The programs need a device, so the detector's verification is a prediction: the eager float32 network
+        with the spec's format policy emulated, against itself unchanged, recorded in the manifest's ``tt``."""
+        from ingot.compile.tt.emulate_detector import predict_detector_accuracies
+
+        predictions = predict_detector_accuracies(reference, manifest, [self.spec.detector_policy])
+        return manifest.model_copy(update={"tt": manifest.tt.model_copy(update={"predicted": predictions})})
 
     @property
     def verification_note(self) -> str:

@@ -1,9 +1,9 @@
 """Per-layer data-format policies: which TT format each weight, activation and the KV cache is stored in.
 
 A policy is data: an ordered list of rules, each a module-name pattern (``fnmatch`` on the module's qualified
-name in the transformers model, e.g. ``model.layers.3.mlp.up_proj``) and the formats it sets; for each module
-the first rule whose pattern matches applies. Adding a policy for another model (YOLOv4's convolutions, say)
-is a few `Rule` lines and one entry in `POLICIES`.
+name in the model, e.g. ``model.layers.3.mlp.up_proj`` or YOLOv4's ``down1.conv1.conv.0``) and the formats it
+sets; for each module the first rule whose pattern matches applies. A policy is for one kind of artifact,
+``llm`` or ``detector``.
 
 The two LLM policies follow tt-metal's ``models/tt_transformers/tt/model_config.py`` (``ModelOptimizations``
 and the ``DecodersPrecision`` it builds), read at tenstorrent/tt-metal commit 0039cbf0:
@@ -27,6 +27,18 @@ layer).
 What the emulation does not model: matmul math fidelity (LoFi/HiFi2/HiFi4 drop low mantissa bits of the
 operands inside the FPU), bfloat16 accumulation where ``fp32_dest_acc_en`` is off, and the reduced precision
 of softmax, RMSNorm and SiLU on the device's vector unit; attention scores and softmax run in float32.
+
+The detector policy, ``yolov4``, follows tt-metal's ``models/demos/yolov4``, read at tenstorrent/tt-metal
+commit 90b63baa (``common.py``; ``tt/common.py`` at 04981738, ``tt/model_preprocessing.py`` at 21ff8f55):
+
+- every convolution is a ``ttnn.conv2d`` with ``Conv2dConfig(weights_dtype=ttnn.bfloat8_b)``, its batch norm
+  folded into it first (``fold_batch_norm2d_into_conv2d``), so the stored weight is the folded one; ttnn keeps
+  a conv's bias in its weight's format (``prepare_conv_bias`` asserts it), so the bias is bfloat8_b too;
+- activations are bfloat16: the input image is ``ttnn.bfloat16``, and every conv's output dtype is the
+  ``Conv2dArgs`` default from ``infer_ttnn_module_args``, ``ttnn.bfloat16``; Mish and leaky ReLU run on those;
+- the convs run at ``MathFidelity.LoFi`` with ``fp32_dest_acc_en=False``, which is not modelled (see above),
+  nor is the rounding of the residual adds and of the on-device box decoding: the prediction is the cost of
+  the storage formats, an upper bound on what the device reaches.
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ class FormatPolicy:
     rules: tuple[Rule, ...]
     kv_cache: TTFormat | None = None  # keys and values as attention reads them from the cache
     source: str = ""
+    kind: str = "llm"  # the artifacts it applies to: "llm" or "detector"
 
     def rule_for(self, module_name: str) -> Rule | None:
         return next((rule for rule in self.rules if fnmatchcase(module_name, rule.pattern)), None)
@@ -137,11 +150,35 @@ def uniform(fmt: TTFormat) -> FormatPolicy:
     )
 
 
-POLICIES: dict[str, FormatPolicy] = {p.name: p for p in (ACCURACY, PERFORMANCE)}
+# YOLOv4's layers (Darknet's [convolutional]: conv, folded batch norm, activation) by module name: down1.conv1,
+# head.conv10, and the residual units' down2.resblock.module_list.0.1; never their children (conv.0, conv.1).
+_YOLOV4_LAYERS = ("*conv[0-9]", "*conv[0-9][0-9]", "*.module_list.[0-9].[01]")
+
+YOLOV4 = FormatPolicy(
+    name="yolov4",
+    description="bfp8 convolution weights and biases (batch norms folded), bf16 activations",
+    rules=(
+        Rule("*.conv.0", weight=BFP8, input=BF16, output=BF16),  # the nn.Conv2d of each layer
+        *(Rule(pattern, output=BF16) for pattern in _YOLOV4_LAYERS),  # after Mish / leaky ReLU
+    ),
+    source="tenstorrent/tt-metal models/demos/yolov4 (tt/common.py Conv: Conv2dConfig weights_dtype bfloat8_b)",
+    kind="detector",
+)
+
+POLICIES: dict[str, FormatPolicy] = {p.name: p for p in (ACCURACY, PERFORMANCE, YOLOV4)}
 
 
-def get_policy(name: str) -> FormatPolicy:
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise OptionError(f"unknown TT format policy {name!r}: one of {', '.join(POLICIES)}") from None
+def get_policy(name: str, kind: str = "llm") -> FormatPolicy:
+    """The policy called `name`, which must be one for `kind` artifacts (a detector has no LM head to quantize)."""
+    policy = POLICIES.get(name)
+    if policy is None:
+        raise OptionError(f"unknown TT format policy {name!r}: one of {', '.join(POLICIES)}")
+    if policy.kind != kind:
+        names = ", ".join(p.name for p in policies_for(kind))
+        raise OptionError(f"TT format policy {name!r} is for {policy.kind} artifacts; {kind} artifacts take {names}")
+    return policy
+
+
+def policies_for(kind: str) -> list[FormatPolicy]:
+    """Every policy for `kind` artifacts: what `ingot verify` predicts for a TT artifact by default."""
+    return [p for p in POLICIES.values() if p.kind == kind]

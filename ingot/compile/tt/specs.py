@@ -27,6 +27,7 @@ class DeviceSpec:
     policy: str  # the per-layer number-format policy device accuracy is predicted for (numerics half)
     optimization_level: int  # tt-mlir optimizer level: 0 lowers only; 1-2 also build device kernels (minutes)
     missing: str | None = None  # why this target is refused, or None
+    detector_policy: str = "yolov4"  # the format policy a detector's (YOLOv4's) accuracy is predicted for
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -19,6 +19,7 @@ from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
 from ingot.errors import ArtifactError, IngotError
+from ingot.runtime.servable import unservable_reason
 from ingot.runtime.vision.decode import decode_heads
 from ingot.runtime.vision.letterbox import Letterbox, letterbox
 from ingot.runtime.vision.postprocess import Detection, DetectParams, select_detections
@@ -53,6 +54,9 @@ class Detector:
     def __init__(self, directory: Path, manifest: Manifest) -> None:
         if manifest.kind != "detector":
             raise ArtifactError(f"{manifest.key}: a {manifest.kind} artifact, not a detector")
+        refusal = unservable_reason(manifest)
+        if refusal:
+            raise ArtifactError(refusal)
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.info = manifest.detector

@@ -27,3 +27,19 @@ def tt_compiled(tiny_model, session_store):
         return results[family]
 
     return get
+
+
+# YOLOv4 for p150 at the smallest input, batch sizes 1 and 2: two programs lowered in one plugin session
+# (~75 s on 2 cores), shared by every test of a TT detector.
+TT_YOLO_OPTIONS = dict(target="p150", input_size=320, max_batch=2)
+
+
+@pytest.fixture(scope="session")
+def tt_yolo(session_store):
+    """CompileResult of YOLOv4 (random weights) compiled for p150."""
+    from ingot.compile.detector_options import DetectorOptions
+    from ingot.compile.detector_pipeline import compile_detector
+    from ingot.models.yolov4.source import resolve_detector
+
+    source = resolve_detector("yolov4", None, random_weights=True)
+    return compile_detector(source, DetectorOptions.parse(**TT_YOLO_OPTIONS), session_store, quiet=True)
