@@ -331,10 +331,9 @@ def newest_detector_artifact(store: ArtifactStore, model: str):
     if not found:
         raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
     servable = [a for a in found if unservable_reason(a.manifest) is None]
-    newest = max(servable or found, key=lambda a: a.manifest.created_at)
     if not servable:
-        raise IngotError(unservable_reason(newest.manifest))
-    return newest.path
+        raise IngotError(unservable_reason(max(found, key=lambda a: a.manifest.created_at).manifest))
+    return max(servable, key=lambda a: a.manifest.created_at).path
 
 
 def cmd_detect(args: argparse.Namespace) -> None:

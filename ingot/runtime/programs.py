@@ -22,7 +22,7 @@ class CompiledProgram:
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:
     """Load every program and point its constants at one set of weight tensors (no copies). A frozen program
     carries its own weights, so an artifact of frozen programs never reads the weights file."""
-    shared = [spec for spec in manifest.programs if not spec.frozen]
+    shared = any(not spec.frozen for spec in manifest.programs)
     weights = load_file(directory / manifest.weights.file) if shared else {}
     programs = {}
     for spec in manifest.programs:
