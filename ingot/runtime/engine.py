@@ -31,6 +31,7 @@ from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.scheduler import ScheduledStep, Scheduler
 from ingot.runtime.servable import unservable_reason
 from ingot.runtime.sequence import Sequence
+from ingot.runtime.threads import call_on_fresh_thread
 
 log = logging.getLogger("ingot.engine")
 
@@ -99,7 +100,7 @@ class Engine:
                 f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence, "
                 f"not {num_blocks}: raise --kv-cache-gb"
             )
-        self.runner = ModelRunner(directory, manifest, num_blocks)
+        self.runner = call_on_fresh_thread(lambda: ModelRunner(directory, manifest, num_blocks))
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
         buckets = manifest.buckets
         cap = max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])

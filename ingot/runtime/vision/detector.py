@@ -20,6 +20,7 @@ from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
 from ingot.errors import ArtifactError, IngotError
 from ingot.runtime.servable import unservable_reason
+from ingot.runtime.threads import call_on_fresh_thread
 from ingot.runtime.vision.decode import decode_heads
 from ingot.runtime.vision.letterbox import Letterbox, letterbox
 from ingot.runtime.vision.postprocess import Detection, DetectParams, select_detections
@@ -60,7 +61,7 @@ class Detector:
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.info = manifest.detector
-        self.runner = DetectorRunner(directory, manifest)
+        self.runner = call_on_fresh_thread(lambda: DetectorRunner(directory, manifest))
         self._jobs: deque[_Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False

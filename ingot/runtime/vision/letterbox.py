@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy
 import torch
 from PIL import Image, ImageOps
 
@@ -36,5 +37,6 @@ def letterbox(image: Image.Image, size: int, pad_value: int) -> tuple[torch.Tens
     dx, dy = (size - new_w) // 2, (size - new_h) // 2
     canvas = Image.new("RGB", (size, size), (pad_value,) * 3)
     canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (dx, dy))
-    pixels = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).view(size, size, 3)
-    return pixels.permute(2, 0, 1).float().div_(255), Letterbox(scale, dx, dy, width, height)
+    # numpy, not torch: this runs on the caller's thread, which must not start an OpenMP pool (runtime/threads.py)
+    pixels = torch.from_numpy(numpy.asarray(canvas, dtype=numpy.float32) / 255)
+    return pixels.permute(2, 0, 1), Letterbox(scale, dx, dy, width, height)
