@@ -10,18 +10,19 @@ difference is how the network runs. Two measurements per runner and size:
   waiting into its compiled batch sizes (1, 2, 4, 8); the peers are called from the 8 threads as they are (both
   release the GIL, so their calls overlap), which is how they are served without a batcher.
 The artifact is compiled on a cache miss (max batch 8, --emit onnx); without --weights it has random weights,
-which cost what trained ones cost.
+which cost what trained ones cost. Each runner is measured in a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -36,7 +37,10 @@ from ingot.models.yolov4.source import resolve_detector
 from ingot.runtime.vision.decode import decode_heads
 from ingot.runtime.vision.detector import Detector
 from ingot.runtime.vision.letterbox import letterbox
+from ingot.runtime.threads import call_on_fresh_thread
 from ingot.runtime.vision.postprocess import DetectParams, select_detections
+
+RUNNERS = ("ingot", "eager PyTorch", "onnxruntime")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -80,48 +84,62 @@ def peer_pipeline(run_network: Callable, manifest) -> Callable:
     return detect
 
 
+def make_runner(name: str, path: Path, threads: int) -> tuple[Callable, Callable]:
+    """(detect, close) for one runner, built off the calling thread: only the thread that runs a network may own
+    an OpenMP pool, or every kernel pays for a throttled spin-wait (ingot/runtime/threads.py), ingot's or not."""
+    manifest = check_artifact(path)
+    if name == "ingot":
+        detector = Detector(path, manifest)
+        detector.warm_up()
+        return detector.detect, detector.shutdown
+    if name == "eager PyTorch":
+        from safetensors.torch import load_file
+
+        def build() -> YOLOv4:
+            eager = YOLOv4()
+            eager.load_state_dict(load_file(path / manifest.weights.file))
+            return eager.eval()
+
+        eager = call_on_fresh_thread(build)
+
+        def run_eager(batch):
+            with torch.no_grad():
+                return eager(batch)
+
+        return peer_pipeline(run_eager, manifest), lambda: None
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path / ONNX_FILE), session_options, providers=["CPUExecutionProvider"])
+    run_onnx = lambda batch: [torch.from_numpy(o) for o in session.run(None, {"images": batch.numpy()})]  # noqa: E731
+    return peer_pipeline(run_onnx, manifest), lambda: None
+
+
+def measure_runner(name: str, path: Path, args: argparse.Namespace) -> dict:
+    """One runner's measurements, in a process of its own (the bench spawns one per runner)."""
+    torch.set_num_threads(args.threads)
+    images = [synthetic_scene(640, 480, seed=i) for i in range(args.images)]
+    detect, close = make_runner(name, path, args.threads)
+    try:
+        detect(images[0])  # warm-up
+        return {
+            "batch 1": measure(detect, images, clients=1),
+            f"{args.concurrency} clients": measure(detect, images, clients=args.concurrency),
+        }
+    finally:
+        close()
+
+
 def bench_size(size: int, args, store: ArtifactStore) -> dict:
     source = resolve_detector("yolov4", args.weights, random_weights=args.weights is None)
     options = DetectorOptions(input_size=size, max_batch=args.max_batch, emit=("onnx",))
     result = compile_detector(source, options, store, quiet=True)
-    manifest = check_artifact(result.path)
-    images = [synthetic_scene(640, 480, seed=i) for i in range(args.images)]
     results = {"artifact": result.key}
-
-    detector = Detector(result.path, manifest)
-    detector.warm_up()
-    runners = {"ingot": detector.detect}
-
-    from safetensors.torch import load_file
-
-    eager = YOLOv4()
-    eager.load_state_dict(load_file(result.path / manifest.weights.file))
-    eager.eval()
-
-    def run_eager(batch):
-        with torch.no_grad():
-            return eager(batch)
-
-    runners["eager PyTorch"] = peer_pipeline(run_eager, manifest)
-
-    import onnxruntime
-
-    session_options = onnxruntime.SessionOptions()
-    session_options.intra_op_num_threads = args.threads
-    session = onnxruntime.InferenceSession(str(result.path / ONNX_FILE), session_options, providers=["CPUExecutionProvider"])
-    runners["onnxruntime"] = peer_pipeline(
-        lambda batch: [torch.from_numpy(o) for o in session.run(None, {"images": batch.numpy()})], manifest
-    )
-    try:
-        for name, detect in runners.items():
-            detect(images[0])  # warm-up
-            results[name] = {
-                "batch 1": measure(detect, images, clients=1),
-                f"{args.concurrency} clients": measure(detect, images, clients=args.concurrency),
-            }
-            print(f"{size} {name}: {json.dumps(results[name])}", flush=True)
-    finally:
-        detector.shutdown()
+    for name in RUNNERS:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+            results[name] = process.submit(measure_runner, name, result.path, args).result()
+        print(f"{size} {name}: {json.dumps(results[name])}", flush=True)
     return results
 
 

@@ -33,19 +33,19 @@ def test_artifact_holds_everything_serving_needs(compiled):
     decode = manifest.program("decode")
     assert decode.batch == (2, 4) and decode.tokens == (1, 1)
     assert [t.name for t in decode.inputs][-1] == "kv_cache"
-    # batched programs carry prepacked weights; decode of one sequence reads the shared file
+    # every program carries its own prepacked weights; decode of one sequence has a static program of its own
     assert manifest.program("prefill").frozen and decode.frozen
     single = manifest.program("decode_1")
-    assert single.batch == (1, 1) and not single.frozen
+    assert single.batch == (1, 1) and single.frozen
 
 
-def test_shared_weights_keeps_every_program_on_the_weights_file():
+def test_plans_for_shared_weights_and_for_one_sequence():
     from ingot.compile.targets import CPU
 
     shared = CPU.plan(CompileOptions.parse(**TINY_OPTIONS, shared_weights=True))
     assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 1), False), ("decode", (1, 4), False)]
     single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
-    assert [(p.name, p.frozen) for p in single] == [("prefill", True), ("decode", False)]
+    assert [(p.name, p.batch, p.frozen) for p in single] == [("prefill", (1, 1), True), ("decode_1", (1, 1), True)]
 
 
 def test_tied_embeddings_are_stored_once(compiled):
