@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
@@ -17,9 +16,6 @@ from ingot.compile.pipeline import CompileResult, build_once, cache_key, publish
 from ingot.errors import VerificationError
 from ingot.models.yolov4.source import DetectorSource
 from ingot.progress import StageProgress
-
-if TYPE_CHECKING:  # the targets import torch, which a cache hit never needs
-    from ingot.compile.targets import ProgramPlan
 
 ONNX_FILE = "model.onnx"
 
@@ -59,14 +55,14 @@ def _build(
         captured = []
         for plan in plans:
             with progress.stage(f"capture {plan.name}"):
-                captured.append((plan, _capture(model, plan, size)))
+                captured.append((plan, _capture(model, plan.batch, size)))
         (workdir / "programs").mkdir()
         lowered = target.lower_all(captured, workdir / "programs", options, cache_root, progress)
         onnx_file = None
         if "onnx" in options.emit:
             with progress.stage("export ONNX"):
                 onnx_file = workdir / ONNX_FILE
-                export_onnx(captured[0][1], onnx_file)
+                export_onnx(_capture(model, (1, batches[-1]), size), onnx_file)  # any batch, as ONNX users expect
         del captured
         with progress.stage("save weights"):
             weights = save_weights(model, workdir / "weights.safetensors")
@@ -127,12 +123,12 @@ def _build(
     return publish(workdir, manifest, report)
 
 
-def _capture(model, plan: ProgramPlan, size: int):
-    """torch.export of the network for the plan's batch range: a dynamic batch dimension when it is a range."""
+def _capture(model, batch: tuple[int, int], size: int):
+    """torch.export of the network for an (inclusive) batch range: a dynamic batch dimension when it is a range."""
     import torch
     from torch.export import Dim
 
-    low, high = plan.batch
+    low, high = batch
     example = torch.zeros(min(2, high) if low != high else low, 3, size, size)
     dynamic = {"images": {0: Dim("batch", min=low, max=high)}} if low != high else None
     with torch.no_grad():

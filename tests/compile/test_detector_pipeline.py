@@ -32,8 +32,11 @@ def test_manifest_describes_the_detector(compiled_yolo) -> None:
     assert info.input_size == 320 and info.batch_sizes == [1, 2]
     assert len(info.class_names) == 80 and info.class_names[0] == "person" and info.class_names[-1] == "toothbrush"
     assert info.anchors[0] == (12, 16) and info.anchors[-1] == (459, 401) and info.strides == [8, 16, 32]
-    assert [o.shape for o in manifest.programs[0].outputs] == [["batch", 255, 40, 40], ["batch", 255, 20, 20],
-                                                                ["batch", 255, 10, 10]]  # fmt: skip
+    # one image has a static program of its own; larger batches share a dynamic one
+    assert [(p.name, p.batch, p.frozen) for p in manifest.programs] == [("detect_1", (1, 1), True), ("detect", (2, 2), True)]
+    assert [o.shape for o in manifest.program("detect").outputs] == [[2, 255, 40, 40], [2, 255, 20, 20],
+                                                                     [2, 255, 10, 10]]  # fmt: skip
+    assert manifest.program("detect_1").inputs[0].shape == [1, 3, 320, 320]
     assert manifest.model.source_kind == "random"
 
 
@@ -42,6 +45,8 @@ def test_onnx_export_is_valid_and_matches_eager(compiled_yolo) -> None:
 
     result = compiled_yolo(320)
     onnx.checker.check_model(str(result.path / ONNX_FILE))
+    batch = onnx.load(str(result.path / ONNX_FILE)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value  # any batch size, not the programs' buckets
     assert result.manifest.verification.onnx_pcc >= 0.999
     assert ONNX_FILE not in check_artifact(compiled_yolo(640).path).files  # only when asked for
 
@@ -99,3 +104,11 @@ def test_cli_refuses_missing_weights_and_foreign_options(tmp_path: Path) -> None
     assert shared.returncode == 1 and "--shared-weights is an option for language models" in shared.stderr
     key = run_cli("cache-key", "yolov4", "--random-weights", "--input-size", "640", cache_dir=tmp_path)
     assert key.returncode == 0 and len(key.stdout.strip()) == 24
+
+
+def test_cpu_plans_a_static_program_for_one_image_and_a_dynamic_one_for_batches() -> None:
+    from ingot.compile.targets import CPU
+
+    plans = CPU.detector_plan(DetectorOptions(input_size=320, max_batch=8))
+    assert [(p.name, p.batch, p.frozen) for p in plans] == [("detect_1", (1, 1), True), ("detect", (2, 8), True)]
+    assert [p.name for p in CPU.detector_plan(DetectorOptions(input_size=320, max_batch=1))] == ["detect_1"]
