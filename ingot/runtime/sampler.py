@@ -120,6 +120,7 @@ def _top_p(logits: torch.Tensor, ids: torch.Tensor | None, top_p: float) -> tupl
         values = logits  # top-k output is already sorted, highest first
     probs = (values - normaliser).exp()
     keep = probs.cumsum(dim=0) - probs < top_p  # the mass ranked above each token is still short of top_p
+    keep[0] = True  # a top_p below float32's smallest number compares as 0 < 0
     return values[keep], ids[keep]
 
 
