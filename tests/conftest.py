@@ -22,6 +22,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def inductor_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One inductor cache for the session's compiles, the CLI's subprocesses included (they inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(models_dir: Path):
     """tiny_model(family, seed=0) -> path of a tiny random HF model directory (made once per session)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,24 @@ class CpuTarget:
             configs |= {"max_autotune": True, "max_autotune_gemm_backends": "CPP"}
         with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(out_file), inductor_configs=configs)
+            _compile_and_package(exported, out_file, configs)
+
+
+def _compile_and_package(exported: torch.export.ExportedProgram, out_file: Path, configs: dict) -> None:
+    """``aoti_compile_and_package`` with the program's generated sources and library written to a scratch
+    directory beside ``out_file`` instead of inductor's cache: a frozen program's library holds a copy of the
+    weights (hundreds of MB for a real model) that the cache would keep forever and never reuse. Kernels compiled
+    on the way still go to (and come from) the cache."""
+    from torch._inductor.package import package_aoti
+
+    scratch = out_file.with_name(out_file.name + ".build")
+    try:
+        args, kwargs = exported.example_inputs
+        options = configs | {"aot_inductor.package": True, "aot_inductor.output_path": str(scratch)}
+        files = torch._inductor.aot_compile(exported.module(check_guards=False), args, kwargs, options=options)
+        package_aoti(str(out_file), files)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 CPU = CpuTarget()
