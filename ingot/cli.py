@@ -330,10 +330,11 @@ def newest_detector_artifact(store: ArtifactStore, model: str):
     found = [a for a in store.list() if a.manifest and a.manifest.model.name == model and not a.problem]
     if not found:
         raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
-    servable = [a for a in found if unservable_reason(a.manifest) is None]
-    if not servable:
-        raise IngotError(unservable_reason(max(found, key=lambda a: a.manifest.created_at).manifest))
-    return max(servable, key=lambda a: a.manifest.created_at).path
+    found.sort(key=lambda a: a.manifest.created_at, reverse=True)
+    for artifact in found:
+        if unservable_reason(artifact.manifest) is None:
+            return artifact.path
+    raise IngotError(unservable_reason(found[0].manifest))
 
 
 def cmd_detect(args: argparse.Namespace) -> None:

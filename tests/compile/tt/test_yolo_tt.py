@@ -3,10 +3,16 @@ formats, and how inspect, verify, serve and detect treat the artifact."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+
 import pytest
 from PIL import Image
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.artifacts.manifest import MANIFEST_NAME, Manifest
+from ingot.artifacts.store import ArtifactStore
 from ingot.compile.detector_options import DetectorOptions
 from ingot.compile.detector_pipeline import compile_detector
 from ingot.compile.pipeline import cache_key
@@ -100,3 +106,22 @@ def test_serve_and_detect_refuse_a_tt_detector_in_one_line(tt_yolo, session_stor
     assert_one_line_error(detect, refusal)
     with pytest.raises(ArtifactError, match="target p150.*TT runtime"):
         Detector.from_artifact(tt_yolo.key, cache_dir=str(session_store.root))
+
+
+def test_detect_runs_the_newest_detector_it_can_serve_not_a_newer_tt_one(tt_yolo, compiled_yolo, tmp_path):
+    store = ArtifactStore(tmp_path / "cache")
+    cpu = compiled_yolo(320)
+    for result in (cpu, tt_yolo):
+        shutil.copytree(result.path, store.path(result.key), copy_function=os.link)  # links: no GB copies
+    tt_dir = store.path(tt_yolo.key)
+    newer = Manifest.read(tt_dir).model_copy(update={"created_at": "2999-01-01T00:00:00+00:00"})
+    (tt_dir / MANIFEST_NAME).unlink()  # a link to the session's manifest: replace it, never write through
+    newer.write(tt_dir)
+    image = tmp_path / "gray.png"
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(image)
+
+    detect = run_cli("detect", str(image), "--json", cache_dir=store.root)
+    assert detect.returncode == 0, detect.stderr
+    assert json.loads(detect.stdout)[0]["image_size"] == [64, 48]
+    shutil.rmtree(store.path(cpu.key))
+    assert_one_line_error(run_cli("detect", str(image), cache_dir=store.root), "built for target p150")
