@@ -5,7 +5,8 @@
 Measures, each as the median of --repeats runs:
 - decode batch 1: tokens/s generating --decode-tokens tokens after a short prompt;
 - prefill 512: tokens/s for one 512-token prompt (time to the first token);
-- batch 32: total output tokens/s for 32 prompts of 128 tokens, 128 new tokens each.
+- batch 32: total output tokens/s for 32 prompts of 128 tokens, 128 new tokens each;
+and this machine's fp32 matmul rate, the ceiling of the compute-bound batch-32 and prefill runs.
 llama.cpp runs the demo GGUF as shipped (Q4_1) and dequantized to F32 (the weights ingot and
 transformers use), through llama-cpp-python. Peers that are not installed are skipped.
 """
@@ -138,6 +139,19 @@ def dequantized_f32(source: Path, directory: Path) -> Path:
     return out
 
 
+def matmul_gflops(repeats: int) -> float:
+    """This machine's fp32 matrix-multiply rate (one 2048^3 product): what bounds a compute-bound step."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+
+    def rate() -> float:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        return 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+    return median_of(max(repeats, 5), rate)
+
+
 PEERS = ("ingot fp32 (cpu artifact)", "transformers fp32 eager", "llama.cpp F32", "llama.cpp Q4_1")
 
 
@@ -190,12 +204,15 @@ def main() -> None:
         run = subprocess.run(command, capture_output=True, text=True, check=True)
         results[peer] = json.loads(run.stdout.split("RESULT ", 1)[1])
 
+    gflops = matmul_gflops(args.repeats)  # after the peers: its thread pool must not share the cores with them
+    print(f"fp32 matmul, {args.threads} threads: {gflops:.1f} GFLOP/s")
     print(f"{'':28} {'decode b1 tok/s':>16} {'prefill 512 tok/s':>18} {'batch 32 tok/s':>15}")
     for name, r in results.items():
         cells = [f"{r[k]:.1f}" if k in r else "-" for k in ("decode_b1", "prefill_512", "batch32_total")]
         print(f"{name:28} {cells[0]:>16} {cells[1]:>18} {cells[2]:>15}")
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats, "results": results}, indent=2))
+        summary = {"threads": args.threads, "repeats": args.repeats, "matmul_gflops": gflops, "results": results}
+        args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
