@@ -41,13 +41,13 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert single.batch == (1, 1) and single.frozen
 
 
-
 def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):
     """A frozen program's library holds the model's weights: the artifact has it, a cache must not keep another."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     compiled("llama")
     assert not [path for path in Path(cache_dir()).rglob("*.so") if ".wrapper" in path.name]
+
 
 def test_plans_for_shared_weights_and_for_one_sequence():
     from ingot.compile.targets import CPU
