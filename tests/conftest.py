@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingot.artifacts.store import ArtifactStore
+from ingot.compile.detector_options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from tests.tiny_models import make_tiny_model
 
@@ -78,14 +79,21 @@ def tiny_cli_options() -> list[str]:
     return ["--max-batch", "4", "--max-context", "256", "--prefill-buckets", "16,32,64"]
 
 
-# YOLOv4 compiles take ~2 minutes each on 2 cores: one per input size per session, batch sizes 1 and 2.
+# YOLOv4 compiles take 1-2 minutes each on 2 cores: one per input size per session.
 YOLO_MAX_BATCH = 2
+
+
+def yolo_options(input_size: int) -> DetectorOptions:
+    """320 has both programs (one image, and 2..YOLO_MAX_BATCH) and emits ONNX; other sizes build the one-image
+    program only, which is what their tests need."""
+    if input_size == 320:
+        return DetectorOptions(input_size=320, max_batch=YOLO_MAX_BATCH, emit=("onnx",))
+    return DetectorOptions(input_size=input_size, max_batch=1)
 
 
 @pytest.fixture(scope="session")
 def compiled_yolo(session_store: ArtifactStore):
-    """compiled_yolo(input_size) -> CompileResult of YOLOv4 with random weights (320 also emits ONNX)."""
-    from ingot.compile.detector_options import DetectorOptions
+    """compiled_yolo(input_size) -> CompileResult of YOLOv4 with random weights and ``yolo_options(input_size)``."""
     from ingot.compile.detector_pipeline import compile_detector
     from ingot.models.yolov4.source import resolve_detector
 
@@ -93,8 +101,7 @@ def compiled_yolo(session_store: ArtifactStore):
 
     def get(input_size: int):
         if input_size not in results:
-            emit = ("onnx",) if input_size == 320 else ()
-            options = DetectorOptions(input_size=input_size, max_batch=YOLO_MAX_BATCH, emit=emit)
+            options = yolo_options(input_size)
             source = resolve_detector("yolov4", None, random_weights=True)
             results[input_size] = compile_detector(source, options, session_store, quiet=True)
         return results[input_size]

@@ -1,0 +1,52 @@
+"""ingot's own C++ kernels, for what inductor cannot generate well: built once per machine at compile time
+and copied into every artifact whose programs call them, so serving needs no compiler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+import torch
+
+LIBRARY_NAME = "ingot_kernels"
+SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
+
+
+_shapes_registered = False
+
+
+def build_kernels() -> Path:
+    """Build the library once per machine (torch rebuilds it when its sources or flags change), load its ops
+    into this process and return the library file."""
+    from torch.utils import cpp_extension
+
+    build_dir = platformdirs.user_cache_path("ingot") / "kernels"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [str(source) for source in SOURCES]
+    cpp_extension.load(
+        LIBRARY_NAME, sources, extra_cflags=_cflags(), build_directory=str(build_dir), is_python_module=False
+    )
+    _register_shapes()
+    return build_dir / f"{LIBRARY_NAME}.so"
+
+
+def _register_shapes() -> None:
+    """What torch.export needs to trace a call without running it."""
+    global _shapes_registered
+    if _shapes_registered:
+        return
+
+    @torch.library.register_fake("ingot::paged_decode_attention")
+    def _(query, kv_cache, layer, block_tables, context_lens, scale):
+        return torch.empty_like(query)
+
+    _shapes_registered = True
+
+
+def _cflags() -> list[str]:
+    """The vector ISA inductor picks for its own kernels on this machine (ATen's Vectorized is built for it):
+    like inductor's code, the library is for the machine that compiles, as artifacts are."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    return ["-O3", "-fopenmp", *(f"-D{macro}" for macro in isa.build_macro()), *isa.build_arch_flags().split()]

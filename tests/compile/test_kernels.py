@@ -1,0 +1,71 @@
+"""ingot's paged decode attention kernel against attention written out over a gathered context."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ingot.compile.kernels import build_kernels
+
+
+@pytest.fixture(scope="module")
+def library() -> Path:
+    return build_kernels()
+
+
+def _reference(query, kv_cache, layer, tables, lengths, scale):
+    """Each sequence's context gathered through its block table, softmax attention in float64."""
+    _, _, _, block_size, kv_heads, head_dim = kv_cache.shape
+    group = query.shape[1] // kv_heads
+    out = torch.empty_like(query, dtype=torch.float64)
+    for b, length in enumerate(lengths.tolist()):
+        keys = kv_cache[layer, 0][tables[b]].reshape(-1, kv_heads, head_dim)[:length].double()
+        values = kv_cache[layer, 1][tables[b]].reshape(-1, kv_heads, head_dim)[:length].double()
+        for head in range(query.shape[1]):
+            kv = head // group
+            weights = (keys[:, kv] @ query[b, head].double() * scale).softmax(0)
+            out[b, head] = weights @ values[:, kv]
+    return out
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, head_dim, block_size",
+    [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16)],
+)
+def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size):
+    generator = torch.Generator().manual_seed(heads * head_dim)
+    layers, num_blocks, batch, width = 2, 40, 5, 6
+    kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator)
+    query = torch.randn(batch, heads, head_dim, generator=generator)
+    tables = torch.randperm(num_blocks, generator=generator)[: batch * width].reshape(batch, width)
+    # one token, a block boundary, a partial block, the full table
+    lengths = torch.tensor([1, block_size, block_size + 3, width * block_size - 1, width * block_size])
+    scale = head_dim**-0.5
+    out = torch.ops.ingot.paged_decode_attention(query, kv_cache, 1, tables, lengths, scale)
+    expected = _reference(query, kv_cache, 1, tables, lengths, scale)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tmp_path):
+    """Every artifact carries its own copy: a process serving two artifacts loads two copies."""
+    copy = tmp_path / "copy" / library.name
+    copy.parent.mkdir()
+    shutil.copyfile(library, copy)
+    script = (
+        "import sys, torch\n"
+        "torch.ops.load_library(sys.argv[1]); torch.ops.load_library(sys.argv[2])\n"
+        "cache = torch.ones(1, 2, 2, 4, 1, 16)\n"
+        "out = torch.ops.ingot.paged_decode_attention(torch.ones(1, 1, 16), cache, 0, torch.tensor([[1]]),"
+        " torch.tensor([3]), 1.0)\n"
+        "print(out.sum().item())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(library), str(copy)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == 16.0
