@@ -31,6 +31,7 @@ def capture_program(
     step: CausalLMStep, plan: ProgramPlan, layout: KVCacheLayout, max_blocks: int
 ) -> tuple[ExportedProgram, list[TensorSpec], list[TensorSpec]]:
     """Export ``step`` for ``plan``; returns the program and its input and output signatures."""
+    step = CausalLMStep(step.model, decode_kernel=plan.decode_kernel)
     batch = _example(*plan.batch, avoid=set())
     tokens = _example(*plan.tokens, avoid={batch})
     blocks = plan.blocks or _example(1, max_blocks, avoid={batch, tokens})

@@ -48,7 +48,7 @@ def _build(
     plans = target.detector_plan(options)
     size, batches = options.input_size, options.batch_sizes
     # load, captures, lowering, save, verify (and the ONNX export)
-    stages = 3 + len(plans) + target.lowering_stages(len(plans)) + ("onnx" in options.emit)
+    stages = 4 + len(plans) + ("onnx" in options.emit)
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load {source.name} ({source.kind} weights)"):
             model = load_detector(source, size)

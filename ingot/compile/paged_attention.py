@@ -19,6 +19,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
+from ingot.compile.kernels import DECODE_HEAD_DIMS
+
 ATTENTION_NAME = "ingot_paged"
 
 
@@ -34,9 +36,11 @@ def paged_attention(
     block_tables: torch.Tensor,
     position_ids: torch.Tensor,
     scaling: float | None = None,
+    decode_kernel: bool = False,
     **_: object,
 ) -> tuple[torch.Tensor, None]:
-    """query [B, Hq, N, D], key/value [B, Hkv, N, D] -> output [B, N, Hq, D]."""
+    """query [B, Hq, N, D], key/value [B, Hkv, N, D] -> output [B, N, Hq, D]. ``decode_kernel``: a decode step
+    calls ingot's paged decode attention kernel (ingot/compile/kernels) instead of tensor ops."""
     batch, num_heads, num_tokens, head_dim = query.shape
     num_kv_heads = key.shape[1]
     group = num_heads // num_kv_heads
@@ -50,6 +54,13 @@ def paged_attention(
     for kind, new in enumerate((key, value)):
         where = (layer, torch.full_like(slots, kind), blocks, offsets)
         kv_cache.index_put_(where, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim))
+    if decode_kernel and num_tokens == 1 and head_dim in DECODE_HEAD_DIMS:
+        out = torch.ops.ingot.paged_decode_attention(
+            query.reshape(batch, num_heads, head_dim), kv_cache, module.layer_idx, block_tables,
+            position_ids.reshape(batch) + 1, scaling if scaling is not None else head_dim**-0.5,
+        )
+        return out.reshape(batch, 1, num_heads, head_dim), None
+
     layer_cache = kv_cache[module.layer_idx]
 
     context_len = block_tables.shape[1] * block_size

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,7 +60,7 @@ def _tt_key_inputs(options: CompileOptions) -> dict:
 def _compiler_digest() -> str:
     """ingot's own capture and lowering code: a change to it changes the programs, version bump or not."""
     root = Path(__file__).parent
-    return sha256_files([*root.rglob("*.py"), *root.rglob("*.ttsys")], root)
+    return sha256_files([*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.ttsys")], root)
 
 
 def compile_model(model: str, options: CompileOptions, store: ArtifactStore, quiet: bool = False) -> CompileResult:
@@ -98,6 +99,7 @@ def _build(
     from ingot.artifacts.manifest import Buckets, KVCacheLayout, ModelInfo, ProgramSpec, TokenizerInfo
     from ingot.compile import paged_attention
     from ingot.compile.capture import capture_program
+    from ingot.compile.kernels import build_kernels
     from ingot.compile.step_module import CausalLMStep
     from ingot.compile.targets import get_target
     from ingot.compile.weights import save_weights
@@ -110,7 +112,8 @@ def _build(
     prefill_buckets, decode_batches = target.buckets(options)
     paged_attention.register()
 
-    stages = 4 + len(plans) + target.lowering_stages(len(plans))  # load, captures, lowering, save, verify
+    uses_kernels = any(plan.decode_kernel for plan in plans)
+    stages = 4 + uses_kernels + len(plans)  # load, (kernels,) captures, lowering, save, verify
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load model {source.name}"):
             loaded = load_model(source)
@@ -130,6 +133,14 @@ def _build(
                 dtype=options.dtype,
             )
 
+        kernels = []
+        if uses_kernels:
+            with progress.stage("build ingot's kernels"):
+                library = build_kernels()
+                (workdir / "kernels").mkdir(exist_ok=True)
+                shutil.copyfile(library, workdir / "kernels" / library.name)
+                kernels = [f"kernels/{library.name}"]
+
         captured = []
         for plan in plans:
             with progress.stage(f"capture {plan.name}"):
@@ -146,6 +157,7 @@ def _build(
                 ProgramSpec(
                     name=plan.name, kind=plan.kind, file=filename, batch=plan.batch, tokens=plan.tokens,
                     inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen,
+                    kernels=kernels if plan.decode_kernel else [],
                 )
             )
         del captured

@@ -14,9 +14,10 @@ class CausalLMStep(torch.nn.Module):
     ``kv_cache`` [layers, 2, num_blocks, block_size, kv_heads, head_dim], updated in place.
     """
 
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(self, model: PreTrainedModel, decode_kernel: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.decode_kernel = decode_kernel  # decode attention through ingot's kernel (see paged_attention)
 
     def forward(
         self,
@@ -34,6 +35,7 @@ class CausalLMStep(torch.nn.Module):
             kv_cache=kv_cache,
             slot_mapping=slot_mapping,
             block_tables=block_tables,
+            decode_kernel=self.decode_kernel,
         ).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return self.model.lm_head(hidden[rows, logits_index])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import torch
 
 from ingot.compile.detector_options import DetectorOptions
@@ -22,7 +25,8 @@ class ProgramPlan:
     ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
     device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
     weights, folded and prepacked at compile time (cpu); ``cpp_gemm`` (frozen, static shapes) has inductor
-    write its own C++ kernels for the matrix products instead of calling oneDNN or MKL.
+    write its own C++ kernels for the matrix products instead of calling oneDNN or MKL. A ``decode_kernel``
+    program calls ingot's own paged decode attention kernel, which the artifact carries.
     """
 
     name: str
@@ -33,6 +37,7 @@ class ProgramPlan:
     cache_blocks: int | None = None
     frozen: bool = False
     cpp_gemm: bool = False
+    decode_kernel: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,13 @@ class CpuTarget:
         prefill = ProgramPlan(
             "prefill", "prefill", batch=(1, 1), tokens=(buckets[0], buckets[-1]), frozen=not options.shared_weights
         )
+        decode = dict(kind="decode", tokens=(1, 1), decode_kernel=True)
         if options.shared_weights:
-            return [prefill, ProgramPlan("decode", "decode", batch=(1, options.max_batch), tokens=(1, 1))]
-        single = ProgramPlan("decode_1", "decode", batch=(1, 1), tokens=(1, 1), frozen=True, cpp_gemm=True)
+            return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode)]
+        single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, cpp_gemm=True, **decode)
         if options.max_batch == 1:
             return [prefill, single]
-        return [prefill, single, ProgramPlan("decode", "decode", batch=(2, options.max_batch), tokens=(1, 1), frozen=True)]
+        return [prefill, single, ProgramPlan("decode", batch=(2, options.max_batch), frozen=True, **decode)]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked: 1.4x the unfrozen
@@ -79,20 +85,24 @@ class CpuTarget:
         largest = options.batch_sizes[-1]
         return [single] if largest == 1 else [single, ProgramPlan("detect", "detect", batch=(2, largest), frozen=True)]
 
-    def lowering_stages(self, num_programs: int) -> int:
-        return num_programs
-
     def lower_all(
         self, programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]], out_dir: Path, options: TargetOptions,
         cache_dir: Path, progress,
     ) -> dict:
-        """Lower each planned program; name -> (artifact-relative file, target-specific info)."""
-        lowered = {}
-        for plan, exported in programs:
-            with progress.stage(f"lower {plan.name} ({self.name})"):
-                self.lower(exported, out_dir / f"{plan.name}{self.program_suffix}", plan.frozen, plan.cpp_gemm)
-            lowered[plan.name] = (f"{out_dir.name}/{plan.name}{self.program_suffix}", None)
-        return lowered
+        """Lower each planned program; name -> (artifact-relative file, target-specific info).
+
+        Inductor spends most of a lowering in single-threaded Python (minutes per program for a real model), so
+        with more than one core the programs lower side by side, each in a fresh worker process that loads its
+        saved exported program: 2 workers make a 3-program compile about a third shorter."""
+        files = {plan.name: out_dir / f"{plan.name}{self.program_suffix}" for plan, _ in programs}
+        workers = _lowering_workers([exported for _, exported in programs])
+        with progress.stage(f"lower {len(programs)} programs ({self.name}, {workers} at a time)"):
+            if workers == 1:
+                for plan, exported in programs:
+                    self.lower(exported, files[plan.name], plan.frozen, plan.cpp_gemm)
+            else:
+                _lower_in_workers(self, programs, files, workers)
+        return {name: (f"{out_dir.name}/{file.name}", None) for name, file in files.items()}
 
     def verify(self, directory: Path, manifest, reference, tokenizer):
         """Run the artifact against the float32 reference; the report says whether it passed."""
@@ -147,6 +157,51 @@ def _compile_and_package(exported: torch.export.ExportedProgram, out_file: Path,
         package_aoti(str(out_file), files)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _lowering_workers(programs: list[torch.export.ExportedProgram]) -> int:
+    """As many workers as cores and programs allow, and as memory allows: a frozen lowering holds a few copies of
+    the weights besides inductor itself."""
+    weights = max(sum(t.numel() * t.element_size() for t in p.state_dict.values()) for p in programs)
+    per_worker = 4 * weights + 2 * 2**30
+    by_memory = psutil.virtual_memory().available // per_worker
+    return max(1, min(len(programs), os.cpu_count() or 1, by_memory))
+
+
+def _lower_in_workers(target: CpuTarget, programs: list, files: dict[str, Path], workers: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ingot.errors import CompileError
+
+    saved = {}
+    for plan, exported in programs:
+        saved[plan.name] = files[plan.name].with_name(f"{plan.name}.exported.pt2")
+        torch.export.save(exported, saved[plan.name])
+    try:
+        # spawn, not fork: a forked child inherits the parent's OpenMP thread pool, which hangs it
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = [
+                pool.submit(_lower_saved, target, saved[plan.name], files[plan.name], plan)
+                for plan, _ in programs
+            ]
+            for job in jobs:
+                job.result()
+    except BrokenProcessPool as error:
+        raise CompileError("a lowering worker died (out of memory?); nothing was published") from error
+    finally:
+        for file in saved.values():
+            file.unlink(missing_ok=True)
+
+
+def _lower_saved(target: CpuTarget, exported_file: Path, out_file: Path, plan: ProgramPlan) -> None:
+    """A worker process's job: one saved exported program to one compiled program."""
+    torch._inductor.config.compile_threads = 1  # the workers share the cores already: no pool of its own
+    if plan.decode_kernel:
+        from ingot.compile.kernels import load_kernels
+
+        load_kernels()  # the program calls ingot's op: loading it needs the op registered
+    target.lower(torch.export.load(exported_file), out_file, plan.frozen, plan.cpp_gemm)
 
 
 CPU = CpuTarget()

@@ -26,6 +26,8 @@ def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProg
     weights = load_file(directory / manifest.weights.file) if shared else {}
     programs = {}
     for spec in manifest.programs:
+        for library in spec.kernels:  # a library loaded before (this artifact's or another's) registers nothing
+            torch.ops.load_library(str(directory / library))
         runner = torch._inductor.aoti_load_package(str(directory / spec.file))
         if not spec.frozen:
             constants = {}

@@ -35,7 +35,8 @@ def _reference(query, kv_cache, layer, tables, lengths, scale):
 
 @pytest.mark.parametrize(
     "heads, kv_heads, head_dim, block_size",
-    [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16)],
+    # groups of 3, 1, 4, 2, 7, and 16 (two passes of 8 query rows); every head dim the kernel takes
+    [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)],
 )
 def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size):
     generator = torch.Generator().manual_seed(heads * head_dim)

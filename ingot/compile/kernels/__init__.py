@@ -10,7 +10,9 @@ import torch
 
 LIBRARY_NAME = "ingot_kernels"
 SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
-
+BUILD_DIR = platformdirs.user_cache_path("ingot") / "kernels"
+LIBRARY_FILE = BUILD_DIR / f"{LIBRARY_NAME}.so"
+DECODE_HEAD_DIMS = (16, 32, 64, 128)  # what paged_decode_attention takes with either vector width (8 or 16)
 
 _shapes_registered = False
 
@@ -20,14 +22,19 @@ def build_kernels() -> Path:
     into this process and return the library file."""
     from torch.utils import cpp_extension
 
-    build_dir = platformdirs.user_cache_path("ingot") / "kernels"
-    build_dir.mkdir(parents=True, exist_ok=True)
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
     sources = [str(source) for source in SOURCES]
     cpp_extension.load(
-        LIBRARY_NAME, sources, extra_cflags=_cflags(), build_directory=str(build_dir), is_python_module=False
+        LIBRARY_NAME, sources, extra_cflags=_cflags(), build_directory=str(BUILD_DIR), is_python_module=False
     )
     _register_shapes()
-    return build_dir / f"{LIBRARY_NAME}.so"
+    return LIBRARY_FILE
+
+
+def load_kernels() -> None:
+    """Load the library ``build_kernels`` built, for tracing and lowering programs in another process."""
+    torch.ops.load_library(str(LIBRARY_FILE))
+    _register_shapes()
 
 
 def _register_shapes() -> None:

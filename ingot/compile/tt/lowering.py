@@ -223,9 +223,6 @@ class TtTarget:
     def optimization_level(self, options) -> int:
         return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
 
-    def lowering_stages(self, num_programs: int) -> int:
-        return 1
-
     def lower_all(self, programs: list[tuple], out_dir: Path, options, cache_dir: Path, progress):
         """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
         TtProgramInfo)."""
