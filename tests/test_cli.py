@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from ingot.artifacts.manifest import Manifest
@@ -133,6 +134,42 @@ def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):
     gc = run_cli("gc", cache_dir=tmp_path)
     assert gc.returncode == 0 and "1 removed" in gc.stdout
     assert list(building.iterdir()) == []
+
+
+def test_a_killed_compile_takes_its_lowering_workers_with_it(tiny_model, tmp_path):
+    model = str(tiny_model("llama", seed=9))
+    env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    compile_process = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 300
+    workers = []
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        workers = [c for c in compile_process.children() if "spawn_main" in " ".join(_cmdline(c))]
+        time.sleep(0.2)
+    assert len(workers) == 2, "the compile never started its lowering workers"
+    while min(_cpu_seconds(w) for w in workers) < 8 and time.monotonic() < deadline:
+        time.sleep(0.2)  # past starting up (which a dead parent ends anyway): lowering
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)  # lowering a program takes longer
+    assert alive == []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        return process.cpu_times().user
+    except psutil.NoSuchProcess:
+        return float("inf")
 
 
 @pytest.mark.parametrize("command", [["compile"], ["inspect"], ["bogus"]])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +183,8 @@ def _lower_in_workers(target: CpuTarget, programs: list, files: dict[str, Path],
         torch.export.save(exported, saved[plan.name])
     try:
         # spawn, not fork: a forked child inherits the parent's OpenMP thread pool, which hangs it
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
             jobs = [
                 pool.submit(_lower_saved, target, saved[plan.name], files[plan.name], plan)
                 for plan, _ in programs
@@ -192,6 +196,15 @@ def _lower_in_workers(target: CpuTarget, programs: list, files: dict[str, Path],
     finally:
         for file in saved.values():
             file.unlink(missing_ok=True)
+
+
+def _exit_with(parent: int) -> None:
+    """A worker's first step: die with the compile that started it, however it is killed (Linux's parent-death
+    signal; elsewhere a killed compile's workers finish their program, into a build directory `ingot gc` removes)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the compile died before the signal was armed
+        os._exit(1)
 
 
 def _lower_saved(target: CpuTarget, exported_file: Path, out_file: Path, plan: ProgramPlan) -> None:
