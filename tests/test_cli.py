@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -116,12 +117,7 @@ def test_two_concurrent_compiles_make_one_artifact(tiny_model, tmp_path):
 
 
 def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):
-    model = str(tiny_model("llama", seed=8))
-    env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
+    proc = _start_compile(tiny_model("llama", seed=8), tmp_path)
     building = tmp_path / "building"
     deadline = time.monotonic() + 120
     while not (building.is_dir() and any(building.iterdir())) and time.monotonic() < deadline:
@@ -137,12 +133,7 @@ def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):
 
 
 def test_a_killed_compile_takes_its_lowering_workers_with_it(tiny_model, tmp_path):
-    model = str(tiny_model("llama", seed=9))
-    env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
+    proc = _start_compile(tiny_model("llama", seed=9), tmp_path)
     compile_process = psutil.Process(proc.pid)
     deadline = time.monotonic() + 300
     workers = []
@@ -156,6 +147,14 @@ def test_a_killed_compile_takes_its_lowering_workers_with_it(tiny_model, tmp_pat
     proc.wait()
     _, alive = psutil.wait_procs(workers, timeout=10)  # lowering a program takes longer
     assert alive == []
+
+
+def _start_compile(model: Path, cache_dir: Path) -> subprocess.Popen:
+    """`ingot compile` of a tiny model in the background, to be killed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingot.cli", "compile", str(model), *tiny_cli_options(), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, INGOT_CACHE_DIR=str(cache_dir)),
+    )
 
 
 def _cmdline(process: psutil.Process) -> list[str]:

@@ -3,6 +3,7 @@ and copied into every artifact whose programs call them, so serving needs no com
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import platformdirs
@@ -13,9 +14,6 @@ SOURCES = sorted(Path(__file__).parent.glob("*.cpp"))
 BUILD_DIR = platformdirs.user_cache_path("ingot") / "kernels"
 LIBRARY_FILE = BUILD_DIR / f"{LIBRARY_NAME}.so"
 DECODE_HEAD_DIMS = (16, 32, 64, 128)  # what paged_decode_attention takes with either vector width (8 or 16)
-
-_shapes_registered = False
-
 
 def build_kernels() -> Path:
     """Build the library once per machine (torch rebuilds it when its sources or flags change), load its ops
@@ -37,17 +35,13 @@ def load_kernels() -> None:
     _register_shapes()
 
 
+@functools.cache  # once per process: torch refuses a second registration
 def _register_shapes() -> None:
     """What torch.export needs to trace a call without running it."""
-    global _shapes_registered
-    if _shapes_registered:
-        return
 
     @torch.library.register_fake("ingot::paged_decode_attention")
     def _(query, kv_cache, layer, block_tables, context_lens, scale):
         return torch.empty_like(query)
-
-    _shapes_registered = True
 
 
 def _cflags() -> list[str]:
