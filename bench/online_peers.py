@@ -3,9 +3,11 @@
     python bench/online_peers.py --artifact KEY|PATH [--concurrency 1 8 32] [--json bench/online-results.json]
 
 Each server gets the same random-token prompts through `ingot bench online` (/v1/completions,
-streaming) at each concurrency. llama-server (built by bench/build_llama_server.sh) runs with one
-slot per request in flight at the highest concurrency, and serves the demo GGUF twice: dequantized
-to F32 (the weights ingot's artifact holds) and as shipped (Q4_1).
+streaming) at each concurrency, and each concurrency its own prompts: a server's prompt cache (ingot's
+prefix cache, llama-server's slots) never serves a run from prompts an earlier run left in it.
+llama-server (built by bench/build_llama_server.sh) runs with one slot per request in flight at the
+highest concurrency, and serves the demo GGUF twice: dequantized to F32 (the weights ingot's
+artifact holds) and as shipped (Q4_1).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def bench(port: int, artifact: str, args) -> dict:
             [sys.executable, "-m", "ingot.cli", "bench", "online", "--base-url", f"http://127.0.0.1:{port}",
              "--model", MODEL, "--tokenizer", artifact, "--num-prompts", str(args.num_prompts),
              "--concurrency", str(concurrency), "--input-len", str(args.input_len),
-             "--output-len", str(args.output_len), "--json", str(out)],
+             "--output-len", str(args.output_len), "--seed", str(concurrency), "--json", str(out)],
             check=True,
         )
         results[concurrency] = json.loads(out.read_text())

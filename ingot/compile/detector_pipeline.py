@@ -38,6 +38,7 @@ def _build(
     quiet: bool,
 ) -> Manifest:
     from ingot.artifacts.manifest import DetectorInfo, ModelInfo, Postprocess, Preprocess, ProgramSpec, TensorSpec
+    from ingot.compile import kernels
     from ingot.compile.onnx_export import OUTPUT_NAMES, export_onnx
     from ingot.compile.targets import get_target
     from ingot.compile.weights import save_weights
@@ -47,11 +48,15 @@ def _build(
     target = get_target(options.target)
     plans = target.detector_plan(options)
     size, batches = options.input_size, options.batch_sizes
-    # load, captures, lowering, save, verify (and the ONNX export)
-    stages = 4 + len(plans) + ("onnx" in options.emit)
+    # load, (native library,) captures, lowering, save, verify (and the ONNX export)
+    stages = 4 + target.native_library + len(plans) + ("onnx" in options.emit)
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load {source.name} ({source.kind} weights)"):
             model = load_detector(source, size)
+        libraries = []
+        if target.native_library:
+            with progress.stage("build ingot's native library"):
+                libraries = kernels.add_to_artifact(workdir)
         captured = []
         for plan in plans:
             with progress.stage(f"capture {plan.name}"):
@@ -78,6 +83,7 @@ def _build(
                 programs.append(
                     ProgramSpec(
                         name=plan.name, kind="detect", file=filename, batch=plan.batch, frozen=plan.frozen,
+                        kernels=libraries,
                         inputs=[TensorSpec(name="images", dtype="float32", shape=[batch, 3, size, size])],
                         outputs=outputs, tt=target_info,
                     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -97,9 +96,8 @@ def _build(
     import transformers
 
     from ingot.artifacts.manifest import Buckets, KVCacheLayout, ModelInfo, ProgramSpec, TokenizerInfo
-    from ingot.compile import paged_attention
+    from ingot.compile import kernels, paged_attention
     from ingot.compile.capture import capture_program
-    from ingot.compile.kernels import build_kernels
     from ingot.compile.step_module import CausalLMStep
     from ingot.compile.targets import get_target
     from ingot.compile.weights import save_weights
@@ -112,8 +110,7 @@ def _build(
     prefill_buckets, decode_batches = target.buckets(options)
     paged_attention.register()
 
-    uses_kernels = any(plan.decode_kernel for plan in plans)
-    stages = 4 + uses_kernels + len(plans)  # load, (kernels,) captures, lowering, save, verify
+    stages = 4 + target.native_library + len(plans)  # load, (native library,) captures, lowering, save, verify
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(f"load model {source.name}"):
             loaded = load_model(source)
@@ -133,13 +130,10 @@ def _build(
                 dtype=options.dtype,
             )
 
-        kernels = []
-        if uses_kernels:
-            with progress.stage("build ingot's kernels"):
-                library = build_kernels()
-                (workdir / "kernels").mkdir(exist_ok=True)
-                shutil.copyfile(library, workdir / "kernels" / library.name)
-                kernels = [f"kernels/{library.name}"]
+        libraries = []
+        if target.native_library:
+            with progress.stage("build ingot's native library"):
+                libraries = kernels.add_to_artifact(workdir)
 
         captured = []
         for plan in plans:
@@ -157,7 +151,7 @@ def _build(
                 ProgramSpec(
                     name=plan.name, kind=plan.kind, file=filename, batch=plan.batch, tokens=plan.tokens,
                     inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen,
-                    kernels=kernels if plan.decode_kernel else [],
+                    kernels=libraries,
                 )
             )
         del captured

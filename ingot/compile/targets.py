@@ -52,9 +52,11 @@ class CpuTarget:
     repacking the weights on every call, which costs a copy of the weights per program. Decode of one
     sequence is a matrix-vector product, where oneDNN is slower than MKL but inductor's own C++ GEMM kernels,
     generated for its static shape, are faster than both (1.1x MKL for SmolLM2-135M), so it is a program of
-    its own. ``shared_weights`` keeps every program on the one weights file."""
+    its own. ``shared_weights`` keeps every program on the one weights file. The artifact carries ingot's
+    native library, which runs its programs (and holds the decode attention kernel)."""
 
     name: str = "cpu"
+    native_library: bool = True
     min_pcc: float = 0.9999
     min_top1: float = 0.99
     min_detection_pcc: float = 0.99  # boxes, confidences and head maps of a detector

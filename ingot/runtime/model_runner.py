@@ -83,7 +83,7 @@ class ModelRunner:
         batch, tokens = inputs["input_ids"].shape
         program = self._program(kind, batch, tokens)
         self._check_bounds(inputs)
-        return program.run(*inputs.values(), self.kv_cache)
+        return program.run(*inputs.values(), self.kv_cache)[0]
 
     def _check_bounds(self, inputs: dict[str, torch.Tensor]) -> None:
         limits = {

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -13,10 +11,17 @@ from ingot.artifacts.manifest import Manifest, ProgramSpec
 from ingot.errors import ArtifactError
 
 
-@dataclass
 class CompiledProgram:
-    spec: ProgramSpec
-    run: Any  # the AOTInductor runner: call it with the program's inputs in manifest order
+    """A compiled program, run through ingot's ``run_program`` op: unlike torch's Python binding of the
+    program, the op releases the interpreter lock while it runs, so a server stays responsive during a step."""
+
+    def __init__(self, spec: ProgramSpec, program: torch.ScriptObject) -> None:
+        self.spec = spec
+        self._program = program
+
+    def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The program's outputs for ``inputs``, given in manifest order."""
+        return torch.ops.ingot.run_program(self._program, list(inputs))
 
 
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:
@@ -28,14 +33,19 @@ def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProg
     for spec in manifest.programs:
         for library in spec.kernels:  # a library loaded before (this artifact's or another's) registers nothing
             torch.ops.load_library(str(directory / library))
-        runner = torch._inductor.aoti_load_package(str(directory / spec.file))
+        if not hasattr(torch.ops.ingot, "run_program"):
+            raise ArtifactError(
+                f"{directory.name}: program {spec.name} comes without ingot's program runner "
+                "(compiled by an older ingot): compile the model again"
+            )
+        program = torch.classes.ingot.Program(str(directory / spec.file))
         if not spec.frozen:
             constants = {}
-            for name in runner.get_constant_fqns():
+            for name in program.constant_fqns():
                 stored = manifest.weights.aliases.get(name, name)
                 if stored not in weights:
                     raise ArtifactError(f"{directory.name}: program {spec.name} needs weight {name}, not in the artifact")
                 constants[name] = weights[stored]
-            runner.load_constants(constants, check_full_update=True, user_managed=True)
-        programs[spec.name] = CompiledProgram(spec, runner)
+            program.load_constants(constants)
+        programs[spec.name] = CompiledProgram(spec, program)
     return programs

@@ -39,9 +39,9 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert manifest.program("prefill").frozen and decode.frozen
     single = manifest.program("decode_1")
     assert single.batch == (1, 1) and single.frozen
-    # decode attention runs ingot's own kernel: the artifact carries its library for the programs that call it
-    assert decode.kernels == single.kernels == ["kernels/ingot_kernels.so"] and "kernels/ingot_kernels.so" in files
-    assert manifest.program("prefill").kernels == []
+    # ingot's native library runs every program (and holds the decode attention kernel): the artifact carries it
+    assert all(p.kernels == ["kernels/ingot_kernels.so"] for p in manifest.programs)
+    assert "kernels/ingot_kernels.so" in files
 
 
 def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):

@@ -1,9 +1,11 @@
-"""ingot's own C++ kernels, for what inductor cannot generate well: built once per machine at compile time
-and copied into every artifact whose programs call them, so serving needs no compiler."""
+"""ingot's native library: its own C++ kernels, for what inductor cannot generate well, and the op that runs
+a compiled program without holding Python's interpreter lock. Built once per machine at compile time and
+copied into every cpu artifact, so serving needs no compiler."""
 
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import platformdirs
@@ -27,6 +29,14 @@ def build_kernels() -> Path:
     )
     _register_shapes()
     return LIBRARY_FILE
+
+
+def add_to_artifact(workdir: Path) -> list[str]:
+    """Build the library and copy it into the artifact being built; returns the paths its programs list."""
+    library = build_kernels()
+    (workdir / "kernels").mkdir(exist_ok=True)
+    shutil.copyfile(library, workdir / "kernels" / library.name)
+    return [f"kernels/{library.name}"]
 
 
 def load_kernels() -> None:

@@ -192,14 +192,15 @@ at::Tensor paged_decode_attention(const at::Tensor& query, const at::Tensor& kv_
   return out;
 }
 
-// Registered by hand rather than with TORCH_LIBRARY: every artifact carries its own copy of this library,
-// and a process that loads two artifacts (or compiles one and then serves it) must not register the op twice.
+// Registered by hand rather than with TORCH_LIBRARY_FRAGMENT: every artifact carries its own copy of this
+// library, and a process that loads two artifacts (or compiles one and then serves it) must not register the
+// op twice.
 namespace {
 std::unique_ptr<torch::Library> definition, implementation;
 
 const bool registered = [] {
   if (c10::Dispatcher::singleton().findSchema({"ingot::paged_decode_attention", ""}).has_value()) return false;
-  definition = std::make_unique<torch::Library>(torch::Library::DEF, "ingot", std::nullopt, __FILE__, __LINE__);
+  definition = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "ingot", std::nullopt, __FILE__, __LINE__);
   definition->def(
       "paged_decode_attention(Tensor query, Tensor kv_cache, int layer, Tensor block_tables, Tensor context_lens, "
       "float scale) -> Tensor");

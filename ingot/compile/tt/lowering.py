@@ -191,6 +191,7 @@ class TtTarget:
 
     spec: DeviceSpec
     program_suffix: str = ".ttnn"
+    native_library: bool = False  # its programs run on the device, not through ingot's library
     verify_stage: str = "verification: recorded as needing a device"
 
     @property

@@ -1,0 +1,57 @@
+"""Compiled programs run without holding Python's interpreter lock, so a server stays responsive mid-step."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+from ingot.artifacts.integrity import check_artifact
+from ingot.runtime.vision.runner import DetectorRunner
+
+
+def test_other_python_threads_run_while_a_program_runs(compiled_yolo):
+    path = compiled_yolo(320).path
+    runner = DetectorRunner(path, check_artifact(path))
+    images = torch.rand(runner.max_batch, 3, 320, 320)
+    runner.run(images)  # first call: one-time setup
+    worker = threading.Thread(target=runner.run, args=(images,))
+    ticks = [time.perf_counter()]
+    worker.start()
+    while worker.is_alive():  # each tick needs the interpreter lock
+        time.sleep(0.001)
+        ticks.append(time.perf_counter())
+    worker.join()
+    duration = ticks[-1] - ticks[0]
+    longest_wait = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert duration > 0.05, "the program ran too briefly to tell"
+    assert longest_wait < duration / 4, f"this thread waited {longest_wait:.3f} s of a {duration:.3f}-s program call"
+
+
+def test_an_artifact_without_ingots_runner_is_refused_with_a_clear_error(compiled_yolo, tmp_path):
+    """Programs that list no native library (an artifact compiled before the runner) name the fix, in a process
+    that has not loaded the library from elsewhere."""
+    path = compiled_yolo(320).path
+    manifest = check_artifact(path)
+    old = manifest.model_copy(update={"programs": [p.model_copy(update={"kernels": []}) for p in manifest.programs]})
+    (tmp_path / "manifest.json").write_text(old.model_dump_json())
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from ingot.artifacts.manifest import Manifest\n"
+        "from ingot.errors import ArtifactError\n"
+        "from ingot.runtime.programs import load_programs\n"
+        "try:\n"
+        "    load_programs(Path(sys.argv[1]), Manifest.model_validate_json(Path(sys.argv[2]).read_text()))\n"
+        "except ArtifactError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "manifest.json")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "compile the model again" in result.stdout
