@@ -108,7 +108,7 @@ class Engine:
         self.scheduler = Scheduler(
             self.blocks,
             max_batch=min(buckets.decode_batch[-1], cap),
-            prefill_buckets=buckets.prefill_tokens,
+            prefill_sizes=self.runner.prefill_sizes,
             max_prefill_tokens=min(buckets.prefill_tokens[-1], cap),
         )
         self.sampler = Sampler()

@@ -1,14 +1,14 @@
-"""Runs one model step: pads it to a bucket, maps positions to cache slots, calls the compiled program."""
+"""Runs one model step: pads it to a size a program takes, maps positions to cache slots, calls the program."""
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from ingot.artifacts.manifest import Manifest
+from ingot.artifacts.manifest import Manifest, ProgramSpec
 from ingot.errors import ProgramShapeError
 from ingot.runtime.block_manager import PAD_BLOCK
 from ingot.runtime.programs import CompiledProgram, load_programs
@@ -25,6 +25,8 @@ class ModelRunner:
         self.block_size = layout.block_size
         self.num_blocks = num_blocks
         self.vocab_size = manifest.programs[0].outputs[0].shape[-1]
+        self.prefill_sizes = _step_sizes(manifest.programs, "prefill", lambda spec: spec.tokens)
+        self.decode_sizes = _step_sizes(manifest.programs, "decode", lambda spec: spec.batch)
         self.kv_cache = torch.zeros(
             layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
             dtype=getattr(torch, layout.dtype),
@@ -43,7 +45,7 @@ class ModelRunner:
     def prefill(self, token_ids: Sequence[int], start: int, block_table: Sequence[int]) -> torch.Tensor:
         """Run ``token_ids`` at positions ``start..``, writing their KV; returns the last token's logits [V]."""
         count = len(token_ids)
-        pad = _padding(count, self.manifest.buckets.prefill_tokens, "a prefill chunk holds {} tokens")
+        pad = _padding(count, self.prefill_sizes, "a prefill chunk holds {} tokens")
         positions = list(range(start, start + count))
         blocks = self._context_blocks([start + count])
         logits = self._run(
@@ -61,7 +63,7 @@ class ModelRunner:
     ) -> torch.Tensor:
         """One token for each sequence at its position; returns logits [len(token_ids), V]."""
         batch = len(token_ids)
-        pad = _padding(batch, self.manifest.buckets.decode_batch, "a decode step holds {} sequences")
+        pad = _padding(batch, self.decode_sizes, "a decode step holds {} sequences")
         blocks = self._context_blocks([p + 1 for p in positions])
         tables = [_padded_table(t, blocks) for t in block_tables]
         slots = [self._slots(t, [p])[0] for t, p in zip(block_tables, positions)]
@@ -100,12 +102,18 @@ class ModelRunner:
             raise ProgramShapeError(f"context beyond the artifact's max context {self.manifest.buckets.max_context}")
 
 
-def _padding(count: int, buckets: list[int], limit: str) -> int:
-    """How far ``count`` is from its bucket; refuse what no bucket holds."""
-    index = bisect.bisect_left(buckets, count)
-    if count == 0 or index == len(buckets):
-        raise ProgramShapeError(limit.format(f"1 to {buckets[-1]}") + f", not {count}")
-    return buckets[index] - count
+def _step_sizes(specs: list[ProgramSpec], kind: str, sizes: Callable[[ProgramSpec], tuple[int, int]]) -> list[int]:
+    """Every size a step of ``kind`` runs at unpadded: a static program's one size (a bucket), and every size in
+    a dynamic program's range (cpu: a 134-token chunk runs as 134 tokens, 12 sequences as 12 rows)."""
+    return sorted({n for spec in specs if spec.kind == kind for n in range(sizes(spec)[0], sizes(spec)[1] + 1)})
+
+
+def _padding(count: int, sizes: list[int], limit: str) -> int:
+    """How far ``count`` is from the next size a program takes; refuse what none holds."""
+    index = bisect.bisect_left(sizes, count)
+    if count == 0 or index == len(sizes):
+        raise ProgramShapeError(limit.format(f"1 to {sizes[-1]}") + f", not {count}")
+    return sizes[index] - count
 
 
 def _padded_table(table: Sequence[int], blocks: int) -> list[int]:

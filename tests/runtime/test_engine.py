@@ -86,23 +86,6 @@ def test_a_token_cap_chunks_prefill_and_decode_without_changing_the_output(artif
     assert max(decode_batches) == 3  # four requests decode, at most three a step
 
 
-def test_a_prompt_just_past_a_bucket_runs_as_two_chunks_not_one_padded(artifact, engine):
-    """33 tokens in buckets of 16/32/64: 32 + 1 (padded to 16) computes 48 tokens, one step padded to 64 would
-    compute 64. The output is transformers' greedy output all the same."""
-    prompt = [(7 * i + 3) % 200 + 5 for i in range(33)]
-    chunks: list[int] = []
-    prefill = engine.runner.prefill
-    engine.runner.prefill = lambda ids, *rest: chunks.append(len(ids)) or prefill(ids, *rest)
-    try:
-        completion = engine.generate([prompt], GREEDY_64)[0]
-    finally:
-        engine.runner.prefill = prefill
-    assert chunks == [32, 1]
-    reference = reference_model(artifact, check_artifact(artifact))
-    expected = reference.generate(torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False)
-    assert completion.token_ids == expected[0, len(prompt) :].tolist()
-
-
 def test_same_seed_same_output_whatever_the_batch(engine):
     seeded = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=32, seed=1234, ignore_eos=True)
     alone = engine.generate([PROMPTS[0]], seeded)[0]

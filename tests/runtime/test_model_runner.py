@@ -30,6 +30,18 @@ def test_decode_pads_the_batch_and_returns_one_row_per_sequence(runner):
     assert logits.shape == (3, runner.vocab_size)
 
 
+def test_dynamic_programs_run_the_exact_shape_and_pad_only_below_their_range(runner, monkeypatch):
+    """Padding computes tokens no one asked for: 33 tokens run as 33, not as the 64 bucket, 3 sequences as 3
+    rows; only what is below a program's range (7 tokens: 16 at least) is padded."""
+    shapes = []
+    for program in runner.programs.values():
+        monkeypatch.setattr(program, "run", lambda *inputs, run=program.run: shapes.append(tuple(inputs[0].shape)) or run(*inputs))
+    runner.prefill(list(range(5, 38)), 0, [1, 2, 3])
+    runner.prefill(list(range(5, 12)), 0, [4])
+    runner.decode([9, 8, 7], [33, 7, 7], [[1, 2, 3], [4], [4]])
+    assert shapes == [(1, 33), (1, 16), (3, 1)]
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

@@ -1,4 +1,4 @@
-"""Where a prompt's prefill is cut into steps."""
+"""Where a prompt's prefill is cut into steps, with static programs of fixed sizes (a Tenstorrent artifact's)."""
 
 import pytest
 
