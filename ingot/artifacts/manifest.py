@@ -51,7 +51,7 @@ class ProgramSpec(_Strict):
     batch: tuple[int, int]
     tokens: tuple[int, int] | None = None  # None: the program takes images, not tokens
     frozen: bool = False  # the weights are folded into the program, which loads none from the weights file
-    kernels: list[str] = []  # libraries of ingot's own ops the program calls, loaded before it
+    kernels: list[str] = []  # ingot's native library (the op that runs the program, and its kernels), loaded first
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     tt: TtProgramInfo | None = None

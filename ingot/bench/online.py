@@ -45,7 +45,9 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: i
                     record.output_tokens = data["usage"].get("completion_tokens", record.output_tokens)
                     record.prompt_tokens = data["usage"].get("prompt_tokens", record.prompt_tokens)
                 choice = (data.get("choices") or [{}])[0]
-                if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                # a chunk with text, or the last one (its tokens may have had no text: special tokens), counts;
+                # the chat stream's opening chunk (role only) does not
+                if choice.get("text") or (choice.get("delta") or {}).get("content") or choice.get("finish_reason"):
                     now = time.perf_counter()
                     if chunks == 0:
                         record.ttft = now - start
@@ -69,7 +71,10 @@ async def run_online(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limit = asyncio.Semaphore(concurrency)
     url = base_url.rstrip("/") + endpoint
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), headers=headers) as client:
+    # A connection per request: a kept-alive connection the server has just closed fails the next request
+    # sent on it ("Server disconnected without sending a response", seen with llama-server one stream at a time).
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), headers=headers, limits=limits) as client:
 
         async def bounded(text: str, tokens: int) -> RequestRecord:
             async with limit:
