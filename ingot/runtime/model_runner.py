@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from ingot.artifacts.manifest import Manifest, ProgramSpec
+from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
 from ingot.runtime.block_manager import PAD_BLOCK
-from ingot.runtime.programs import CompiledProgram, load_programs
-
+from ingot.runtime.programs import CompiledProgram, load_programs, step_sizes
 
 
 class ModelRunner:
@@ -25,8 +24,8 @@ class ModelRunner:
         self.block_size = layout.block_size
         self.num_blocks = num_blocks
         self.vocab_size = manifest.programs[0].outputs[0].shape[-1]
-        self.prefill_sizes = _step_sizes(manifest.programs, "prefill", lambda spec: spec.tokens)
-        self.decode_sizes = _step_sizes(manifest.programs, "decode", lambda spec: spec.batch)
+        self.prefill_sizes = step_sizes(manifest.programs, "prefill", lambda spec: spec.tokens)
+        self.decode_sizes = step_sizes(manifest.programs, "decode", lambda spec: spec.batch)
         self.kv_cache = torch.zeros(
             layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
             dtype=getattr(torch, layout.dtype),
@@ -100,12 +99,6 @@ class ModelRunner:
         max_blocks = -(-self.manifest.buckets.max_context // self.block_size)
         if inputs["block_tables"].shape[1] > max_blocks:
             raise ProgramShapeError(f"context beyond the artifact's max context {self.manifest.buckets.max_context}")
-
-
-def _step_sizes(specs: list[ProgramSpec], kind: str, sizes: Callable[[ProgramSpec], tuple[int, int]]) -> list[int]:
-    """Every size a step of ``kind`` runs at unpadded: a static program's one size (a bucket), and every size in
-    a dynamic program's range (cpu: a 134-token chunk runs as 134 tokens, 12 sequences as 12 rows)."""
-    return sorted({n for spec in specs if spec.kind == kind for n in range(sizes(spec)[0], sizes(spec)[1] + 1)})
 
 
 def _padding(count: int, sizes: list[int], limit: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +23,12 @@ class CompiledProgram:
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """The program's outputs for ``inputs``, given in manifest order."""
         return torch.ops.ingot.run_program(self._program, list(inputs))
+
+
+def step_sizes(specs: list[ProgramSpec], kind: str, sizes: Callable[[ProgramSpec], tuple[int, int]]) -> list[int]:
+    """Every size a step of ``kind`` runs at unpadded: a static program's one size (a bucket), and every size in
+    a dynamic program's range (cpu: a 134-token chunk runs as 134 tokens, 12 sequences as 12 rows)."""
+    return sorted({n for spec in specs if spec.kind == kind for n in range(sizes(spec)[0], sizes(spec)[1] + 1)})
 
 
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:

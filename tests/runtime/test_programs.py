@@ -1,4 +1,5 @@
-"""Compiled programs run without holding Python's interpreter lock, so a server stays responsive mid-step."""
+"""Compiled programs: run without holding Python's interpreter lock (a server stays responsive mid-step), at
+every size a program takes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 import torch
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.artifacts.manifest import ProgramSpec
+from ingot.runtime.programs import step_sizes
 from ingot.runtime.vision.runner import DetectorRunner
 
 
@@ -55,3 +58,16 @@ def test_an_artifact_without_ingots_runner_is_refused_with_a_clear_error(compile
     )
     assert result.returncode == 0, result.stderr
     assert "compile the model again" in result.stdout
+
+
+def _spec(name: str, kind: str, batch: tuple[int, int], tokens: tuple[int, int] | None = None) -> ProgramSpec:
+    return ProgramSpec(name=name, kind=kind, file=f"programs/{name}", batch=batch, tokens=tokens, inputs=[], outputs=[])
+
+
+def test_steps_run_at_every_size_a_dynamic_program_takes_and_only_at_a_static_programs_own():
+    cpu = [_spec("detect_1", "detect", (1, 1)), _spec("detect", "detect", (2, 8))]
+    assert step_sizes(cpu, "detect", lambda spec: spec.batch) == list(range(1, 9))  # 3 images run as 3, not 4
+    tt = [_spec(f"detect_{b}", "detect", (b, b)) for b in (1, 2, 4, 8)]
+    assert step_sizes(tt, "detect", lambda spec: spec.batch) == [1, 2, 4, 8]
+    prefill = [_spec("prefill", "prefill", (1, 1), tokens=(16, 512)), *cpu]
+    assert step_sizes(prefill, "prefill", lambda spec: spec.tokens) == list(range(16, 513))

@@ -1,4 +1,4 @@
-"""Runs a detector's compiled program on a batch of letterboxed images, padded to one of its fixed batch sizes."""
+"""Runs a detector's compiled program on a batch of letterboxed images, padded only to a batch a program runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
-from ingot.runtime.programs import load_programs
+from ingot.runtime.programs import load_programs, step_sizes
 
 
 class DetectorRunner:
@@ -19,18 +19,19 @@ class DetectorRunner:
         self.manifest = manifest
         self.info = manifest.detector
         self.programs = [p for p in load_programs(directory, manifest).values() if p.spec.kind == "detect"]
-        self.batch_sizes = self.info.batch_sizes
+        # a static program's batch, and every batch a dynamic one takes: 3 images run as 3, not padded to 4
+        self.batch_sizes = step_sizes([p.spec for p in self.programs], "detect", lambda spec: spec.batch)
         self.max_batch = self.batch_sizes[-1]
 
     def bucket(self, count: int) -> int:
-        """The smallest fixed batch size that holds ``count`` images."""
+        """The smallest batch a program runs that holds ``count`` images."""
         index = bisect.bisect_left(self.batch_sizes, count)
         if count < 1 or index == len(self.batch_sizes):
             raise ProgramShapeError(f"a batch holds 1 to {self.max_batch} images, not {count}")
         return self.batch_sizes[index]
 
     def run(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """images [n, 3, size, size] -> the head maps, each [n, ...]; the batch is padded to its bucket with zeros.
+        """images [n, 3, size, size] -> the head maps, each [n, ...]; a batch no program runs is padded with zeros.
         Compiled code does not check shapes, so a wrong one is refused here."""
         size = self.info.input_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size) or images.dtype != torch.float32:
