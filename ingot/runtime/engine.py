@@ -102,14 +102,13 @@ class Engine:
             )
         self.runner = call_on_fresh_thread(lambda: ModelRunner(directory, manifest, num_blocks))
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
-        buckets = manifest.buckets
-        cap = max(buckets.prefill_tokens[-1], buckets.decode_batch[-1])
-        cap = cap if max_num_batched_tokens is None else max_num_batched_tokens
+        prefill_sizes, decode_sizes = self.runner.prefill_sizes, self.runner.decode_sizes
+        cap = max(prefill_sizes[-1], decode_sizes[-1]) if max_num_batched_tokens is None else max_num_batched_tokens
         self.scheduler = Scheduler(
             self.blocks,
-            max_batch=min(buckets.decode_batch[-1], cap),
-            prefill_sizes=self.runner.prefill_sizes,
-            max_prefill_tokens=min(buckets.prefill_tokens[-1], cap),
+            max_batch=min(decode_sizes[-1], cap),
+            prefill_sizes=prefill_sizes,
+            max_prefill_tokens=min(prefill_sizes[-1], cap),
         )
         self.sampler = Sampler()
         self.eos_token_ids = frozenset(manifest.tokenizer.eos_token_ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
 from ingot.runtime.block_manager import PAD_BLOCK
-from ingot.runtime.programs import CompiledProgram, load_programs, step_sizes
+from ingot.runtime.programs import CompiledProgram, load_programs, padded_size, step_sizes
 
 
 class ModelRunner:
@@ -44,7 +43,7 @@ class ModelRunner:
     def prefill(self, token_ids: Sequence[int], start: int, block_table: Sequence[int]) -> torch.Tensor:
         """Run ``token_ids`` at positions ``start..``, writing their KV; returns the last token's logits [V]."""
         count = len(token_ids)
-        pad = _padding(count, self.prefill_sizes, "a prefill chunk holds {} tokens")
+        pad = padded_size(count, self.prefill_sizes, "a prefill chunk holds {} tokens") - count
         positions = list(range(start, start + count))
         blocks = self._context_blocks([start + count])
         logits = self._run(
@@ -62,7 +61,7 @@ class ModelRunner:
     ) -> torch.Tensor:
         """One token for each sequence at its position; returns logits [len(token_ids), V]."""
         batch = len(token_ids)
-        pad = _padding(batch, self.decode_sizes, "a decode step holds {} sequences")
+        pad = padded_size(batch, self.decode_sizes, "a decode step holds {} sequences") - batch
         blocks = self._context_blocks([p + 1 for p in positions])
         tables = [_padded_table(t, blocks) for t in block_tables]
         slots = [self._slots(t, [p])[0] for t, p in zip(block_tables, positions)]
@@ -99,14 +98,6 @@ class ModelRunner:
         max_blocks = -(-self.manifest.buckets.max_context // self.block_size)
         if inputs["block_tables"].shape[1] > max_blocks:
             raise ProgramShapeError(f"context beyond the artifact's max context {self.manifest.buckets.max_context}")
-
-
-def _padding(count: int, sizes: list[int], limit: str) -> int:
-    """How far ``count`` is from the next size a program takes; refuse what none holds."""
-    index = bisect.bisect_left(sizes, count)
-    if count == 0 or index == len(sizes):
-        raise ProgramShapeError(limit.format(f"1 to {sizes[-1]}") + f", not {count}")
-    return sizes[index] - count
 
 
 def _padded_table(table: Sequence[int], blocks: int) -> list[int]:

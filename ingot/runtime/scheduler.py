@@ -9,12 +9,12 @@ are recomputed when it is re-admitted.
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 from ingot.runtime.block_manager import BlockManager
+from ingot.runtime.programs import padded_size
 from ingot.runtime.sequence import Sequence, SequenceStatus
 
 
@@ -30,7 +30,7 @@ def prefill_chunk(remaining: int, sizes: list[int], cap: int) -> int:
     unless stopping at a smaller size a program takes and padding the rest computes fewer tokens in all (with
     static programs of 16, ..., 128, 256 tokens, a 134-token prompt runs as 128 + 6, not padded to 256)."""
     def padded(tokens: int) -> int:
-        return sizes[bisect.bisect_left(sizes, tokens)]
+        return padded_size(tokens, sizes, "a prefill chunk holds {} tokens")
 
     chunk = min(remaining, cap)
     below = [b for b in sizes if b < chunk]

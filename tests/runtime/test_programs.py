@@ -9,11 +9,13 @@ import sys
 import threading
 import time
 
+import pytest
 import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import ProgramSpec
-from ingot.runtime.programs import step_sizes
+from ingot.errors import ProgramShapeError
+from ingot.runtime.programs import padded_size, step_sizes
 from ingot.runtime.vision.runner import DetectorRunner
 
 
@@ -71,3 +73,11 @@ def test_steps_run_at_every_size_a_dynamic_program_takes_and_only_at_a_static_pr
     assert step_sizes(tt, "detect", lambda spec: spec.batch) == [1, 2, 4, 8]
     prefill = [_spec("prefill", "prefill", (1, 1), tokens=(16, 512)), *cpu]
     assert step_sizes(prefill, "prefill", lambda spec: spec.tokens) == list(range(16, 513))
+
+
+def test_a_step_pads_to_the_smallest_size_that_holds_it_and_nothing_holds_more_than_the_largest():
+    tt_sizes = [1, 2, 4, 8]
+    assert [padded_size(n, tt_sizes, "a batch holds {} images") for n in (1, 3, 5, 8)] == [1, 4, 8, 8]
+    for count in (0, 9):
+        with pytest.raises(ProgramShapeError, match=f"a batch holds 1 to 8 images, not {count}"):
+            padded_size(count, tt_sizes, "a batch holds {} images")

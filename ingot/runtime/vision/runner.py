@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import bisect
 from pathlib import Path
 
 import torch
 
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
-from ingot.runtime.programs import load_programs, step_sizes
+from ingot.runtime.programs import load_programs, padded_size, step_sizes
 
 
 class DetectorRunner:
@@ -25,10 +24,7 @@ class DetectorRunner:
 
     def bucket(self, count: int) -> int:
         """The smallest batch a program runs that holds ``count`` images."""
-        index = bisect.bisect_left(self.batch_sizes, count)
-        if count < 1 or index == len(self.batch_sizes):
-            raise ProgramShapeError(f"a batch holds 1 to {self.max_batch} images, not {count}")
-        return self.batch_sizes[index]
+        return padded_size(count, self.batch_sizes, "a batch holds {} images")
 
     def run(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images [n, 3, size, size] -> the head maps, each [n, ...]; a batch no program runs is padded with zeros.
