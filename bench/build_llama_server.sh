@@ -4,6 +4,7 @@
 # llama-cpp-python. bench/online_peers.py runs it as the concurrent serving peer.
 #
 #     bench/build_llama_server.sh [OUT_DIR]     # default /work/shared/llama-server
+#     bench/build_llama_server.sh --isa         # only print the instruction-set cmake flags it would use
 #
 # About 10 minutes with -j2 on a 2-core machine. Nothing is written into the repository.
 # Environment: VERSION (default 0.3.36), DOWNLOAD_DIR (default /tmp/llamadl; pip skips the
@@ -17,10 +18,24 @@ BUILD_DIR=${BUILD_DIR:-$(mktemp -d)}
 SDIST=$DOWNLOAD_DIR/llama_cpp_python-$VERSION.tar.gz
 
 # Static libraries (BUILD_SHARED_LIBS=OFF): the binary needs no libllama/libggml beside it.
-# GGML_NATIVE=ON (the default, as llama-cpp-python builds from source): tuned for this CPU.
+# GGML_NATIVE=ON (the default, as llama-cpp-python builds from source): tuned for this CPU, except
+# on a CPU that lists AMX: virtual machines may refuse its tile instructions (ggml's AMX path then dies
+# with SIGILL on the first batched product), so there the build names every other ISA extension
+# the CPU lists instead. llama-cpp-python itself: pip install with CMAKE_ARGS="$(bench/build_llama_server.sh --isa)".
 # No UI assets (they would be fetched from Hugging Face at build time), no OpenSSL (no HTTPS
 # model downloads). LLAMA_CURL no longer exists in this llama.cpp (a deprecated no-op).
-CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON
+isa_flags() {
+    if ! grep -qw amx_tile /proc/cpuinfo; then echo "-DGGML_NATIVE=ON"; return; fi
+    flags="-DGGML_NATIVE=OFF"
+    for pair in avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx512f:AVX512 avx512vbmi:AVX512_VBMI \
+                avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 avx_vnni:AVX_VNNI; do
+        if grep -qw "${pair%%:*}" /proc/cpuinfo; then flags="$flags -DGGML_${pair#*:}=ON"; fi
+    done
+    echo "$flags"
+}
+if [ "${1:-}" = "--isa" ]; then isa_flags; exit 0; fi
+
+CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF $(isa_flags)
  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
 
@@ -49,6 +64,6 @@ cmake --build build --target llama-server -j2
 
 Static ggml/llama libraries: the binary needs only the system C/C++ runtime and libgomp
 (ldd: $(ldd "$OUT_DIR/llama-server" | awk '{print $1}' | tr '\n' ' ')).
-GGML_NATIVE=ON compiles for the building CPU (-march=native): rebuild on a different CPU.
+Compiled for the building CPU's instruction set: rebuild on a different CPU.
 EOF
 echo "built $OUT_DIR/llama-server in ${seconds} s"

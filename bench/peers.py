@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -200,14 +201,23 @@ def main() -> None:
         # Each peer in its own process: thread pools left behind by one must not slow the next.
         command = [sys.executable, __file__, "--artifact", str(path), "--only", peer, "--threads", str(args.threads),
                    "--repeats", str(args.repeats), "--decode-tokens", str(args.decode_tokens)]
-        run = subprocess.run(command, capture_output=True, text=True, check=True)
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:  # one peer failing (llama.cpp built for instructions this CPU refuses) ends no run
+            if run.returncode < 0:
+                reason = f"killed by {signal.Signals(-run.returncode).name}"
+            else:
+                reason = (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[-1]
+            print(f"{peer} failed: {reason}")
+            results[peer] = {"error": reason}
+            continue
         results[peer] = json.loads(run.stdout.split("RESULT ", 1)[1])
 
     gflops = matmul_gflops(args.repeats)  # after the peers: its thread pool must not share the cores with them
     print(f"fp32 matmul, {args.threads} threads: {gflops:.1f} GFLOP/s")
     print(f"{'':28} {'decode b1 tok/s':>16} {'prefill 512 tok/s':>18} {'batch 32 tok/s':>15}")
     for name, r in results.items():
-        cells = [f"{r[k]:.1f}" if k in r else "-" for k in ("decode_b1", "prefill_512", "batch32_total")]
+        cells = [f"{r[k]:.1f}" if k in r else "failed" if "error" in r else "-"
+                 for k in ("decode_b1", "prefill_512", "batch32_total")]
         print(f"{name:28} {cells[0]:>16} {cells[1]:>18} {cells[2]:>15}")
     if args.json:
         summary = {"threads": args.threads, "repeats": args.repeats, "matmul_gflops": gflops, "results": results}
