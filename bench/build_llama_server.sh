@@ -40,6 +40,7 @@ CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF $(isa_flags)
  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
 
 python -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$DOWNLOAD_DIR"
+mkdir -p "$BUILD_DIR"
 tar xzf "$SDIST" -C "$BUILD_DIR"
 SRC=$BUILD_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp
 
