@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -78,17 +79,14 @@ class CpuTarget:
         if options.shared_weights:
             return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode)]
         single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, cpp_gemm=True, **decode)
-        if options.max_batch == 1:
-            return [prefill, single]
-        return [prefill, single, ProgramPlan("decode", batch=(2, options.max_batch), frozen=True, **decode)]
+        return [prefill, *_single_and_batched(single, options.max_batch)]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked: 1.4x the unfrozen
         program at 320): one image has a static program of its own (1.13x the dynamic one at 320), larger
         batches share one with a dynamic batch dimension."""
         single = ProgramPlan("detect_1", "detect", batch=(1, 1), frozen=True)
-        largest = options.batch_sizes[-1]
-        return [single] if largest == 1 else [single, ProgramPlan("detect", "detect", batch=(2, largest), frozen=True)]
+        return _single_and_batched(single, options.batch_sizes[-1])
 
     def lower_all(
         self, programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]], out_dir: Path, options: TargetOptions,
@@ -145,6 +143,16 @@ class CpuTarget:
         with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
             _compile_and_package(exported, out_file, configs)
+
+
+def _single_and_batched(single: ProgramPlan, largest: int) -> list[ProgramPlan]:
+    """``single`` (batch 1, static shapes: faster than a dynamic program at one sequence or image) and, when
+    batches go beyond one, its twin with a dynamic batch of 2..``largest`` (on oneDNN: the C++ GEMM template
+    is for static shapes)."""
+    if largest == 1:
+        return [single]
+    name = single.name.removesuffix("_1")
+    return [single, dataclasses.replace(single, name=name, batch=(2, largest), cpp_gemm=False)]
 
 
 def _compile_and_package(exported: torch.export.ExportedProgram, out_file: Path, configs: dict) -> None:
