@@ -91,3 +91,24 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path, compil
 
 def test_serving_a_detector_that_was_never_compiled_says_how_to_compile_it(tmp_path):
     assert_one_line_error(run_cli("serve", "yolov4", cache_dir=tmp_path), "yolov4 is not compiled", "--weights")
+
+
+def test_what_the_server_loaded_is_left_out_of_garbage_collection(monkeypatch):
+    """A full collection over torch, transformers and the models takes ~70 ms with the interpreter lock held: a
+    stall of every stream. What exists when serving starts lives as long as the server, so it is frozen."""
+    import gc
+
+    import uvicorn
+
+    from ingot.server import run
+    from ingot.server.settings import ServerSettings
+
+    loaded = len(gc.get_objects())
+    frozen_when_serving = []
+    monkeypatch.setattr(run, "create_app", lambda *args: object())  # no model needed: uvicorn never starts it
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: frozen_when_serving.append(gc.get_freeze_count()))
+    try:
+        run.serve({}, ServerSettings(), "127.0.0.1", free_port())
+    finally:
+        gc.unfreeze()
+    assert frozen_when_serving and frozen_when_serving[0] > 0.9 * loaded  # (a few temporaries are gone by then)
