@@ -10,7 +10,7 @@ import torch
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
 from ingot.runtime.block_manager import PAD_BLOCK
-from ingot.runtime.programs import CompiledProgram, load_programs, padded_size, step_sizes
+from ingot.runtime.programs import load_programs, padded_size, program_for, step_sizes
 
 
 class ModelRunner:
@@ -29,12 +29,6 @@ class ModelRunner:
             layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
             dtype=getattr(torch, layout.dtype),
         )
-
-    def _program(self, kind: str, batch: int, tokens: int) -> CompiledProgram:
-        for program in self.programs.values():
-            if program.spec.kind == kind and program.spec.accepts(batch, tokens):
-                return program
-        raise ProgramShapeError(f"no {kind} program takes batch {batch} x {tokens} tokens")
 
     def _slots(self, block_table: Sequence[int], positions: Sequence[int]) -> list[int]:
         bs = self.block_size
@@ -81,7 +75,7 @@ class ModelRunner:
     def _run(self, kind: str, **lists: list) -> torch.Tensor:
         inputs = {name: torch.tensor(value, dtype=torch.long) for name, value in lists.items()}
         batch, tokens = inputs["input_ids"].shape
-        program = self._program(kind, batch, tokens)
+        program = program_for(self.programs.values(), kind, batch, tokens)
         self._check_bounds(inputs)
         return program.run(*inputs.values(), self.kv_cache)[0]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -39,6 +39,16 @@ def padded_size(count: int, sizes: list[int], limit: str) -> int:
     if count < 1 or index == len(sizes):
         raise ProgramShapeError(limit.format(f"1 to {sizes[-1]}") + f", not {count}")
     return sizes[index]
+
+
+def program_for(programs: Iterable[CompiledProgram], kind: str, batch: int, tokens: int | None = None) -> CompiledProgram:
+    """The program of ``kind`` that takes a step of ``batch`` (x ``tokens``): compiled code does not check
+    shapes, so a step none takes is refused here."""
+    for program in programs:
+        if program.spec.kind == kind and program.spec.accepts(batch, tokens):
+            return program
+    shape = f"batch {batch}" if tokens is None else f"batch {batch} x {tokens} tokens"
+    raise ProgramShapeError(f"no {kind} program takes {shape}")
 
 
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import signal
@@ -10,7 +11,10 @@ import subprocess
 import sys
 
 import httpx
+import uvicorn
 
+from ingot.server import run
+from ingot.server.settings import ServerSettings
 from tests.conftest import run_cli
 from tests.server.helpers import eventually
 
@@ -96,13 +100,6 @@ def test_serving_a_detector_that_was_never_compiled_says_how_to_compile_it(tmp_p
 def test_what_the_server_loaded_is_left_out_of_garbage_collection(monkeypatch):
     """A full collection over torch, transformers and the models takes ~70 ms with the interpreter lock held: a
     stall of every stream. What exists when serving starts lives as long as the server, so it is frozen."""
-    import gc
-
-    import uvicorn
-
-    from ingot.server import run
-    from ingot.server.settings import ServerSettings
-
     loaded = len(gc.get_objects())
     frozen_when_serving = []
     monkeypatch.setattr(run, "create_app", lambda *args: object())  # no model needed: uvicorn never starts it

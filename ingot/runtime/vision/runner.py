@@ -8,7 +8,7 @@ import torch
 
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
-from ingot.runtime.programs import load_programs, padded_size, step_sizes
+from ingot.runtime.programs import load_programs, padded_size, program_for, step_sizes
 
 
 class DetectorRunner:
@@ -36,9 +36,7 @@ class DetectorRunner:
         bucket = self.bucket(count)
         if bucket > count:
             images = torch.cat([images, images.new_zeros(bucket - count, 3, size, size)])
-        program = next((p for p in self.programs if p.spec.accepts(bucket)), None)
-        if program is None:
-            raise ProgramShapeError(f"no detect program takes a batch of {bucket}")
+        program = program_for(self.programs, "detect", bucket)
         with torch.no_grad():
             heads = program.run(images.contiguous())
         return [head[:count] for head in heads]
