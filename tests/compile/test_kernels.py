@@ -1,4 +1,5 @@
-"""ingot's paged decode attention kernel against attention written out over a gathered context."""
+"""ingot's native kernels against the computations they replace: paged decode attention against attention
+written out over a gathered context, the packed matrix product against ``linear``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from ingot.compile.kernels import build_kernels
+from ingot.compile.packed_linears import pack_linear_weight
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +72,31 @@ def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tm
     )
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == 16.0
+
+
+@pytest.mark.parametrize(
+    "rows, out_features, in_features",
+    # a single row; every remainder of the 6-row tile; column counts off the 16-wide block and the 4-block panel
+    [(1, 64, 32), (7, 50, 24), (11, 100, 33), (13, 176, 40), (32, 960, 576)],
+)
+def test_packed_linear_matches_linear(library, rows, out_features, in_features):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(out_features, in_features, generator=generator)
+    bias = torch.randn(out_features, generator=generator)
+    x = torch.randn(rows, 1, in_features, generator=generator)
+    packed = pack_linear_weight(weight)
+    for b in (bias, None):
+        out = torch.ops.ingot.packed_linear(x, packed, out_features, b)
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), atol=1e-4, rtol=1e-5)
+
+
+def test_packed_linear_gives_a_row_the_same_bits_in_any_batch(library):
+    """A sequence's logits must not depend on what else is in the decode step."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(200, 96, generator=generator)
+    x = torch.randn(17, 96, generator=generator)
+    packed = pack_linear_weight(weight)
+    batched = torch.ops.ingot.packed_linear(x, packed, 200, None)
+    for row in (0, 5, 16):
+        alone = torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, None)
+        assert torch.equal(alone[0], batched[row])

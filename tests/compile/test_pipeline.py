@@ -1,3 +1,4 @@
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def test_artifact_holds_everything_serving_needs(compiled):
     # ingot's native library runs every program (and holds the decode attention kernel): the artifact carries it
     assert all(p.kernels == ["kernels/ingot_kernels.so"] for p in manifest.programs)
     assert "kernels/ingot_kernels.so" in files
+    # batched decode's matrix products run on the library's packed_linear; the other programs stay on oneDNN/inductor
+    calls = {p.name: _mentions(result.path / p.file, b"packed_linear") for p in manifest.programs}
+    assert calls["decode"] and not calls["prefill"] and not calls["decode_1"]
+
+
+def _mentions(package: Path, name: bytes) -> bool:
+    """Whether a compiled program's generated code calls ``name``."""
+    with zipfile.ZipFile(package) as archive:
+        sources = [entry for entry in archive.namelist() if entry.endswith((".wrapper.cpp", ".wrapper.json"))]
+        return any(name in archive.read(entry) for entry in sources)
 
 
 def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):

@@ -1,4 +1,4 @@
-"""ingot's native library: its own C++ kernels, for what inductor cannot generate well, and the op that runs
+"""ingot's native library: its own C++ kernels, for what inductor and oneDNN do not do well, and the op that runs
 a compiled program without holding Python's interpreter lock. Built once per machine at compile time and
 copied into every cpu artifact, so serving needs no compiler."""
 
@@ -52,6 +52,10 @@ def _register_shapes() -> None:
     @torch.library.register_fake("ingot::paged_decode_attention")
     def _(query, kv_cache, layer, block_tables, context_lens, scale):
         return torch.empty_like(query)
+
+    @torch.library.register_fake("ingot::packed_linear")
+    def _(input, packed_weight, out_features, bias):
+        return input.new_empty((*input.shape[:-1], out_features))
 
 
 def _cflags() -> list[str]:
