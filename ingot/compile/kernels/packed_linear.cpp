@@ -32,24 +32,25 @@ struct Problem {
   int64_t rows, K, N;
 };
 
-// Rows [row, row + ROWS) x the tile's columns from ``column`` on, of the panel at ``w``. With FETCH, ``ahead``
-// (may be null) is the next panel, whose cache lines this tile fetches into L2 as it goes, every
-// kPanelParts-th from ``part`` on (the panel's parts share the fetching). A template parameter, so that the
-// tiles without it keep their loop as tight as it was (with a runtime switch they ran 1.5x slower).
+// Cache lines of the next panel for one tile to fetch into L2, spread evenly over its reduction.
+struct Fetch {
+  const char* from;
+  int64_t lines;
+};
+
+// Rows [row, row + ROWS) x the tile's columns from ``column`` on, of the panel at ``w``, fetching ``fetch``
+// with FETCH. A template parameter, so that tiles without it keep their loop as tight as can be (the same
+// code with a runtime switch ran 1.5x slower).
 template <int ROWS, bool FETCH>
-void tile(const Problem& p, int64_t row, const float* w, int64_t column, const char* ahead, int64_t part) {
-  constexpr int64_t kLines = kPanel * sizeof(float) / 64;  // cache lines per k of a panel
-  const int64_t lines = FETCH && ahead ? p.K * kLines : 0;
+void tile(const Problem& p, int64_t row, const float* w, int64_t column, Fetch fetch) {
+  int64_t due = 0;
   Vec acc[ROWS][kTileVecs];
   for (int r = 0; r < ROWS; ++r)
     for (int v = 0; v < kTileVecs; ++v) acc[r][v] = Vec(0.f);
   const float* x = p.x + row * p.K;
   for (int64_t k = 0; k < p.K; ++k) {
     if constexpr (FETCH) {
-      for (int64_t j = 0; j < kLines; ++j) {
-        const int64_t line = part + kPanelParts * (k * kLines + j);
-        if (line < lines) __builtin_prefetch(ahead + line * 64, 0, 2);
-      }
+      for (due += fetch.lines; due >= p.K; due -= p.K, fetch.from += 64) __builtin_prefetch(fetch.from, 0, 2);
     }
     Vec weights[kTileVecs];
     for (int v = 0; v < kTileVecs; ++v) weights[v] = Vec::loadu(w + k * kPanel + v * Vec::size());
@@ -67,27 +68,32 @@ void tile(const Problem& p, int64_t row, const float* w, int64_t column, const c
   }
 }
 
-// All rows of one panel: its weights come from memory once, in one stream, then from cache. The first row tile
-// fetches the next panel (``next``, null at a thread's last) so that the stream overlaps the arithmetic (without
-// it the kernel was only on par with oneDNN at 16-32 rows; bench/packed_linear.py measures the two).
+// All rows of one panel: its weights come from memory once, in one stream, then from cache. Its tiles fetch the
+// next panel (``next``, null at a thread's last) between them, each an equal share, so that the stream from
+// memory overlaps the arithmetic at an even pace (without it the kernel only matched oneDNN at 16-32 rows).
 template <int... Remainder>
 void panel(const Problem& p, int64_t index, const float* next, std::integer_sequence<int, Remainder...>) {
-  const auto ahead = reinterpret_cast<const char*>(next);
+  constexpr int64_t kLines = kPanel * sizeof(float) / 64;  // cache lines per k of a panel
+  const int64_t tiles = kPanelParts * ((p.rows + kTileRows - 1) / kTileRows), lines = p.K * kLines;
+  int64_t done = 0;
+  const auto share = [&] {  // the next tile's share of the lines
+    const int64_t from = done * lines / tiles, to = ++done * lines / tiles;
+    return Fetch{reinterpret_cast<const char*>(next) + from * 64, to - from};
+  };
   for (int64_t part = 0; part < kPanelParts; ++part) {
     const float* w = p.w + index * p.K * kPanel + part * kTileVecs * Vec::size();
     const int64_t column = index * kPanel + part * kTileVecs * Vec::size();
     if (column >= p.N) return;
     int64_t row = 0;
-    if (p.rows >= kTileRows) {
-      tile<kTileRows, true>(p, 0, w, column, ahead, part);
-      for (row = kTileRows; row + kTileRows <= p.rows; row += kTileRows)
-        tile<kTileRows, false>(p, row, w, column, nullptr, part);
+    for (; row + kTileRows <= p.rows; row += kTileRows) {
+      if (next) tile<kTileRows, true>(p, row, w, column, share());
+      else tile<kTileRows, false>(p, row, w, column, {});
     }
     const int64_t left = p.rows - row;
-    if (row == 0)
-      ((left == Remainder + 1 ? tile<Remainder + 1, true>(p, row, w, column, ahead, part) : void()), ...);
+    if (next)
+      ((left == Remainder + 1 ? tile<Remainder + 1, true>(p, row, w, column, share()) : void()), ...);
     else
-      ((left == Remainder + 1 ? tile<Remainder + 1, false>(p, row, w, column, nullptr, part) : void()), ...);
+      ((left == Remainder + 1 ? tile<Remainder + 1, false>(p, row, w, column, {}) : void()), ...);
   }
 }
 
