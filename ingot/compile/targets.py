@@ -28,11 +28,9 @@ class ProgramPlan:
 
     ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
     device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
-    weights, folded and prepacked at compile time (cpu); ``cpp_gemm`` (frozen, static shapes) has inductor
-    write its own C++ kernels for the matrix products instead of calling oneDNN or MKL. A ``decode_kernel``
-    program calls ingot's own paged decode attention kernel, and a ``packed_linears`` one (frozen) ingot's own
-    matrix product for a few rows on weights it packs: kernels of ingot's native library, which the artifact
-    carries.
+    weights, folded and prepacked at compile time (cpu). A ``decode_kernel`` program calls ingot's own paged
+    decode attention kernel, and a ``packed_linears`` one (frozen) ingot's own matrix product for a few rows on
+    weights it packs: kernels of ingot's native library, which the artifact carries.
     """
 
     name: str
@@ -42,7 +40,6 @@ class ProgramPlan:
     blocks: int | None = None
     cache_blocks: int | None = None
     frozen: bool = False
-    cpp_gemm: bool = False
     decode_kernel: bool = False
     packed_linears: bool = False
 
@@ -52,13 +49,12 @@ class CpuTarget:
     """AOTInductor native code. Shapes the buckets share become one program with a dynamic dimension,
     so a dozen buckets cost a few compiles, and the runtime runs each step at its exact size.
 
-    Every program is frozen: oneDNN's prepacked weights make batched decode 1.6-1.8x faster than MKL
-    repacking the weights on every call, which costs a copy of the weights per program. Decode of one
-    sequence is a matrix-vector product, where oneDNN is slower than MKL but inductor's own C++ GEMM kernels,
-    generated for its static shape, are faster than both (1.1x MKL for SmolLM2-135M), so it is a program of
-    its own. Batched decode (2 to max_batch rows) calls ingot's own matrix product on weights it packs, not
-    oneDNN (steps 1.37x faster at batch 8, 1.2-1.3x at 32). ``shared_weights`` keeps every program on the one
-    weights file. The artifact carries ingot's native library, which runs its programs (and holds the decode
+    Every program is frozen: it carries its own copy of the weights, prepacked for its matrix products. Prefill
+    runs them on oneDNN (1.6-1.8x MKL repacking the weights on every call). Decode runs them on ingot's own
+    matrix product for a few rows, on weights it packs (batched decode steps 1.37x faster than on oneDNN at
+    batch 8, 1.2-1.3x at 32); one sequence has a static program of its own, and since both decode programs
+    sum every row the same way, a sequence's logits do not depend on what else is in the step.
+    ``shared_weights`` keeps every program on the one weights file. The artifact carries ingot's native library, which runs its programs (and holds the decode
     attention kernel and the matrix product)."""
 
     name: str = "cpu"
@@ -83,8 +79,8 @@ class CpuTarget:
         decode = dict(kind="decode", tokens=(1, 1), decode_kernel=True)
         if options.shared_weights:
             return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode)]
-        single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, cpp_gemm=True, **decode)
-        return [prefill, *_single_and_batched(single, options.max_batch, packed_linears=True)]
+        single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, packed_linears=True, **decode)
+        return [prefill, *_single_and_batched(single, options.max_batch)]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked: 1.4x the unfrozen
@@ -132,8 +128,7 @@ class CpuTarget:
         """By default the weights stay out of the shared library, so every program of an artifact loads the one
         weights file. A frozen program folds them in instead: batch norms fold into the convolutions and
         oneDNN gets its weights prepacked once, not reordered on every call, at the cost of a copy of the weights
-        per program. ``cpp_gemm`` (frozen) takes max-autotune's C++ GEMM template as the one choice, so
-        there is nothing to benchmark at compile time."""
+        per program."""
         # Frozen: projections that read the same input (q/k/v, gate/up) become one matrix product with their
         # weights concatenated: fewer, wider GEMMs (batch-32 decode 7% faster, batch 8 12%, batch 1 the same).
         configs = (
@@ -141,8 +136,6 @@ class CpuTarget:
             if plan.frozen
             else {"aot_inductor.package_constants_in_so": False}
         )
-        if plan.cpp_gemm:
-            configs |= {"max_autotune": True, "max_autotune_gemm_backends": "CPP"}
         module = exported.module(check_guards=False)
         if plan.packed_linears and plan.frozen:
             from ingot.compile.packed_linears import use_packed_linears
@@ -153,14 +146,13 @@ class CpuTarget:
             _compile_and_package(module, exported.example_inputs, out_file, configs)
 
 
-def _single_and_batched(single: ProgramPlan, largest: int, **batched) -> list[ProgramPlan]:
+def _single_and_batched(single: ProgramPlan, largest: int) -> list[ProgramPlan]:
     """``single`` (batch 1, static shapes: faster than a dynamic program at one sequence or image) and, when
-    batches go beyond one, its twin with a dynamic batch of 2..``largest`` (not on the C++ GEMM template, which
-    is for static shapes), changed by ``batched``."""
+    batches go beyond one, its twin with a dynamic batch of 2..``largest``."""
     if largest == 1:
         return [single]
     name = single.name.removesuffix("_1")
-    return [single, dataclasses.replace(single, name=name, batch=(2, largest), cpp_gemm=False, **batched)]
+    return [single, dataclasses.replace(single, name=name, batch=(2, largest))]
 
 
 def _compile_and_package(module: torch.nn.Module, example_inputs: tuple, out_file: Path, configs: dict) -> None:

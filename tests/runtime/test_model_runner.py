@@ -56,3 +56,12 @@ def test_dynamic_programs_run_the_exact_shape_and_pad_only_below_their_range(run
 def test_out_of_range_calls_are_refused_before_running(runner, call, message):
     with pytest.raises(ProgramShapeError, match=message):
         call(runner)
+
+
+def test_a_sequences_decode_logits_are_the_same_bits_alone_or_in_a_batch(runner):
+    """decode_1 and the batched decode program sum every row alike: what else is in a step changes nothing."""
+    runner.prefill([11, 12, 13], 0, [6])
+    runner.prefill([21, 22], 0, [7])
+    alone = runner.decode([14], [3], [[6]])[0]
+    batched = runner.decode([14, 23, 31], [3, 2, 0], [[6], [7], [8]])[0]
+    assert torch.equal(alone, batched)
