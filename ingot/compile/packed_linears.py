@@ -29,16 +29,14 @@ def use_packed_linears(module: fx.GraphModule) -> int:
     graph = module.graph
     by_input: dict[fx.Node, list[fx.Node]] = defaultdict(list)
     for node in graph.find_nodes(op="call_function", target=torch.ops.aten.linear.default):
-        weight = node.args[1]
-        bias = node.args[2] if len(node.args) > 2 else None
+        weight, bias = node.args[1], _bias(node)
         constant = [weight] + ([bias] if bias is not None else [])
         if all(arg.op == "get_attr" for arg in constant) and _attr(module, weight).dtype == torch.float32:
             by_input[node.args[0]].append(node)
 
     for index, (source, linears) in enumerate(by_input.items()):
         weights = [_attr(module, node.args[1]) for node in linears]
-        biases = [_attr(module, node.args[2]) if len(node.args) > 2 and node.args[2] is not None else None
-                  for node in linears]
+        biases = [None if _bias(node) is None else _attr(module, _bias(node)) for node in linears]
         widths = [weight.shape[0] for weight in weights]
         name = f"ingot_packed_linear_{index}"
         module.register_buffer(name, pack_linear_weight(torch.cat(weights)))
@@ -65,6 +63,10 @@ def use_packed_linears(module: fx.GraphModule) -> int:
     module.delete_all_unused_submodules()
     module.recompile()
     return len(by_input)
+
+
+def _bias(linear: fx.Node) -> fx.Node | None:
+    return linear.args[2] if len(linear.args) > 2 else None
 
 
 def _attr(module: fx.GraphModule, node: fx.Node) -> torch.Tensor:

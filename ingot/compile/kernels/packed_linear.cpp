@@ -1,11 +1,12 @@
-// ingot::packed_linear: y = x W^T (+ bias) for the few rows of a batched decode step, on a weight packed at
-// compile time. oneDNN's GEMM is built for large products; at 2-32 rows a step's products are a stream of
-// weights through a handful of rows, and oneDNN leaves much of that stream's bandwidth and the FMA units idle.
-// Here the weight is packed as [N/48][K][48] (panels of 48 columns, each one contiguous stream), and one tile
-// keeps up to 8 rows x 48 columns of outputs in registers for the whole reduction (AVX-512): per k it loads the
-// panel's 3 vectors and broadcasts one input value per row. Panels split evenly between 2 threads for every
-// product of SmolLM2 and the like (their widths are multiples of 96). Every row is summed in the same order
-// however many rows the step has, so a sequence's logits do not depend on what else is in the batch.
+// ingot::packed_linear: y = x W^T (+ bias) for the few rows of a decode step, on a weight packed at compile
+// time. oneDNN's GEMM is built for large products; at 1-32 rows a step's products are a stream of weights
+// through a handful of rows, and oneDNN leaves much of that stream's bandwidth and the FMA units idle. Here the
+// weight is packed as [N/48][K][48] (panels of 48 columns, each one contiguous stream), and one tile keeps up to
+// 8 rows x 48 columns of outputs in registers for the whole reduction (AVX-512): per k it loads the panel's 3
+// vectors and broadcasts one input value per row, while the row tiles fetch the next panel into L2 between
+// them. Panels split evenly between 2 threads for every product of SmolLM2 and the like (their widths are
+// multiples of 96). Every row is summed in the same order however many rows the step has, so a sequence's
+// logits do not depend on what else is in the batch.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
