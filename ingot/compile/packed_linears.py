@@ -1,4 +1,4 @@
-"""A graph pass for batched decode programs: their matrix products go to ingot's ``packed_linear`` kernel (see
+"""A graph pass for decode programs: their matrix products go to ingot's ``packed_linear`` kernel (see
 ingot/compile/kernels/packed_linear.cpp) on weights packed here, at compile time, into the program."""
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def _tt_key_inputs(options: CompileOptions) -> dict:
 def _compiler_digest() -> str:
     """ingot's own capture and lowering code: a change to it changes the programs, version bump or not."""
     root = Path(__file__).parent
-    return sha256_files([*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.ttsys")], root)
+    return sha256_files([*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.h"), *root.rglob("*.ttsys")], root)
 
 
 def compile_model(model: str, options: CompileOptions, store: ArtifactStore, quiet: bool = False) -> CompileResult:

@@ -13,9 +13,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <memory>
 #include <optional>
 #include <utility>
+
+#include "register_once.h"
 
 namespace {
 
@@ -127,17 +128,11 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weigh
   return y;
 }
 
-// Registered once per process however many copies of the library are loaded (see paged_attention.cpp).
 namespace {
-std::unique_ptr<torch::Library> definition, implementation;
-
-const bool registered = [] {
-  if (c10::Dispatcher::singleton().findSchema({"ingot::packed_linear", ""}).has_value()) return false;
-  definition = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "ingot", std::nullopt, __FILE__, __LINE__);
-  definition->def("packed_linear(Tensor input, Tensor packed_weight, int out_features, Tensor? bias) -> Tensor");
-  implementation = std::make_unique<torch::Library>(torch::Library::IMPL, "ingot", c10::DispatchKey::CPU, __FILE__,
-                                                    __LINE__);
-  implementation->impl("packed_linear", &packed_linear);
-  return true;
-}();
+const bool registered = ingot::register_once(
+    "ingot::packed_linear",
+    [](torch::Library& library) {
+      library.def("packed_linear(Tensor input, Tensor packed_weight, int out_features, Tensor? bias) -> Tensor");
+    },
+    [](torch::Library& library) { library.impl("packed_linear", &packed_linear); });
 }  // namespace

@@ -15,6 +15,8 @@
 #include <memory>
 #include <vector>
 
+#include "register_once.h"
+
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
@@ -192,21 +194,13 @@ at::Tensor paged_decode_attention(const at::Tensor& query, const at::Tensor& kv_
   return out;
 }
 
-// Registered by hand rather than with TORCH_LIBRARY_FRAGMENT: every artifact carries its own copy of this
-// library, and a process that loads two artifacts (or compiles one and then serves it) must not register the
-// op twice.
 namespace {
-std::unique_ptr<torch::Library> definition, implementation;
-
-const bool registered = [] {
-  if (c10::Dispatcher::singleton().findSchema({"ingot::paged_decode_attention", ""}).has_value()) return false;
-  definition = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "ingot", std::nullopt, __FILE__, __LINE__);
-  definition->def(
-      "paged_decode_attention(Tensor query, Tensor kv_cache, int layer, Tensor block_tables, Tensor context_lens, "
-      "float scale) -> Tensor");
-  implementation = std::make_unique<torch::Library>(torch::Library::IMPL, "ingot", c10::DispatchKey::CPU, __FILE__,
-                                                    __LINE__);
-  implementation->impl("paged_decode_attention", &paged_decode_attention);
-  return true;
-}();
+const bool registered = ingot::register_once(
+    "ingot::paged_decode_attention",
+    [](torch::Library& library) {
+      library.def(
+          "paged_decode_attention(Tensor query, Tensor kv_cache, int layer, Tensor block_tables, "
+          "Tensor context_lens, float scale) -> Tensor");
+    },
+    [](torch::Library& library) { library.impl("paged_decode_attention", &paged_decode_attention); });
 }  // namespace

@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "register_once.h"
+
 namespace {
 
 class Program : public torch::CustomClassHolder {
@@ -38,21 +40,15 @@ std::vector<at::Tensor> run_program(const c10::intrusive_ptr<Program>& program, 
   return program->run(inputs);
 }
 
-// Registered once per process however many copies of the library are loaded (see paged_attention.cpp).
-std::unique_ptr<torch::Library> definition, implementation;
-
-const bool registered = [] {
-  if (c10::Dispatcher::singleton().findSchema({"ingot::run_program", ""}).has_value()) return false;
-  definition = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "ingot", std::nullopt, __FILE__, __LINE__);
-  definition->class_<Program>("Program")
-      .def(torch::init<std::string>())
-      .def("constant_fqns", &Program::constant_fqns)
-      .def("load_constants", &Program::load_constants);
-  definition->def("run_program(__torch__.torch.classes.ingot.Program program, Tensor[] inputs) -> Tensor[]");
-  implementation = std::make_unique<torch::Library>(torch::Library::IMPL, "ingot", c10::DispatchKey::CPU, __FILE__,
-                                                    __LINE__);
-  implementation->impl("run_program", &run_program);
-  return true;
-}();
+const bool registered = ingot::register_once(
+    "ingot::run_program",
+    [](torch::Library& library) {
+      library.class_<Program>("Program")
+          .def(torch::init<std::string>())
+          .def("constant_fqns", &Program::constant_fqns)
+          .def("load_constants", &Program::load_constants);
+      library.def("run_program(__torch__.torch.classes.ingot.Program program, Tensor[] inputs) -> Tensor[]");
+    },
+    [](torch::Library& library) { library.impl("run_program", &run_program); });
 
 }  // namespace
