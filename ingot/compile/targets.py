@@ -50,7 +50,8 @@ class CpuTarget:
     so a dozen buckets cost a few compiles, and the runtime runs each step at its exact size.
 
     Every program is frozen: it carries its own copy of the weights, prepacked for its matrix products. Prefill
-    runs them on oneDNN (1.6-1.8x MKL repacking the weights on every call). Decode runs them on ingot's own
+    runs them on oneDNN (1.6-1.8x MKL repacking the weights on every call), for up to ``max_batch`` prompts at
+    once (4 prompts of 128 tokens in 0.81 of the time one at a time takes). Decode runs them on ingot's own
     matrix product for a few rows, on weights it packs (batched decode steps 1.37x faster than on oneDNN at
     batch 8, 1.2-1.3x at 32); one sequence has a static program of its own, and since both decode programs
     sum every row the same way, a sequence's logits do not depend on what else is in the step.
@@ -73,8 +74,9 @@ class CpuTarget:
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
-        prefill = ProgramPlan(
-            "prefill", "prefill", batch=(1, 1), tokens=(buckets[0], buckets[-1]), frozen=not options.shared_weights
+        prefill = ProgramPlan(  # several prompts in one step: more rows for each pass over the weights
+            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]),
+            frozen=not options.shared_weights,
         )
         decode = dict(kind="decode", tokens=(1, 1), decode_kernel=True)
         if options.shared_weights:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
@@ -79,7 +80,7 @@ class Engine:
         num_blocks: int | None = None,
         max_num_batched_tokens: int | None = None,
     ) -> None:
-        """``max_num_batched_tokens`` caps the tokens one step computes (a prefill chunk's length, a decode
+        """``max_num_batched_tokens`` caps the tokens one step computes (a prefill step's prompt tokens, a decode
         batch's size); by default the largest bucket bounds them. A lower cap shortens the pause a long
         prompt's prefill puts between the decode steps of running requests."""
         refusal = unservable_reason(manifest)
@@ -109,6 +110,7 @@ class Engine:
             max_batch=min(decode_sizes[-1], cap),
             prefill_sizes=prefill_sizes,
             max_prefill_tokens=min(prefill_sizes[-1], cap),
+            max_prefill_batch=self.runner.prefill_batches[-1],
         )
         self.sampler = Sampler()
         self.eos_token_ids = frozenset(manifest.tokenizer.eos_token_ids)
@@ -280,12 +282,12 @@ class Engine:
             if seq.scheduled_time is None:
                 seq.scheduled_time = now
         logits = self._run(scheduled)
-        if logits is None:
+        rows = [i for i, s in enumerate(scheduled.seqs) if s.num_uncomputed == 0]  # not part-way through a prompt
+        if not rows:
             return
-        ready = [s for s in scheduled.seqs if s.num_uncomputed == 0]
-        requests = [self.requests[s.request_id] for s in ready]
+        requests = [self.requests[scheduled.seqs[i].request_id] for i in rows]
         sampled = self.sampler.sample(
-            logits,
+            logits if len(rows) == len(scheduled.seqs) else logits[rows],
             [
                 SampleRequest(r.seq.params, r.seq.prompt_token_ids, r.seq.output_token_ids, r.generator, list(r.eos_token_ids))
                 for r in requests
@@ -294,20 +296,18 @@ class Engine:
         for request, token in zip(requests, sampled):
             self._append(request, token)
 
-    def _run(self, scheduled: ScheduledStep):
+    def _run(self, scheduled: ScheduledStep) -> torch.Tensor:
         seqs = scheduled.seqs
         if scheduled.kind == "prefill":
-            seq = seqs[0]
-            start = seq.num_computed_tokens
-            logits = self.runner.prefill(seq.token_ids[start : start + scheduled.num_tokens], start, seq.block_table)
-            seq.num_computed_tokens += scheduled.num_tokens
-            self.blocks.seal(seq)
-            return logits[None] if seq.num_uncomputed == 0 else None
-        logits = self.runner.decode(
-            [s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs], [s.block_table for s in seqs]
-        )
-        for seq in seqs:
-            seq.num_computed_tokens += 1
+            starts = [s.num_computed_tokens for s in seqs]
+            chunks = [s.token_ids[start : start + n] for s, start, n in zip(seqs, starts, scheduled.num_tokens)]
+            logits = self.runner.prefill(chunks, starts, [s.block_table for s in seqs])
+        else:
+            logits = self.runner.decode(
+                [s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs], [s.block_table for s in seqs]
+            )
+        for seq, n in zip(seqs, scheduled.num_tokens):
+            seq.num_computed_tokens += n
             self.blocks.seal(seq)
         return logits
 

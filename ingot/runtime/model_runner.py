@@ -24,6 +24,7 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.vocab_size = manifest.programs[0].outputs[0].shape[-1]
         self.prefill_sizes = step_sizes(manifest.programs, "prefill", lambda spec: spec.tokens)
+        self.prefill_batches = step_sizes(manifest.programs, "prefill", lambda spec: spec.batch)
         self.decode_sizes = step_sizes(manifest.programs, "decode", lambda spec: spec.batch)
         self.kv_cache = torch.zeros(
             layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
@@ -34,40 +35,43 @@ class ModelRunner:
         bs = self.block_size
         return [block_table[p // bs] * bs + p % bs for p in positions]
 
-    def prefill(self, token_ids: Sequence[int], start: int, block_table: Sequence[int]) -> torch.Tensor:
-        """Run ``token_ids`` at positions ``start..``, writing their KV; returns the last token's logits [V]."""
-        count = len(token_ids)
-        pad = padded_size(count, self.prefill_sizes, "a prefill chunk holds {} tokens") - count
-        positions = list(range(start, start + count))
-        blocks = self._context_blocks([start + count])
-        logits = self._run(
-            "prefill",
-            input_ids=[list(token_ids) + [0] * pad],
-            position_ids=[positions + [0] * pad],
-            slot_mapping=[self._slots(block_table, positions) + [0] * pad],
-            block_tables=[_padded_table(block_table, blocks)],
-            logits_index=[count - 1],
-        )
-        return logits[0]
+    def prefill(
+        self, token_ids: Sequence[Sequence[int]], starts: Sequence[int], block_tables: Sequence[Sequence[int]]
+    ) -> torch.Tensor:
+        """Each sequence's chunk ``token_ids[i]`` at positions ``starts[i]..``, writing their KV, all in one step
+        (shorter chunks padded to the longest); returns each chunk's last-token logits [len(token_ids), V]."""
+        limit = "a prefill chunk holds {} tokens"
+        width = max((padded_size(len(chunk), self.prefill_sizes, limit) for chunk in token_ids), default=1)
+        return self._step("prefill", token_ids, starts, block_tables, width, self.prefill_batches)
 
     def decode(
         self, token_ids: Sequence[int], positions: Sequence[int], block_tables: Sequence[Sequence[int]]
     ) -> torch.Tensor:
         """One token for each sequence at its position; returns logits [len(token_ids), V]."""
-        batch = len(token_ids)
-        pad = padded_size(batch, self.decode_sizes, "a decode step holds {} sequences") - batch
-        blocks = self._context_blocks([p + 1 for p in positions])
-        tables = [_padded_table(t, blocks) for t in block_tables]
-        slots = [self._slots(t, [p])[0] for t, p in zip(block_tables, positions)]
-        logits = self._run(
-            "decode",
-            input_ids=[[t] for t in token_ids] + [[0]] * pad,
-            position_ids=[[p] for p in positions] + [[0]] * pad,
-            slot_mapping=[[s] for s in slots] + [[0]] * pad,
-            block_tables=tables + [[PAD_BLOCK] * blocks] * pad,
-            logits_index=[0] * (batch + pad),
-        )
-        return logits[:batch]
+        return self._step("decode", [[t] for t in token_ids], positions, block_tables, 1, self.decode_sizes)
+
+    def _step(
+        self, kind: str, chunks: Sequence[Sequence[int]], starts: Sequence[int], block_tables: Sequence[Sequence[int]],
+        width: int, batch_sizes: list[int],
+    ) -> torch.Tensor:
+        """Rows of ``width`` tokens, one per sequence, plus padding rows up to a batch a program takes."""
+        batch = len(chunks)
+        padding_rows = padded_size(batch, batch_sizes, f"a {kind} step holds {{}} sequences") - batch
+        blocks = self._context_blocks([start + len(chunk) for chunk, start in zip(chunks, starts)])
+        inputs: dict[str, list] = {name: [] for name in ("input_ids", "position_ids", "slot_mapping", "block_tables")}
+        for chunk, start, table in zip(chunks, starts, block_tables):
+            pad = [0] * (width - len(chunk))
+            positions = list(range(start, start + len(chunk)))
+            inputs["input_ids"].append(list(chunk) + pad)
+            inputs["position_ids"].append(positions + pad)
+            inputs["slot_mapping"].append(self._slots(table, positions) + pad)
+            inputs["block_tables"].append(_padded_table(table, blocks))
+        for _ in range(padding_rows):
+            for name in ("input_ids", "position_ids", "slot_mapping"):
+                inputs[name].append([0] * width)
+            inputs["block_tables"].append([PAD_BLOCK] * blocks)
+        logits_index = [len(chunk) - 1 for chunk in chunks] + [0] * padding_rows
+        return self._run(kind, **inputs, logits_index=logits_index)[:batch]
 
     def _context_blocks(self, context_lengths: Sequence[int]) -> int:
         return -(-max(context_lengths) // self.block_size)

@@ -1,10 +1,10 @@
 """FCFS continuous batching over the program shapes an artifact has.
 
-Each step is either one prefill chunk (one sequence, at most the largest prefill size, split where
-padding would cost more than a second step) or one decode batch (every running sequence past its
-prefill, at most the largest decode batch). New requests are admitted between steps; a sequence that
-runs out of KV blocks preempts the newest running sequence, whose blocks are freed and whose tokens
-are recomputed when it is re-admitted.
+Each step is either a prefill (a chunk of each of a few prompts of similar length, at most the largest prefill size
+each, split where padding would cost more than a second step) or one decode batch (every running sequence past its
+prefill, at most the largest decode batch). New requests are admitted between steps; a sequence that runs out of
+KV blocks preempts the newest running sequence, whose blocks are freed and whose tokens are recomputed when it is
+re-admitted.
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.programs import padded_size
 from ingot.runtime.sequence import Sequence, SequenceStatus
 
+# A prefill step pads its chunks to the longest: a prompt joins one if that computes at most this much more than
+# running the chunks in steps of their own (prompts of one length share a step whatever their number).
+MAX_PREFILL_PADDING = 1.25
+
 
 @dataclass
 class ScheduledStep:
     kind: Literal["prefill", "decode"]
     seqs: list[Sequence]
-    num_tokens: int  # prefill: the chunk's length, starting at seqs[0].num_computed_tokens
+    num_tokens: list[int]  # each sequence's tokens this step, from its num_computed_tokens on
 
 
 def prefill_chunk(remaining: int, sizes: list[int], cap: int) -> int:
@@ -40,12 +44,17 @@ def prefill_chunk(remaining: int, sizes: list[int], cap: int) -> int:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_batch: int, prefill_sizes: list[int], max_prefill_tokens: int) -> None:
-        """``prefill_sizes``: the token counts a prefill step runs at unpadded; ``max_prefill_tokens`` caps a chunk."""
+    def __init__(
+        self, blocks: BlockManager, max_batch: int, prefill_sizes: list[int], max_prefill_tokens: int,
+        max_prefill_batch: int = 1,
+    ) -> None:
+        """``prefill_sizes``: the token counts a prefill chunk runs at unpadded; ``max_prefill_tokens`` caps the tokens
+        of a prefill step, ``max_prefill_batch`` its sequences."""
         self.blocks = blocks
         self.max_batch = max_batch
         self.prefill_sizes = prefill_sizes
         self.max_prefill_tokens = max_prefill_tokens
+        self.max_prefill_batch = max_prefill_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -57,16 +66,43 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> ScheduledStep | None:
-        prefilling = next((s for s in self.running if s.is_prefilling), None)
-        if prefilling is None and self.waiting and len(self.running) < self.max_batch:
-            if self.blocks.allocate(self.waiting[0]):
-                prefilling = self.waiting.popleft()
-                prefilling.status = SequenceStatus.RUNNING
-                self.running.append(prefilling)
-        if prefilling is not None:
-            chunk = prefill_chunk(prefilling.num_uncomputed, self.prefill_sizes, self.max_prefill_tokens)
-            return ScheduledStep("prefill", [prefilling], chunk)
-        return self._schedule_decode()
+        return self._schedule_prefill() or self._schedule_decode()
+
+    def _schedule_prefill(self) -> ScheduledStep | None:
+        """Sequences part-way through their prompt first, then waiting ones in arrival order while they fit."""
+        step = ScheduledStep("prefill", [], [])
+        for seq in self.running:
+            if seq.is_prefilling and not self._join(step, seq):
+                return step
+        while self.waiting and len(self.running) < self.max_batch and len(step.seqs) < self.max_prefill_batch:
+            seq = self.waiting[0]
+            if not self.blocks.allocate(seq):
+                break
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            if not self._join(step, seq):  # admitted all the same: it leads the next step
+                break
+        return step if step.seqs else None
+
+    def _join(self, step: ScheduledStep, seq: Sequence) -> bool:
+        """Add ``seq``'s next chunk to a prefill step, unless the step's caps or padding rule it out."""
+        def padded(tokens: int) -> int:
+            return padded_size(tokens, self.prefill_sizes, "a prefill chunk holds {} tokens")
+
+        chunk = prefill_chunk(seq.num_uncomputed, self.prefill_sizes, self.max_prefill_tokens)
+        if step.seqs:
+            together = (len(step.seqs) + 1) * padded(max(*step.num_tokens, chunk))
+            apart = sum(padded(n) for n in step.num_tokens) + padded(chunk)
+            if (
+                len(step.seqs) == self.max_prefill_batch
+                or sum(step.num_tokens) + chunk > self.max_prefill_tokens
+                or together > MAX_PREFILL_PADDING * apart
+            ):
+                return False
+        step.seqs.append(seq)
+        step.num_tokens.append(chunk)
+        return True
 
     def _schedule_decode(self) -> ScheduledStep | None:
         batch: list[Sequence] = []
@@ -83,7 +119,7 @@ class Scheduler:
                 batch.append(seq)
                 if len(batch) == self.max_batch:
                     break
-        return ScheduledStep("decode", batch, 1) if batch else None
+        return ScheduledStep("decode", batch, [1] * len(batch)) if batch else None
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)

@@ -1,17 +1,37 @@
-"""The built-in demo model end to end: the real SmolLM2-135M-Instruct GGUF, compiled and verified.
+"""The built-in demo model end to end: the real SmolLM2-135M-Instruct GGUF, compiled, verified and generating.
 
-The slowest test of the suite (a few minutes on 2 cores): the one that proves the pipeline on a real model.
+The slowest tests of the suite (a few minutes on 2 cores): the ones that prove the pipeline on a real model.
 """
+
+import shutil
+
+import pytest
+import torch
 
 from ingot.artifacts.store import ArtifactStore
 from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import compile_model
+from ingot.compile.reverify import reference_model
+from ingot.runtime.engine import Engine
+from ingot.runtime.sampling_params import SamplingParams
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about compilers.",
+    "Explain in two sentences why the sky is blue, and then say what color sunsets are and why they look that way.",
+]
 
 
-def test_smollm2_gguf_compiles_and_matches_the_float32_reference(tmp_path):
-    store = ArtifactStore(tmp_path)  # its own store: the 2.4 GB artifact goes when the test passes
-    result = compile_model("smollm2-135m", CompileOptions.parse(max_batch=8, max_context=512), store, quiet=True)
-    manifest = result.manifest
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("smollm2")
+    store = ArtifactStore(directory)  # its own store: the 2.4 GB artifact goes with the module
+    yield compile_model("smollm2-135m", CompileOptions.parse(max_batch=8, max_context=512), store, quiet=True)
+    shutil.rmtree(directory)
+
+
+def test_smollm2_gguf_compiles_and_matches_the_float32_reference(smollm2):
+    manifest = smollm2.manifest
     assert manifest.model.architecture == "LlamaForCausalLM" and manifest.model.source_kind == "gguf"
     assert manifest.model.config["num_hidden_layers"] == 30
     assert manifest.weights.aliases == {"model.lm_head.weight": "model.model.embed_tokens.weight"}
@@ -19,3 +39,24 @@ def test_smollm2_gguf_compiles_and_matches_the_float32_reference(tmp_path):
     report = manifest.verification
     assert report.passed and report.pcc >= 0.9999 and report.top1_agreement >= 0.99
     assert report.num_tokens >= 256
+
+
+def test_smollm2_batched_greedy_equals_one_at_a_time_and_transformers(smollm2):
+    engine = Engine(smollm2.path, smollm2.manifest, num_blocks=256)
+    try:
+        prompts = [
+            engine.tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+            for q in QUESTIONS
+        ]
+        # min_tokens bans the end-of-sequence token for all 64 tokens, as transformers' min_new_tokens does
+        greedy = SamplingParams(temperature=0, max_tokens=64, min_tokens=64)
+        together = engine.generate(prompts, greedy)
+        alone = [engine.generate([prompt], greedy)[0] for prompt in prompts]
+        prompt_ids = [engine.tokenize(prompt) for prompt in prompts]
+    finally:
+        engine.shutdown()
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    reference = reference_model(smollm2.path, smollm2.manifest)
+    for ids, completion in zip(prompt_ids, together):
+        expected = reference.generate(torch.tensor([ids]), max_new_tokens=64, min_new_tokens=64, do_sample=False)
+        assert completion.token_ids == expected[0, len(ids) :].tolist()

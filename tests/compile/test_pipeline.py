@@ -17,7 +17,7 @@ def test_each_family_compiles_and_matches_the_float32_reference(compiled, family
     assert report.pcc >= 0.9999
     assert report.top1_agreement >= 0.99
     assert report.num_tokens >= 256
-    assert set(report.programs) == {"prefill", "decode", "decode (batch 4)"}
+    assert set(report.programs) == {"prefill", "decode", "prefill (batch 4)", "decode (batch 4)"}
     assert all(value >= 0.9999 for value in report.programs.values())
 
 
@@ -35,6 +35,7 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert manifest.buckets.prefill_tokens == [16, 32, 64] and manifest.buckets.decode_batch == [1, 2, 4]
     decode = manifest.program("decode")
     assert decode.batch == (2, 4) and decode.tokens == (1, 1)
+    assert manifest.program("prefill").batch == (1, 4)  # prompts arriving together share a prefill step
     assert [t.name for t in decode.inputs][-1] == "kv_cache"
     # every program carries its own prepacked weights; decode of one sequence has a static program of its own
     assert manifest.program("prefill").frozen and decode.frozen
@@ -67,7 +68,7 @@ def test_plans_for_shared_weights_and_for_one_sequence():
     from ingot.compile.targets import CPU
 
     shared = CPU.plan(CompileOptions.parse(**TINY_OPTIONS, shared_weights=True))
-    assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 1), False), ("decode", (1, 4), False)]
+    assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 4), False), ("decode", (1, 4), False)]
     single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
     assert [(p.name, p.batch, p.frozen) for p in single] == [("prefill", (1, 1), True), ("decode_1", (1, 1), True)]
 

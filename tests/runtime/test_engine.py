@@ -37,9 +37,23 @@ def test_batched_greedy_equals_one_at_a_time_and_transformers(engine, artifact):
     alone = [engine.generate([p], GREEDY_64)[0] for p in PROMPTS]
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     assert all(len(c.token_ids) == 64 and c.finish_reason == "length" for c in together)
+    _assert_transformers_generates(artifact, engine, together)
 
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "qwen3"])
+def test_batched_greedy_equals_transformers_for_every_family(compiled, family):
+    path = compiled(family).path
+    engine = Engine(path, check_artifact(path), num_blocks=64)
+    try:
+        _assert_transformers_generates(path, engine, engine.generate(PROMPTS, GREEDY_64))
+    finally:
+        engine.shutdown()
+
+
+def _assert_transformers_generates(artifact, engine: Engine, completions) -> None:
+    """transformers' greedy ``generate`` on the float32 reference gives the same tokens, prompt by prompt."""
     reference = reference_model(artifact, check_artifact(artifact))
-    for prompt, completion in zip(PROMPTS, together):
+    for prompt, completion in zip(PROMPTS, completions):
         ids = torch.tensor([engine.tokenize(prompt)])
         expected = reference.generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False)
         assert completion.token_ids == expected[0, ids.shape[1] :].tolist()
@@ -69,10 +83,10 @@ def test_preemption_under_a_tiny_kv_budget_still_finishes_everything(artifact, e
 
 def test_a_token_cap_chunks_prefill_and_decode_without_changing_the_output(artifact, engine):
     capped = Engine(artifact, check_artifact(artifact), num_blocks=128, max_num_batched_tokens=3)
-    chunks: list[int] = []
+    prefill_steps: list[list[int]] = []
     decode_batches: list[int] = []
     prefill, decode = capped.runner.prefill, capped.runner.decode
-    capped.runner.prefill = lambda ids, *rest: chunks.append(len(ids)) or prefill(ids, *rest)
+    capped.runner.prefill = lambda ids, *rest: prefill_steps.append([len(c) for c in ids]) or prefill(ids, *rest)
     capped.runner.decode = lambda ids, *rest: decode_batches.append(len(ids)) or decode(ids, *rest)
     try:
         prompts = [PROMPTS[3]] + [PROMPTS[0]] * 3
@@ -82,7 +96,8 @@ def test_a_token_cap_chunks_prefill_and_decode_without_changing_the_output(artif
         ]
     finally:
         capped.shutdown()
-    assert max(chunks) == 3 and sum(chunks) >= len(capped.tokenize(PROMPTS[3])) + 3 * len(capped.tokenize(PROMPTS[0]))
+    prompt_tokens = len(capped.tokenize(PROMPTS[3])) + 3 * len(capped.tokenize(PROMPTS[0]))
+    assert max(map(sum, prefill_steps)) == 3 and sum(map(sum, prefill_steps)) >= prompt_tokens
     assert max(decode_batches) == 3  # four requests decode, at most three a step
 
 
