@@ -7,6 +7,7 @@ scheduler, the KV cache and the model are touched by the engine thread alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.model_runner import ModelRunner
 from ingot.runtime.outputs import Completion, RequestMetrics, RequestOutput
+from ingot.runtime.relay import relay_for
 from ingot.runtime.sampler import SampledToken, Sampler, SampleRequest, make_generator
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.scheduler import ScheduledStep, Scheduler
@@ -174,13 +176,8 @@ class Engine:
         self, prompt: str | Seq[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[RequestOutput]:
         """Outputs of one request as they come; closing the iterator early aborts the request."""
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
-
-        def sink(output: RequestOutput) -> None:
-            if not loop.is_closed():  # the consumer may be gone already (an aborted stream)
-                loop.call_soon_threadsafe(queue.put_nowait, output)
-
+        sink = functools.partial(relay_for(asyncio.get_running_loop()).put, queue)
         request_id = self.add_request(prompt, params, sink, request_id)
         finished = False
         try:
