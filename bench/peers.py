@@ -2,7 +2,7 @@
 
     python bench/peers.py [--artifact KEY] [--threads 2] [--json bench/results.json]
 
-Measures, each as the median of --repeats runs:
+Measures, each as the median over --repeats rounds (each round runs every peer once, in turn, in a fresh process):
 - decode batch 1: tokens/s generating --decode-tokens tokens after a short prompt;
 - prefill 512: tokens/s for one 512-token prompt (time to the first token);
 - batch 32: total output tokens/s for 32 prompts of 128 tokens, 128 new tokens each;
@@ -193,24 +193,32 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.only, path, args)))
         return
 
-    results = {}
-    for peer in PEERS:
-        if peer.startswith("llama.cpp") and importlib.util.find_spec("llama_cpp") is None:
-            print(f"llama-cpp-python is not installed: skipping {peer}")
-            continue
-        # Each peer in its own process: thread pools left behind by one must not slow the next.
-        command = [sys.executable, __file__, "--artifact", str(path), "--only", peer, "--threads", str(args.threads),
-                   "--repeats", str(args.repeats), "--decode-tokens", str(args.decode_tokens)]
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:  # one peer failing (llama.cpp built for instructions this CPU refuses) ends no run
-            if run.returncode < 0:
-                reason = f"killed by {signal.Signals(-run.returncode).name}"
-            else:
-                reason = (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[-1]
-            print(f"{peer} failed: {reason}")
-            results[peer] = {"error": reason}
-            continue
-        results[peer] = json.loads(run.stdout.split("RESULT ", 1)[1])
+    peers = [p for p in PEERS if not p.startswith("llama.cpp") or importlib.util.find_spec("llama_cpp") is not None]
+    if len(peers) < len(PEERS):
+        print("llama-cpp-python is not installed: skipping llama.cpp")
+    runs: dict[str, list[dict]] = {peer: [] for peer in peers}
+    failures: dict[str, dict] = {}
+    # Rounds, each peer once a round: a drift of the shared machine's speed during the run spreads over every peer
+    # instead of landing on whichever ran then (one peer after another moved the ratios by a third in session 11).
+    for _ in range(args.repeats):
+        for peer in [p for p in peers if p not in failures]:
+            # Each peer in its own process: thread pools left behind by one must not slow the next.
+            command = [sys.executable, __file__, "--artifact", str(path), "--only", peer, "--threads",
+                       str(args.threads), "--repeats", "1", "--decode-tokens", str(args.decode_tokens)]
+            run = subprocess.run(command, capture_output=True, text=True)
+            if run.returncode != 0:  # one peer failing (llama.cpp built for instructions this CPU refuses) ends no run
+                if run.returncode < 0:
+                    reason = f"killed by {signal.Signals(-run.returncode).name}"
+                else:
+                    reason = (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[-1]
+                print(f"{peer} failed: {reason}")
+                failures[peer] = {"error": reason}
+                continue
+            runs[peer].append(json.loads(run.stdout.split("RESULT ", 1)[1]))
+    results = {
+        peer: failures.get(peer) or {key: statistics.median(r[key] for r in samples) for key in samples[0]}
+        for peer, samples in runs.items()
+    }
 
     gflops = matmul_gflops(args.repeats)  # after the peers: its thread pool must not share the cores with them
     print(f"fp32 matmul, {args.threads} threads: {gflops:.1f} GFLOP/s")
