@@ -55,8 +55,8 @@ class CpuTarget:
     matrix product for a few rows, on weights it packs (batched decode steps 1.37x faster than on oneDNN at
     batch 8, 1.2-1.3x at 32); one sequence has a static program of its own, and since both decode programs
     sum every row the same way, a sequence's logits do not depend on what else is in the step.
-    ``shared_weights`` keeps every program on the one weights file. The artifact carries ingot's native library, which runs its programs (and holds the decode
-    attention kernel and the matrix product)."""
+    ``shared_weights`` keeps every program on the one weights file. The artifact carries ingot's native library,
+    which runs its programs (and holds the decode attention kernel and the matrix product)."""
 
     name: str = "cpu"
     native_library: bool = True

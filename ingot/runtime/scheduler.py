@@ -33,14 +33,16 @@ def prefill_chunk(remaining: int, sizes: list[int], cap: int) -> int:
     """How many of a prompt's ``remaining`` tokens the next prefill step computes: as many as ``cap`` allows,
     unless stopping at a smaller size a program takes and padding the rest computes fewer tokens in all (with
     static programs of 16, ..., 128, 256 tokens, a 134-token prompt runs as 128 + 6, not padded to 256)."""
-    def padded(tokens: int) -> int:
-        return padded_size(tokens, sizes, "a prefill chunk holds {} tokens")
-
     chunk = min(remaining, cap)
     below = [b for b in sizes if b < chunk]
-    if below and below[-1] + padded(chunk - below[-1]) < padded(chunk):
+    if below and below[-1] + _padded(chunk - below[-1], sizes) < _padded(chunk, sizes):
         return below[-1]
     return chunk
+
+
+def _padded(tokens: int, sizes: list[int]) -> int:
+    """The tokens a prefill chunk of ``tokens`` computes, padding included."""
+    return padded_size(tokens, sizes, "a prefill chunk holds {} tokens")
 
 
 class Scheduler:
@@ -87,13 +89,11 @@ class Scheduler:
 
     def _join(self, step: ScheduledStep, seq: Sequence) -> bool:
         """Add ``seq``'s next chunk to a prefill step, unless the step's caps or padding rule it out."""
-        def padded(tokens: int) -> int:
-            return padded_size(tokens, self.prefill_sizes, "a prefill chunk holds {} tokens")
-
-        chunk = prefill_chunk(seq.num_uncomputed, self.prefill_sizes, self.max_prefill_tokens)
+        sizes = self.prefill_sizes
+        chunk = prefill_chunk(seq.num_uncomputed, sizes, self.max_prefill_tokens)
         if step.seqs:
-            together = (len(step.seqs) + 1) * padded(max(*step.num_tokens, chunk))
-            apart = sum(padded(n) for n in step.num_tokens) + padded(chunk)
+            together = (len(step.seqs) + 1) * _padded(max(*step.num_tokens, chunk), sizes)
+            apart = sum(_padded(n, sizes) for n in [*step.num_tokens, chunk])
             if (
                 len(step.seqs) == self.max_prefill_batch
                 or sum(step.num_tokens) + chunk > self.max_prefill_tokens
