@@ -51,7 +51,7 @@ class CpuTarget:
 
     Every program is frozen: it carries its own copy of the weights, prepacked for its matrix products. Prefill
     runs them on oneDNN (1.6-1.8x MKL repacking the weights on every call), for up to ``max_batch`` prompts at
-    once (4 prompts of 128 tokens in 0.81 of the time one at a time takes). Decode runs them on ingot's own
+    once (4 prompts of 128 tokens in 0.80-0.89 of the time one at a time takes). Decode runs them on ingot's own
     matrix product for a few rows, on weights it packs (batched decode steps 1.37x faster than on oneDNN at
     batch 8, 1.2-1.3x at 32); one sequence has a static program of its own, and since both decode programs
     sum every row the same way, a sequence's logits do not depend on what else is in the step.
