@@ -76,8 +76,8 @@ def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tm
 
 @pytest.mark.parametrize(
     "rows, out_features, in_features",
-    # every remainder of the 8-row tile (1-7, and none at 32); column counts off the 48-wide panel, and one
-    # of SmolLM2's projections (20 panels: each thread fetches ahead through its 10)
+    # every remainder of the 8-row tile (1-7, and none at 32); column counts off the 48-wide panel (1-4 panels:
+    # even shares and claimed tail at their smallest); one of SmolLM2's projections (20 panels: 15 shared, 5 claimed)
     [(1, 64, 32), (10, 50, 24), (11, 100, 33), (12, 30, 8), (13, 176, 40), (14, 96, 16), (7, 50, 24), (32, 960, 576)],
 )
 def test_packed_linear_matches_linear(library, rows, out_features, in_features):

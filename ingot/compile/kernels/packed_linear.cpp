@@ -4,8 +4,8 @@
 // weight is packed as [N/48][K][48] (panels of 48 columns, each one contiguous stream), and one tile keeps up to
 // 8 rows x 48 columns of outputs in registers for the whole reduction (AVX-512): per k it loads the panel's 3
 // vectors and broadcasts one input value per row, while the row tiles fetch the next panel into L2 between
-// them. Panels split evenly between 2 threads for every product of SmolLM2 and the like (their widths are
-// multiples of 96). Every row is summed in the same order however many rows the step has, so a sequence's
+// them. Threads take three quarters of the panels in even shares and claim the rest one at a time (see
+// claimed_items.h). Every row is summed in the same order however many rows the step has, so a sequence's
 // logits do not depend on what else is in the batch.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -16,6 +16,7 @@
 #include <optional>
 #include <utility>
 
+#include "claimed_items.h"
 #include "register_once.h"
 
 namespace {
@@ -118,12 +119,9 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weigh
   const Problem p{x.data_ptr<float>(), packed_weight.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
                   y.data_ptr<float>(), x.numel() / K, K, N};
   if (p.rows == 0) return y;
-  // Panels split evenly between threads.
-  at::parallel_for(0, packed_weight.size(0), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const float* next = index + 1 < end ? p.w + (index + 1) * p.K * kPanel : nullptr;
-      panel(p, index, next, std::make_integer_sequence<int, kTileRows - 1>());  // remainders 1 to kTileRows - 1
-    }
+  ingot::for_each_claimed(packed_weight.size(0), [&](int64_t index, int64_t next) {
+    const float* next_panel = next >= 0 ? p.w + next * p.K * kPanel : nullptr;
+    panel(p, index, next_panel, std::make_integer_sequence<int, kTileRows - 1>());  // remainders 1 to kTileRows - 1
   });
   return y;
 }

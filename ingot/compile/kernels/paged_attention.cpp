@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "claimed_items.h"
 #include "register_once.h"
 
 namespace {
@@ -184,12 +185,10 @@ at::Tensor paged_decode_attention(const at::Tensor& query, const at::Tensor& kv_
   const int64_t* len_data = lens.data_ptr<int64_t>();
   float* out_data = out.data_ptr<float>();
   const AttendSequence attend = pick(vecs, group);
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t context = std::min(len_data[b], width * BS);
-      attend(q_data + b * heads * D, out_data + b * heads * D, keys, values, table_data + b * width, context,
-                      kv_heads, group, layout, static_cast<float>(scale));
-    }
+  ingot::for_each_claimed(batch, [&](int64_t b, int64_t) {
+    const int64_t context = std::min(len_data[b], width * BS);
+    attend(q_data + b * heads * D, out_data + b * heads * D, keys, values, table_data + b * width, context, kv_heads,
+           group, layout, static_cast<float>(scale));
   });
   return out;
 }
