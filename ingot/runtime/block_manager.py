@@ -1,6 +1,6 @@
 """KV-cache blocks: a free-block allocator with prefix caching.
 
-A full block is keyed by a hash of every token up to its end, so sequences that share a prompt
+A full block is keyed by a sha256 of every token up to its end, so sequences that share a prompt
 prefix share its blocks (reference-counted). A block whose last user leaves keeps its contents
 and its key in the free list: it is reused by key if the same prefix comes back, or evicted,
 least recently freed first, when a fresh block is needed.
@@ -8,6 +8,8 @@ least recently freed first, when a fresh block is needed.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence as TokenIds
 
@@ -16,8 +18,12 @@ from ingot.runtime.sequence import Sequence
 PAD_BLOCK = 0  # never allocated: the padded tokens of every step write there
 
 
-def block_key(parent: int | None, tokens: TokenIds[int]) -> int:
-    return hash((parent, tuple(tokens)))
+def block_key(parent: bytes | None, tokens: TokenIds[int]) -> bytes:
+    """A digest, not Python's hash: a prompt crafted to collide with another's key would be served that prompt's
+    cache, and tuples of ints collide on purpose easily (vLLM's CVE-2025-25183)."""
+    digest = hashlib.sha256(parent or b"")
+    digest.update(array("q", tokens).tobytes())
+    return digest.digest()
 
 
 class BlockManager:
@@ -27,8 +33,8 @@ class BlockManager:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.ref_counts = [0] * num_blocks
-        self.keys: list[int | None] = [None] * num_blocks
-        self.cached: dict[int, int] = {}  # prefix key -> block id
+        self.keys: list[bytes | None] = [None] * num_blocks
+        self.cached: dict[bytes, int] = {}  # prefix key -> block id
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(1, num_blocks))
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
@@ -51,7 +57,7 @@ class BlockManager:
         """
         bs = self.block_size
         matched: list[int] = []
-        keys: list[int] = []
+        keys: list[bytes] = []
         for index in range((seq.num_tokens - 1) // bs):
             key = block_key(keys[-1] if keys else None, seq.token_ids[index * bs : (index + 1) * bs])
             block = self.cached.get(key)

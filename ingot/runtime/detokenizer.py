@@ -30,7 +30,6 @@ class IncrementalDetokenizer:
         self._ids = list(prompt_token_ids[-PROMPT_CONTEXT_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
-        self._text = ""
 
     def add(self, token_id: int) -> str:
         """Take the next generated token; return the text it completes (often "", e.g. mid-character)."""
@@ -41,13 +40,7 @@ class IncrementalDetokenizer:
             return ""
         delta = full[len(prefix) :]
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-        self._text += delta
         return delta
-
-    @property
-    def text(self) -> str:
-        """All output text emitted so far."""
-        return self._text
 
 
 class StopStringMatcher:
@@ -58,9 +51,13 @@ class StopStringMatcher:
         self._stop = [s for s in stop if s]  # an empty stop string would end every generation before it starts
         self._held = ""
 
-    def feed(self, delta: str) -> tuple[str, bool]:
-        """Return (text safe to emit now, stopped?); on a stop, only the text before it, and the stop is dropped."""
+    def feed(self, delta: str, may_stop: bool = True) -> tuple[str, bool]:
+        """Return (text safe to emit now, stopped?); on a stop, only the text before it, and the stop is dropped.
+        While not ``may_stop`` a stop string passes as text (min_tokens not reached yet)."""
         text = self._held + delta
+        if not may_stop:
+            self._held = ""
+            return text, False
         hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
         if hits:
             self._held = ""

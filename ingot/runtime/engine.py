@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import KVCacheLayout, Manifest
 from ingot.artifacts.store import ArtifactStore
-from ingot.errors import ArtifactError, ContextLengthError, OptionError, RequestError
+from ingot.errors import ArtifactError, ContextLengthError, IngotError, OptionError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.model_runner import ModelRunner
@@ -40,6 +40,10 @@ log = logging.getLogger("ingot.engine")
 
 DEFAULT_KV_CACHE_GB = 1.0
 Sink = Callable[[RequestOutput], None]
+
+
+class EngineStopped(IngotError):
+    """A request came after the engine shut down."""
 
 
 def kv_block_bytes(layout: KVCacheLayout) -> int:
@@ -94,8 +98,10 @@ class Engine:
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
         self.tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
+        if kv_cache_gb is not None and not kv_cache_gb > 0:
+            raise OptionError(f"--kv-cache-gb must be more than 0, not {kv_cache_gb}")
         if num_blocks is None:
-            budget = (kv_cache_gb or DEFAULT_KV_CACHE_GB) * 2**30
+            budget = (DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb) * 2**30
             num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))
         needed = -(-self.max_context // manifest.kv_cache.block_size) + 1
         if num_blocks < needed:
@@ -121,6 +127,7 @@ class Engine:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._request_ids: set[str] = set()  # of the requests not finished yet, guarded by _wake
         self.prompt_tokens = 0
         self.generation_tokens = 0
         log.info(
@@ -166,11 +173,16 @@ class Engine:
             eos_token_ids=frozenset() if params.ignore_eos else self.eos_token_ids,
             generator=make_generator(params.seed),
         )
-        self._submit(lambda: self._admit(request))
+        self._submit(lambda: self._admit(request), reserve_id=request_id)
         return request_id
 
     def abort(self, request_id: str) -> None:
-        self._submit(lambda: self._abort(request_id))
+        """End a request wherever it is, freeing its blocks. Once the engine has shut down, every request has
+        ended already: nothing to do."""
+        try:
+            self._submit(lambda: self._abort(request_id))
+        except EngineStopped:
+            pass
 
     async def stream(
         self, prompt: str | Seq[int], params: SamplingParams, request_id: str | None = None
@@ -192,6 +204,10 @@ class Engine:
     def generate(self, prompts: Seq[str | Seq[int]], params: SamplingParams | Seq[SamplingParams]) -> list[Completion]:
         """Offline batch generation: all prompts run together; returns when every one has finished."""
         params_list = list(params) if isinstance(params, Seq) else [params] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise RequestError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
+        if not prompts:
+            return []
         done = threading.Event()
         collected: dict[str, list[RequestOutput]] = {}
         remaining = [len(prompts)]
@@ -203,7 +219,14 @@ class Engine:
                 if remaining[0] == 0:
                     done.set()
 
-        ids = [self.add_request(p, sp, sink) for p, sp in zip(prompts, params_list)]
+        ids: list[str] = []
+        try:
+            for prompt, prompt_params in zip(prompts, params_list):
+                ids.append(self.add_request(prompt, prompt_params, sink))
+        except IngotError:  # an invalid prompt: none of them runs
+            for request_id in ids:
+                self.abort(request_id)
+            raise
         done.wait()
         return [_completion(rid, collected[rid]) for rid in ids]
 
@@ -221,23 +244,37 @@ class Engine:
         )
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="ingot-engine", daemon=True)
-            self._thread.start()
+        with self._wake:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._loop, name="ingot-engine", daemon=True)
+                self._thread.start()
 
     def shutdown(self) -> None:
+        """Stop the step loop; every request not finished yet gets its final output (finish reason "abort")."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        for command in self._commands:  # admissions and aborts that came after the loop's last turn
+            command()
+        self._commands.clear()
+        for request_id in list(self.requests):
+            self._abort(request_id)
 
-    def _submit(self, command: Callable[[], None]) -> None:
-        self.start()
+    def _submit(self, command: Callable[[], None], reserve_id: str | None = None) -> None:
+        """Queue ``command`` for the engine thread; ``reserve_id``: a new request's id, refused while in use."""
         with self._wake:
+            if self._stopping:
+                raise EngineStopped(f"{self.model_name} has shut down")
+            if reserve_id is not None:
+                if reserve_id in self._request_ids:
+                    raise RequestError(f"request id {reserve_id!r} is in use", param="request_id")
+                self._request_ids.add(reserve_id)
             self._commands.append(command)
             self._wake.notify()
+        self.start()
 
     # --- the engine thread ------------------------------------------------------------------
 
@@ -254,7 +291,7 @@ class Engine:
                 for command in commands:
                     command()
                 self.step()
-            except Exception:  # a bug, not a request's fault: fail the running requests, keep serving
+            except Exception:  # a bug, not a request's fault: fail every request, keep serving
                 log.exception("engine step failed")
                 for request_id in list(self.requests):
                     self._abort(request_id)
@@ -326,7 +363,8 @@ class Engine:
             output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
             self._finish(request, "stop", output)
             return
-        text, stopped = request.stop.feed(request.detokenizer.add(token.token_id))
+        # before min_tokens, a stop string is text like any other (vLLM's rule; EOS and stop ids are banned then)
+        text, stopped = request.stop.feed(request.detokenizer.add(token.token_id), completed >= params.min_tokens)
         output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
         if stopped:
             self._finish(request, "stop", output)
@@ -334,8 +372,6 @@ class Engine:
             output.text += request.stop.flush()
             self._finish(request, "length", output)
         else:
-            output.prompt_tokens = len(seq.prompt_token_ids)
-            output.completion_tokens = completed
             self._deliver(request, output)
 
     @staticmethod
@@ -348,13 +384,14 @@ class Engine:
 
     def _finish(self, request: _Request, reason: str, output: RequestOutput) -> None:
         seq = request.seq
-        self.scheduler.finish(seq, reason)
+        self.scheduler.finish(seq)
         del self.requests[seq.request_id]
+        with self._wake:
+            self._request_ids.discard(seq.request_id)
         now = time.monotonic()
         output.finished = True
         output.finish_reason = reason
         output.prompt_tokens = len(seq.prompt_token_ids)
-        output.completion_tokens = len(seq.output_token_ids)
         output.metrics = RequestMetrics(
             queue_time=(seq.scheduled_time or now) - seq.arrival_time,
             time_to_first_token=(seq.first_token_time or now) - seq.arrival_time,

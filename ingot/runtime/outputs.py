@@ -26,8 +26,7 @@ class RequestOutput:
     token_ids: list[int]
     finished: bool = False
     finish_reason: str | None = None  # "stop", "length" or "abort"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # set on the final output
     logprobs: list[SampledToken] = field(default_factory=list)
     metrics: RequestMetrics | None = None
 

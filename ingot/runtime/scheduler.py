@@ -15,7 +15,7 @@ from typing import Literal
 
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.programs import padded_size
-from ingot.runtime.sequence import Sequence, SequenceStatus
+from ingot.runtime.sequence import Sequence
 
 # A prefill step pads its chunks to the longest: a prompt joins one if that computes at most this much more than
 # running the chunks in steps of their own (prompts of one length share a step whatever their number).
@@ -81,7 +81,6 @@ class Scheduler:
             if not self.blocks.allocate(seq):
                 break
             self.waiting.popleft()
-            seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             if not self._join(step, seq):  # admitted all the same: it leads the next step
                 break
@@ -124,16 +123,13 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free_blocks(seq)
-        seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
-    def finish(self, seq: Sequence, reason: str) -> None:
+    def finish(self, seq: Sequence) -> None:
         """Remove a sequence (finished or aborted) wherever it is, freeing its blocks at once."""
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.blocks.free_blocks(seq)
-        seq.status = SequenceStatus.FINISHED
-        seq.finish_reason = reason

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum, auto
 
 from ingot.runtime.sampling_params import SamplingParams
-
-
-class SequenceStatus(Enum):
-    WAITING = auto()
-    RUNNING = auto()
-    FINISHED = auto()
 
 
 @dataclass(eq=False)
@@ -23,9 +16,7 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)  # prompt then output
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     block_table: list[int] = field(default_factory=list)
-    block_keys: list[int] = field(default_factory=list)  # prefix-cache keys of the full computed blocks
-    status: SequenceStatus = SequenceStatus.WAITING
-    finish_reason: str | None = None
+    block_keys: list[bytes] = field(default_factory=list)  # prefix-cache keys of the full computed blocks
     arrival_time: float = field(default_factory=time.monotonic)
     scheduled_time: float | None = None
     first_token_time: float | None = None

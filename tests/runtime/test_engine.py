@@ -1,6 +1,7 @@
 """The engine end to end on a compiled tiny artifact: batching, caching, preemption, sampling, streaming."""
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from ingot.artifacts.integrity import check_artifact
 from ingot.compile.reverify import reference_model
 from ingot.errors import ContextLengthError, OptionError, RequestError
-from ingot.runtime.engine import Engine
+from ingot.runtime.engine import Engine, EngineStopped
 from ingot.runtime.sampling_params import SamplingParams
 
 GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
@@ -124,6 +125,17 @@ def test_stop_string_split_across_tokens_is_cut_from_the_output(engine):
     assert stop not in stopped.text and stopped.text.startswith(text_before[: len(stopped.text)])
 
 
+def test_min_tokens_holds_back_stop_strings(engine):
+    full = engine.generate([PROMPTS[1]], GREEDY_64)[0]
+    early = next(i for i in range(1, 10) if engine.tokenizer.decode(full.token_ids[i]).strip())
+    stop = engine.tokenizer.decode(full.token_ids[early]).strip()
+    params = {"temperature": 0, "max_tokens": 64, "ignore_eos": True, "stop": [stop]}
+    assert len(engine.generate([PROMPTS[1]], SamplingParams(**params))[0].token_ids) <= early + 1
+    held = engine.generate([PROMPTS[1]], SamplingParams(**params, min_tokens=20))[0]
+    assert len(held.token_ids) >= 20 and held.token_ids == full.token_ids[: len(held.token_ids)]
+    assert held.text == full.text[: len(held.text)] and stop in held.text  # the early stop string passed
+
+
 def test_stop_token_ids_and_eos_finish_with_stop(engine):
     full = engine.generate([PROMPTS[0]], GREEDY_64)[0]
     stop_id = full.token_ids[10]
@@ -152,6 +164,44 @@ def test_bad_prompts_are_refused(engine):
         engine.generate([""], GREEDY_64)
     with pytest.raises(RequestError, match="token ids"):
         engine.generate([[1, 2, 10**9]], GREEDY_64)
+
+
+def test_generate_takes_no_prompts_and_refuses_mismatched_params(engine):
+    assert engine.generate([], GREEDY_64) == []
+    with pytest.raises(RequestError, match="2 prompts but 1 sampling params"):
+        engine.generate(PROMPTS[:2], [GREEDY_64])
+
+
+def test_a_request_id_in_use_is_refused_until_its_request_ends(engine):
+    ended = threading.Event()
+    long = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+    engine.add_request(PROMPTS[0], long, lambda output: output.finished and ended.set(), request_id="mine")
+    with pytest.raises(RequestError, match="in use"):
+        engine.add_request(PROMPTS[1], GREEDY_64, lambda output: None, request_id="mine")
+    engine.abort("mine")
+    assert ended.wait(30)
+    assert engine.generate([PROMPTS[0]], GREEDY_64)[0].finish_reason == "length"  # the engine kept serving
+    again = threading.Event()
+    engine.add_request(PROMPTS[1], GREEDY_64, lambda output: output.finished and again.set(), request_id="mine")
+    assert again.wait(30)  # free again
+
+
+def test_shutdown_ends_every_request_and_refuses_new_ones(artifact):
+    engine = Engine(artifact, check_artifact(artifact), num_blocks=64)
+    outputs, started = [], threading.Event()
+
+    def sink(output) -> None:
+        outputs.append(output)
+        started.set()
+
+    engine.add_request(PROMPTS[0], SamplingParams(max_tokens=200, ignore_eos=True), sink)
+    assert started.wait(30)
+    engine.shutdown()
+    assert outputs[-1].finished and outputs[-1].finish_reason == "abort"
+    assert engine.stats().kv_blocks_used == 0
+    with pytest.raises(EngineStopped):
+        engine.add_request(PROMPTS[0], GREEDY_64, sink)
+    engine.abort("anything")  # nothing left to abort: not an error
 
 
 def test_logprobs_come_with_each_token(engine):
