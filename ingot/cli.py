@@ -26,6 +26,16 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
     parser.add_argument("--target", help="cpu (default), p150, n150, n300")
@@ -266,6 +276,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.server.run import serve
     from ingot.server.settings import ServerSettings
 
+    settings = ServerSettings(  # checked before any model loads
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_request_bytes=args.max_request_bytes,
+        log_prompts=args.log_prompts,
+        shutdown_timeout=args.shutdown_timeout,
+        max_image_pixels=args.max_image_pixels,
+    )
     store = _store(args)
 
     def artifact_path(model: str) -> Path:
@@ -311,14 +329,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
         for runner in [*engines.values(), *detectors.values()]:
             runner.shutdown()
         raise
-    settings = ServerSettings(
-        api_key=args.api_key,
-        max_queue=args.max_queue,
-        max_request_bytes=args.max_request_bytes,
-        log_prompts=args.log_prompts,
-        shutdown_timeout=args.shutdown_timeout,
-        max_image_pixels=args.max_image_pixels,
-    )
     serve(engines, settings, args.host, args.port, detectors)
 
 
@@ -342,7 +352,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from ingot.artifacts.integrity import check_artifact
     from ingot.errors import ArtifactError
@@ -357,9 +367,11 @@ def cmd_detect(args: argparse.Namespace) -> None:
     images = []
     for name in args.images:
         try:
-            images.append((Path(name), Image.open(name)))
-        except (OSError, UnidentifiedImageError):
+            image = Image.open(name)
+            image.load()  # decoded now: a truncated file opens fine and fails only here
+        except (OSError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
             raise IngotError(f"{name}: not an image (or unreadable)") from None
+        images.append((Path(name), image))
     store = _store(args)
     try:
         path = store.resolve(args.model)
@@ -530,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--max-request-bytes", type=int, default=serve_defaults.DEFAULT_MAX_REQUEST_BYTES, help="largest request body"
     )
-    sub.add_argument("--kv-cache-gb", type=float, help="KV-cache memory per model in GiB (default 1)")
+    sub.add_argument("--kv-cache-gb", type=_positive_float, help="KV-cache memory per model in GiB (default 1)")
     sub.add_argument(
         "--max-num-batched-tokens", type=int,
         help="tokens one engine step computes at most (a prefill chunk, a decode batch); default: the largest bucket",

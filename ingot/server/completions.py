@@ -27,8 +27,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     state = server_state(request)
     served = state.model(body.model)
     _reject_unsupported(body)
-    check_n(body.n, served.max_queue)
     prompts = completion_prompts(served.engine, body.prompt)
+    check_n(body.n, served.max_queue, len(prompts))
     choices = make_choices(
         body, prompts, max_tokens=body.max_tokens, logprobs=body.logprobs, max_context=served.engine.max_context
     )

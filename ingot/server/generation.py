@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from ingot.runtime.outputs import RequestOutput
+from ingot.runtime.relay import LoopRelay, relay_for
 from ingot.runtime.sampler import SampledToken
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.server.access_log import AccessRecord
@@ -54,6 +55,7 @@ class Generation:
         self._queue: asyncio.Queue[tuple[int, RequestOutput]] = asyncio.Queue()
         self._unfinished: set[int] = set()
         self._reserved = 0
+        self._started = False  # every choice added: from then on an unfinished one is an abort
         self._start = time.monotonic()
 
     def engine_request_id(self, index: int) -> str:
@@ -63,25 +65,20 @@ class Generation:
         """Reserve queue slots (429 when full) and add every choice; an invalid one raises and undoes the rest."""
         self.served.reserve(len(self.choices))
         self._reserved = len(self.choices)
-        loop = asyncio.get_running_loop()
+        relay = relay_for(asyncio.get_running_loop())
         try:
             for index, choice in enumerate(self.choices):
                 self.served.engine.add_request(
-                    choice.prompt_token_ids, choice.params, self._sink(loop, index), self.engine_request_id(index)
+                    choice.prompt_token_ids, choice.params, self._sink(relay, index), self.engine_request_id(index)
                 )
                 self._unfinished.add(index)
+            self._started = True
         except BaseException:
             self.close()
             raise
 
-    def _sink(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[RequestOutput], None]:
-        queue = self._queue
-
-        def sink(output: RequestOutput) -> None:  # runs on the engine thread
-            if not loop.is_closed():  # after shutdown nobody is waiting for this output
-                loop.call_soon_threadsafe(queue.put_nowait, (index, output))
-
-        return sink
+    def _sink(self, relay: LoopRelay, index: int) -> Callable[[RequestOutput], None]:
+        return lambda output: relay.put(self._queue, (index, output))  # on the engine thread
 
     async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
         """(choice index, delta) in arrival order, until every choice has finished."""
@@ -104,7 +101,8 @@ class Generation:
         """Abort the unfinished choices and give their queue slots back. Safe to call more than once."""
         for index in sorted(self._unfinished):
             self.served.engine.abort(self.engine_request_id(index))
-            self.metrics.observe_aborted(self.served.name)
+            if self._started:  # a request refused while starting (a 400) was never served
+                self.metrics.observe_aborted(self.served.name)
         self._unfinished.clear()
         self.served.release(self._reserved)
         self._reserved = 0

@@ -18,10 +18,14 @@ _PASSED_THROUGH = (
 )  # fmt: skip
 
 
-def check_n(n: int, max_queue: int) -> None:
-    """n choices are n engine requests; more than the queue holds could never be admitted."""
+def check_n(n: int, max_queue: int, prompts: int = 1) -> None:
+    """n choices of each prompt are n x prompts engine requests; more than the queue holds could never be admitted
+    (a 429 would ask the client to retry forever)."""
     if not 1 <= n <= max_queue:
         raise bad_request(f"n must be in [1, {max_queue}], got {n}", "n")
+    if n * prompts > max_queue:
+        message = f"{prompts} prompts x n={n} make {n * prompts} requests; this server queues at most {max_queue}"
+        raise bad_request(message, "prompt")
 
 
 def make_choices(

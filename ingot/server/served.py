@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-import asyncio
-
+from ingot.errors import IngotError
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.vision.detector import Detector
@@ -13,6 +13,10 @@ from ingot.server.errors import APIError
 
 RETRY_AFTER_SECONDS = 1
 WARM_UP_PROMPT = "Hello"
+
+
+class WarmUpFailed(IngotError):
+    """A model's first generation failed: it is not ready, whatever else is."""
 
 
 class _Admission:
@@ -48,8 +52,9 @@ class ServedModel(_Admission):
     async def warm_up(self) -> None:
         """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
         params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
-        async for _ in self.engine.stream(self.engine.tokenize(WARM_UP_PROMPT), params):
-            pass
+        async for output in self.engine.stream(self.engine.tokenize(WARM_UP_PROMPT), params):
+            if output.finish_reason == "abort":  # the engine failed the step (its log says why)
+                raise WarmUpFailed(f"{self.name}: the warm-up generation failed")
 
 
 class ServedDetector(_Admission):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingot.errors import OptionError
+
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20  # a full 128k-token prompt as text or token ids fits with room to spare
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
@@ -18,3 +20,12 @@ class ServerSettings:
     log_prompts: bool = False
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds in-flight requests get after SIGTERM
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (or decompression bombs) get 413
+
+    def __post_init__(self) -> None:
+        positive = {"--max-queue": self.max_queue, "--max-request-bytes": self.max_request_bytes,
+                    "--max-image-pixels": self.max_image_pixels}  # fmt: skip
+        for option, value in positive.items():
+            if value < 1:
+                raise OptionError(f"{option} must be at least 1, not {value}")
+        if self.shutdown_timeout < 0:
+            raise OptionError(f"--shutdown-timeout must be 0 or more, not {self.shutdown_timeout}")

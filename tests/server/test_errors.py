@@ -9,6 +9,10 @@ import httpx
 import openai
 import pytest
 
+from fastapi.testclient import TestClient
+
+from ingot.artifacts.integrity import check_artifact
+from ingot.runtime.engine import Engine
 from ingot.server.app import create_app
 from ingot.server.settings import ServerSettings
 from tests.server.helpers import eventually
@@ -89,6 +93,21 @@ def test_context_overflow_is_400_and_names_both_lengths(server):
     assert assert_openai_error(chat, 400)["code"] == "context_length_exceeded"
 
 
+def test_a_refused_request_is_not_counted_as_aborted(server):
+    def aborted() -> float:
+        try:
+            return server.metric("vllm:request_success_total", finished_reason="abort")
+        except KeyError:  # none yet
+            return 0.0
+
+    before = aborted()
+    too_long = "The quick brown fox jumps over the lazy dog. " * 40
+    # The first prompt is added to the engine before the second is refused: it is taken back, not aborted.
+    response = server.http().post(COMPLETIONS, json={"prompt": ["Hello", too_long], "max_tokens": 4})
+    assert assert_openai_error(response, 400)["code"] == "context_length_exceeded"
+    assert aborted() == before
+
+
 def test_the_openai_client_raises_bad_request(client, server):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model=server.model, messages=HELLO, temperature=-1)
@@ -142,6 +161,7 @@ def test_a_full_queue_is_429_with_retry_after(small):
             assert_openai_error(refused, 429)
             assert int(refused.headers["retry-after"]) >= 1
         assert_openai_error(http.post(COMPLETIONS, json={"prompt": "Hello", "n": 2}), 400, "n")  # could never fit
+        assert_openai_error(http.post(COMPLETIONS, json={"prompt": ["Hello", "Hi"]}), 400, "prompt")  # nor these
         # The dropped stream gives its slot back (as soon as the server sees the disconnect).
         assert eventually(lambda: http.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2}).status_code == 200)
 
@@ -169,3 +189,19 @@ def test_an_unexpected_error_is_a_generic_500_and_is_logged_once(caplog):
     error = assert_openai_error(response, 500)
     assert error["type"] == "server_error" and "secret" not in response.text
     assert [r.name for r in caplog.records if r.exc_info] == ["ingot.server"]  # the traceback stays in the log, once
+
+
+def test_a_model_whose_warm_up_fails_never_turns_ready(compiled, caplog):
+    path = compiled("llama").path
+    engine = Engine(path, check_artifact(path), num_blocks=64)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the program failed")
+
+    engine.runner.prefill = broken  # the engine fails its first step, as a broken artifact would
+    try:
+        with TestClient(create_app({engine.model_name: engine}, ServerSettings())) as http:
+            assert eventually(lambda: any("warm-up failed" in r.getMessage() for r in caplog.records))
+            assert http.get("/health").status_code == 503
+    finally:
+        engine.shutdown()
