@@ -38,12 +38,10 @@ def test_detect_refuses_a_file_that_is_not_an_image_in_one_line(tmp_path: Path) 
     text.write_text("not an image")
     result = run_cli("detect", str(text), cache_dir=tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == f"error: {text}: not an image (or unreadable)"
-    whole = tmp_path / "whole.png"
-    synthetic_scene(64, 64, seed=0).save(whole)
+    synthetic_scene(64, 64, seed=0).save(tmp_path / "ok.png")
     truncated = tmp_path / "truncated.png"  # opens (its header is fine), fails only when decoded
-    truncated.write_bytes(whole.read_bytes()[:200])
+    truncated.write_bytes((tmp_path / "ok.png").read_bytes()[:200])
     result = run_cli("detect", str(truncated), cache_dir=tmp_path)
     assert result.returncode == 1 and result.stderr.strip() == f"error: {truncated}: not an image (or unreadable)"
-    synthetic_scene(64, 64, seed=0).save(tmp_path / "ok.png")
     missing = run_cli("detect", str(tmp_path / "ok.png"), cache_dir=tmp_path)
     assert missing.returncode == 1 and "yolov4 is not compiled" in missing.stderr

@@ -92,14 +92,14 @@ class Engine:
         refusal = unservable_reason(manifest)
         if refusal:
             raise ArtifactError(refusal)
+        if kv_cache_gb is not None and not kv_cache_gb > 0:
+            raise OptionError(f"--kv-cache-gb must be more than 0, not {kv_cache_gb}")
         if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
             raise OptionError(f"--max-num-batched-tokens must be at least 1, not {max_num_batched_tokens}")
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
         self.tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
-        if kv_cache_gb is not None and not kv_cache_gb > 0:
-            raise OptionError(f"--kv-cache-gb must be more than 0, not {kv_cache_gb}")
         if num_blocks is None:
             budget = (DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb) * 2**30
             num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))

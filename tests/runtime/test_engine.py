@@ -157,6 +157,8 @@ def test_context_overflow_is_refused_up_front_with_both_numbers(engine):
 def test_a_kv_budget_too_small_for_one_sequence_is_an_option_error(artifact):
     with pytest.raises(OptionError, match="kv-cache-gb"):
         Engine(artifact, check_artifact(artifact), num_blocks=4)
+    with pytest.raises(OptionError, match="kv-cache-gb must be more than 0"):  # not the default budget
+        Engine(artifact, check_artifact(artifact), kv_cache_gb=0)
 
 
 def test_bad_prompts_are_refused(engine):

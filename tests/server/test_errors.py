@@ -8,7 +8,6 @@ import json
 import httpx
 import openai
 import pytest
-
 from fastapi.testclient import TestClient
 
 from ingot.artifacts.integrity import check_artifact

@@ -53,6 +53,8 @@ def test_a_token_cap_below_one_is_refused_in_one_line(tmp_path, compiled):
 def test_sizes_below_one_are_refused_before_any_model_loads(tmp_path):
     for option in ("--max-queue", "--max-request-bytes", "--max-image-pixels"):
         assert_one_line_error(run_cli("serve", "no-such-model", option, "0", cache_dir=tmp_path), option)
+    timeout = run_cli("serve", "no-such-model", "--shutdown-timeout", "-1", cache_dir=tmp_path)
+    assert_one_line_error(timeout, "--shutdown-timeout must be 0 or more")
     result = run_cli("serve", "no-such-model", "--kv-cache-gb", "0", cache_dir=tmp_path)
     assert result.returncode == 2 and "--kv-cache-gb: must be more than 0" in result.stderr
 
