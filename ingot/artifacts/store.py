@@ -59,9 +59,12 @@ class ArtifactStore:
 
     @classmethod
     def holding(cls, directory: Path) -> ArtifactStore | None:
-        """The store whose ``artifacts/`` holds ``directory`` (not resolving a symlinked artifact), else None."""
+        """The store whose ``artifacts/`` holds ``directory`` (not resolving a symlinked artifact), else None.
+        A store is known by the ``locks/`` (or ``digests/``) beside ``artifacts/`` that every build makes."""
         directory = Path(os.path.abspath(directory))
-        return cls(directory.parent.parent) if directory.parent.name == "artifacts" else None
+        store = cls(directory.parent.parent)
+        in_store = directory.parent.name == "artifacts" and (store.locks.is_dir() or store.digests.is_dir())
+        return store if in_store else None
 
     def path(self, key: str) -> Path:
         return self.artifacts / key

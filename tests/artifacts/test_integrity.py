@@ -123,3 +123,9 @@ def test_outside_a_store_an_edit_with_its_hash_passes_and_an_expected_digest_cat
     with pytest.raises(ArtifactError, match="manifest.json does not match the expected sha256"):
         check_artifact(artifact_copy, manifest_digest=original)
 
+
+
+def test_a_directory_named_artifacts_is_not_taken_for_a_store(compiled, tmp_path):
+    """Without a store's locks/ and digests/ beside it, there is no recorded digest to ask for."""
+    path = shutil.copytree(compiled("llama").path, tmp_path / "artifacts" / "mine")
+    assert check_artifact(path).model.family == "llama"
