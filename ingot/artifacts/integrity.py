@@ -76,5 +76,5 @@ def check_artifact(directory: Path, manifest_digest: str | None = None) -> Manif
         if name not in manifest.files:
             raise ArtifactError(f"{directory.name}: the manifest names {name}, which is not one of its listed files")
     if manifest.tokenizer and not any(name.startswith(f"{manifest.tokenizer.directory}/") for name in manifest.files):
-        raise ArtifactError(f"{directory.name}: tokenizer directory {manifest.tokenizer.directory} holds no listed file")
+        raise ArtifactError(f"{directory.name}: its tokenizer directory {manifest.tokenizer.directory} holds no file")
     return manifest
