@@ -25,7 +25,9 @@ def unpack_directory() -> Iterator[Path]:
     """A fresh directory for one package to unpack into while it loads (TMPDIR points there), removed after."""
     directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     saved = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(directory)  # the loader unpacks under $TMPDIR
+    # The loader unpacks under $TMPDIR. Changed for the whole process for the moment a package loads (at
+    # startup); Python's own temp files keep the directory tempfile chose before (mkdtemp above fixed it).
+    os.environ["TMPDIR"] = str(directory)
     try:
         yield directory
     finally:
