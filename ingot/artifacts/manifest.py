@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
-from typing import Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from ingot.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+
+def _inside_the_artifact(path: str) -> str:
+    """A path the manifest names must stay inside the artifact directory: the loader joins it onto that directory,
+    so an absolute path or a ``..`` would load (and run) files the artifact's digests never covered."""
+    parts = PurePosixPath(path).parts
+    if not path or "\0" in path or "\\" in path or path.startswith("/") or ".." in parts:
+        raise ValueError(f"{path!r} is not a relative path inside the artifact")
+    return path
+
+
+ArtifactPath = Annotated[str, AfterValidator(_inside_the_artifact)]  # "programs/decode.pt2", never "../x" or "/x"
 
 
 class _Strict(BaseModel):
@@ -33,7 +46,7 @@ class TtProgramInfo(_Strict):
     ttnn_ops: dict[str, int]  # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from
     unlowered_ops: list[str] = []
     error: str | None = None
-    dumps: list[str] = []  # TTIR / TTNN MLIR files beside the .ttnn
+    dumps: list[ArtifactPath] = []  # TTIR / TTNN MLIR files beside the .ttnn
     weight_inputs: list[str] = []  # the program's leading inputs, in order: these weights and buffers
     inputs: list[TensorSpec] = []  # then these (integers are int32 on TT)
     outputs: list[TensorSpec] = []
@@ -47,11 +60,11 @@ class ProgramSpec(_Strict):
 
     name: str
     kind: Literal["prefill", "decode", "detect"]
-    file: str
+    file: ArtifactPath | Literal[""]  # "": a TT program that fell back to the CPU (no .ttnn)
     batch: tuple[int, int]
     tokens: tuple[int, int] | None = None  # None: the program takes images, not tokens
     frozen: bool = False  # the weights are folded into the program, which loads none from the weights file
-    kernels: list[str] = []  # ingot's native library (the op that runs the program, and its kernels), loaded first
+    kernels: list[ArtifactPath] = []  # ingot's native library (the op that runs programs, its kernels), loaded first
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     tt: TtProgramInfo | None = None
@@ -89,7 +102,7 @@ class Buckets(_Strict):
 
 
 class TokenizerInfo(_Strict):
-    directory: str
+    directory: ArtifactPath
     eos_token_ids: list[int]
     bos_token_id: int | None
     pad_token_id: int | None
@@ -97,7 +110,7 @@ class TokenizerInfo(_Strict):
 
 
 class WeightsInfo(_Strict):
-    file: str
+    file: ArtifactPath
     aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
 
 
@@ -228,7 +241,7 @@ class Manifest(_Strict):
     detector: DetectorInfo | None = None
     verification: VerificationReport | DetectionVerificationReport | None = None
     tt: TtTargetInfo | None = None
-    files: dict[str, FileEntry] = {}
+    files: dict[ArtifactPath, FileEntry] = {}  # every file of the artifact but the manifest
 
     @model_validator(mode="after")
     def _sections_of_its_kind(self) -> Manifest:
@@ -244,21 +257,48 @@ class Manifest(_Strict):
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_NAME).write_text(self.model_dump_json(indent=2) + "\n")
 
+    def named_paths(self) -> list[str]:
+        """Every file the runtime opens by the manifest's word: checked to be among the artifact's hashed files."""
+        paths = [self.weights.file]
+        for program in self.programs:
+            paths += [program.file, *program.kernels] if program.file else program.kernels
+        return paths
+
     @classmethod
     def read(cls, directory: Path) -> Manifest:
-        path = directory / MANIFEST_NAME
-        if not path.is_file():
-            raise ArtifactError(f"{directory.name}: not an artifact (no {MANIFEST_NAME})")
+        return cls.parse(directory.name, read_manifest_bytes(directory))
+
+    @classmethod
+    def parse(cls, name: str, raw: bytes) -> Manifest:
+        """The manifest in ``raw`` (the bytes of artifact ``name``'s manifest.json), or a one-line ArtifactError."""
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ArtifactError(f"{directory.name}: unreadable {MANIFEST_NAME}: {error}") from error
+            data = json.loads(raw)
+        except ValueError as error:
+            raise ArtifactError(f"{name}: unreadable {MANIFEST_NAME}: {error}") from error
         version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
             raise ArtifactError(
-                f"{directory.name}: manifest schema {version}, this ingot reads schema {SCHEMA_VERSION}: recompile"
+                f"{name}: manifest schema {version}, this ingot reads schema {SCHEMA_VERSION}: recompile"
             )
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise ArtifactError(f"{directory.name}: invalid {MANIFEST_NAME}: {error.errors()[0]['msg']}") from error
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ArtifactError(f"{name}: invalid {MANIFEST_NAME}: {where}: {first['msg']}") from error
+
+
+def read_manifest_bytes(directory: Path) -> bytes:
+    """The bytes of the artifact's manifest.json (read once, so the bytes hashed are the bytes parsed)."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{directory.name}: not an artifact (no {MANIFEST_NAME})")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"{directory.name}: unreadable {MANIFEST_NAME}: {error}") from error
+
+
+def manifest_sha256(raw: bytes) -> str:
+    """The manifest's digest: it names every other file's sha256, so it stands for the whole artifact."""
+    return hashlib.sha256(raw).hexdigest()

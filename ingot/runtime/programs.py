@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ingot.artifacts.manifest import Manifest, ProgramSpec
+from ingot.artifacts.unpacked import unpack_directory
 from ingot.errors import ArtifactError, ProgramShapeError
 
 
@@ -53,19 +54,27 @@ def program_for(programs: Iterable[CompiledProgram], kind: str, batch: int, toke
 
 def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProgram]:
     """Load every program and point its constants at one set of weight tensors (no copies). A frozen program
-    carries its own weights, so an artifact of frozen programs never reads the weights file."""
+    carries its own weights, so an artifact of frozen programs never reads the weights file.
+
+    ``manifest`` comes from ``check_artifact``, which vouched for the files; every path is checked again here to
+    lie inside ``directory`` before anything is loaded from it (native code above all). Each package is unpacked
+    into a directory of its own that is removed as soon as it has loaded (see ingot.artifacts.unpacked)."""
+    files = {spec.name: (_inside(directory, spec.file), [_inside(directory, name) for name in spec.kernels])
+             for spec in manifest.programs}  # fmt: skip
     shared = any(not spec.frozen for spec in manifest.programs)
-    weights = load_file(directory / manifest.weights.file) if shared else {}
+    weights = load_file(_inside(directory, manifest.weights.file)) if shared else {}
     programs = {}
     for spec in manifest.programs:
-        for library in spec.kernels:  # a library loaded before (this artifact's or another's) registers nothing
-            torch.ops.load_library(str(directory / library))
+        package, libraries = files[spec.name]
+        for library in libraries:  # a library loaded before (this artifact's or another's) registers nothing
+            torch.ops.load_library(str(library))
         if not hasattr(torch.ops.ingot, "run_program"):
             raise ArtifactError(
                 f"{directory.name}: program {spec.name} comes without ingot's program runner "
                 "(compiled by an older ingot): compile the model again"
             )
-        program = torch.classes.ingot.Program(str(directory / spec.file))
+        with unpack_directory():
+            program = torch.classes.ingot.Program(str(package))
         if not spec.frozen:
             constants = {}
             for name in program.constant_fqns():
@@ -76,3 +85,13 @@ def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProg
             program.load_constants(constants)
         programs[spec.name] = CompiledProgram(spec, program)
     return programs
+
+
+def _inside(directory: Path, name: str) -> Path:
+    """The file ``name`` of the artifact in ``directory``, refused unless it is a regular file that lies inside
+    that directory once every symlink is resolved."""
+    base = directory.resolve()
+    path = base / name
+    if path.is_symlink() or not path.resolve().is_relative_to(base) or not path.is_file():
+        raise ArtifactError(f"{directory.name}: {name} is not a file inside the artifact")
+    return path

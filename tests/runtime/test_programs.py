@@ -4,6 +4,8 @@ every size a program takes."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -60,6 +62,34 @@ def test_an_artifact_without_ingots_runner_is_refused_with_a_clear_error(compile
     )
     assert result.returncode == 0, result.stderr
     assert "compile the model again" in result.stdout
+
+
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGKILL])
+def test_programs_leave_nothing_unpacked_once_loaded_however_the_process_ends(compiled, tmp_path, ending):
+    """AOTInductor unpacks each package under $TMPDIR (~2 GB for a language model) and removed it only when the
+    program was destroyed, which a server ending on a signal never does."""
+    unpack_root = tmp_path / "tmp"
+    unpack_root.mkdir()
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from ingot.artifacts.manifest import Manifest\n"
+        "from ingot.runtime.programs import load_programs\n"
+        "directory = Path(sys.argv[1])\n"
+        "programs = load_programs(directory, Manifest.read(directory))\n"
+        "print('loaded', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = dict(os.environ, TMPDIR=str(unpack_root))
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(compiled("llama").path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline() == "loaded\n"
+        assert list(unpack_root.iterdir()) == []
+    finally:
+        process.send_signal(ending)
+        process.wait(timeout=60)
+    assert list(unpack_root.iterdir()) == []
 
 
 def _spec(name: str, kind: str, batch: tuple[int, int], tokens: tuple[int, int] | None = None) -> ProgramSpec:

@@ -112,11 +112,12 @@ def test_detect_runs_the_newest_detector_it_can_serve_not_a_newer_tt_one(tt_yolo
     store = ArtifactStore(tmp_path / "cache")
     cpu = compiled_yolo(320)
     for result in (cpu, tt_yolo):
-        shutil.copytree(result.path, store.path(result.key), copy_function=os.link)  # links: no GB copies
-    tt_dir = store.path(tt_yolo.key)
-    newer = Manifest.read(tt_dir).model_copy(update={"created_at": "2999-01-01T00:00:00+00:00"})
-    (tt_dir / MANIFEST_NAME).unlink()  # a link to the session's manifest: replace it, never write through
-    newer.write(tt_dir)
+        with store.build(result.key) as workdir:  # published as a compile does: the store records its digest
+            shutil.copytree(result.path, workdir, dirs_exist_ok=True, copy_function=os.link)  # links: no GB copies
+            if result is tt_yolo:
+                newer = Manifest.read(workdir).model_copy(update={"created_at": "2999-01-01T00:00:00+00:00"})
+                (workdir / MANIFEST_NAME).unlink()  # a link to the session's manifest: replace it, never write through
+                newer.write(workdir)
     image = tmp_path / "gray.png"
     Image.new("RGB", (64, 48), (128, 128, 128)).save(image)
 
