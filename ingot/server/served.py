@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from ingot.errors import IngotError
@@ -10,6 +11,7 @@ from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.vision.detector import Detector
 from ingot.server.errors import APIError
+from ingot.server.prompts import max_prompt_chars
 
 RETRY_AFTER_SECONDS = 1
 WARM_UP_PROMPT = "Hello"
@@ -49,6 +51,11 @@ class ServedModel(_Admission):
         super().__init__(engine.model_name, max_queue)
         self.engine = engine
 
+    @functools.cached_property
+    def max_prompt_chars(self) -> int:
+        """The longest text that could fit the context (computed on first use: it reads the whole vocabulary)."""
+        return max_prompt_chars(self.engine)
+
     async def warm_up(self) -> None:
         """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
         params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
@@ -57,10 +64,17 @@ class ServedModel(_Admission):
                 raise WarmUpFailed(f"{self.name}: the warm-up generation failed")
 
 
+# Images decoded at once per detector. A decode at the default pixel cap peaks near 120 MB (the decoded image and
+# its RGB copy), so two bound it to a quarter of a gigabyte, and two cores are kept busy.
+DECODE_SLOTS = 2
+
+
 class ServedDetector(_Admission):
-    def __init__(self, detector: Detector, max_queue: int) -> None:
+    def __init__(self, detector: Detector, max_queue: int, max_image_pixels: int) -> None:
         super().__init__(detector.model_name, max_queue)
         self.detector = detector
+        self.max_image_pixels = max_image_pixels
+        self.decoding = asyncio.Semaphore(DECODE_SLOTS)  # held from decoding until the image is letterboxed
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.detector.warm_up)

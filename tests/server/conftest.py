@@ -15,6 +15,7 @@ import uvicorn
 from ingot.artifacts.integrity import check_artifact
 from ingot.runtime.engine import Engine
 from ingot.server.app import create_app
+from ingot.server.run import uvicorn_limits
 from ingot.server.settings import ServerSettings
 
 API_KEY = "test-key"
@@ -29,7 +30,7 @@ class LiveServer:
         self._socket = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = create_app({engine.model_name: engine}, settings, detectors or {})
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_limits(settings))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
 
