@@ -27,15 +27,16 @@ def raw_error(status: int, reason: str, message: str, type: str, code: str) -> b
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus: a request's head must arrive within ``read_timeout`` seconds of the connection
-    opening (or of the previous response), else 408 and close; a connection beyond ``max_connections`` is answered
-    503 and closed at once, before it can send anything (uvicorn's own cap answers in plain text, after the head)."""
+    opening or of the head's first byte, else 408 and close (between requests, uvicorn's keep-alive timeout closes an
+    idle connection); a connection beyond ``max_connections`` is answered 503 and closed at once, before it can send
+    anything (uvicorn's own cap answers in plain text, and only once the head has arrived)."""
 
     read_timeout: float = 30.0
     max_connections: int = 256
+    _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_deadline: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
             message = f"the server has {self.max_connections} connections open; retry later"
             transport.write(raw_error(503, "Service Unavailable", message, "server_error", "too_many_connections"))
@@ -43,15 +44,18 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._arm_head_deadline()
 
+    def data_received(self, data: bytes) -> None:
+        if self._head_deadline is None and self._between_requests():  # the next request's first bytes
+            self._arm_head_deadline()
+        super().data_received(data)
+
     def handle_events(self) -> None:
         super().handle_events()
-        if self.cycle is not None and self._head_deadline is not None and not self.cycle.response_complete:
+        if not self._between_requests():
             self._disarm_head_deadline()  # the head has arrived; the body's deadline is the app's
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_deadline()
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
@@ -62,7 +66,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head_deadline = self.loop.call_later(self.read_timeout, self._head_timed_out)
 
     def _disarm_head_deadline(self) -> None:
-        if getattr(self, "_head_deadline", None) is not None:
+        if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
 

@@ -45,10 +45,8 @@ def tokenize_text(
 
 def prompt_list(prompt: str | list[int] | list[list[int]] | list[str]) -> list[str | list[int]]:
     """OpenAI's four prompt forms as a list of prompts: a string, a list of strings, a list of token ids, a list of
-    token-id lists."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if prompt and all(isinstance(token, int) for token in prompt):
+    token-id lists (validated: a list's first item says which)."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
         return [prompt]
     return list(prompt)
 
@@ -65,13 +63,19 @@ def completion_prompts(
         if isinstance(item, str):
             token_ids = tokenize_text(engine, item, "prompt", add_special_tokens=True, max_chars=max_chars)
         else:
+            _check_fits(len(item), engine.max_context)  # before each id is checked against the vocabulary
             token_ids = engine.tokenize(item)
         if not token_ids:
             raise RequestError("the prompt is empty", param="prompt")
-        if len(token_ids) >= engine.max_context:
-            raise ContextLengthError(len(token_ids), 1, engine.max_context)
+        _check_fits(len(token_ids), engine.max_context)
         token_lists.append(token_ids)
     return token_lists
+
+
+def _check_fits(prompt_tokens: int, max_context: int) -> None:
+    """A prompt that fills the context leaves no room to generate, whatever max_tokens is."""
+    if prompt_tokens >= max_context:
+        raise ContextLengthError(prompt_tokens, 1, max_context)
 
 
 def chat_prompt(
