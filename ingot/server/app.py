@@ -18,7 +18,7 @@ from ingot.server.bodies import schema_components
 from ingot.server.errors import DETECTION_ERROR_RESPONSES, ERROR_RESPONSES, document_errors, install_error_handlers
 from ingot.server.images import image_pixel_limit
 from ingot.server.metrics import ServerMetrics
-from ingot.server.protocol import ChatCompletionRequest, CompletionRequest
+from ingot.server.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware
 from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.settings import ServerSettings
@@ -56,7 +56,7 @@ def create_app(
     app.include_router(chat.router, responses=ERROR_RESPONSES)
     app.include_router(detections.router, responses=DETECTION_ERROR_RESPONSES)
     app.include_router(routes.router)
-    document_errors(app, schema_components([CompletionRequest, ChatCompletionRequest]))
+    document_errors(app, schema_components([CompletionRequest, ChatCompletionRequest, TokenizeRequest]))
     # The last added runs first: log every request, then check its key, then its size; bugs become 500s inside.
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout)

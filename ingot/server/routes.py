@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingot import __version__
+from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import ERROR_RESPONSES, APIError
 from ingot.server.prompts import chat_prompt, tokenize_text
 from ingot.server.protocol import (
@@ -17,6 +18,7 @@ from ingot.server.protocol import (
     ModelList,
     TokenizeChatRequest,
     TokenizeCompletionRequest,
+    TokenizeRequest,
     TokenizeResponse,
     VersionResponse,
 )
@@ -37,10 +39,12 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/tokenize", responses=ERROR_RESPONSES)
-async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, request: Request) -> TokenizeResponse:
+@router.post("/tokenize", responses=ERROR_RESPONSES, openapi_extra=documented_body(TokenizeRequest))
+async def tokenize(request: Request) -> TokenizeResponse:
     """vLLM's /tokenize: the token ids the completion or chat endpoint would feed the model."""
-    served = server_state(request).model(body.model)
+    state = server_state(request)
+    body = (await parse_body(request, TokenizeRequest, state.check_sizes)).root
+    served = state.model(body.model)
     return await anyio.to_thread.run_sync(_tokenize, served, body)  # CPU work, off the event loop
 
 
