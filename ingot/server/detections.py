@@ -65,9 +65,8 @@ async def create_detections(request: Request) -> DetectionResponse:
     found = None
     try:
         params = DetectParams(options.confidence_threshold, options.iou_threshold, options.max_detections)
-        async with served.decoding:  # bounds the memory decoded images take
-            future = await asyncio.to_thread(_decode_and_submit, served, data, params)
-        result = await asyncio.wrap_future(future)
+        decoding = asyncio.get_running_loop().run_in_executor(served.decoder, _decode_and_submit, served, data, params)
+        result = await asyncio.wrap_future(await decoding)
         found = len(result.detections)
     finally:
         served.release(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ingot.errors import IngotError
 from ingot.runtime.engine import Engine
@@ -64,9 +65,11 @@ class ServedModel(_Admission):
                 raise WarmUpFailed(f"{self.name}: the warm-up generation failed")
 
 
-# Images decoded at once per detector. A decode at the default pixel cap peaks near 120 MB (the decoded image and
-# its RGB copy), so two bound it to a quarter of a gigabyte, and two cores are kept busy.
-DECODE_SLOTS = 2
+# Images decoded at once per detector, each on one of this many threads. A decode at the default pixel cap peaks near
+# 160 MB (the decoded image and its RGB copies), so two bound it to a third of a gigabyte and keep two cores busy.
+# Their own threads, not a shared pool: each thread's malloc arena keeps what it freed, so the memory images take
+# stays bounded only if few threads ever decode.
+DECODE_THREADS = 2
 
 
 class ServedDetector(_Admission):
@@ -74,7 +77,7 @@ class ServedDetector(_Admission):
         super().__init__(detector.model_name, max_queue)
         self.detector = detector
         self.max_image_pixels = max_image_pixels
-        self.decoding = asyncio.Semaphore(DECODE_SLOTS)  # held from decoding until the image is letterboxed
+        self.decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix=f"decode-{detector.model_name}")
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.detector.warm_up)

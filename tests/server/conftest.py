@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -43,6 +44,7 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
 
     def start(self, timeout: float = 60) -> None:
+        gc.freeze()  # as `ingot serve` does: a full collection of everything loaded would stall the event loop
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
