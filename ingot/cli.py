@@ -273,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.runtime.engine import Engine
     from ingot.runtime.servable import unservable_reason
     from ingot.runtime.vision.detector import Detector
-    from ingot.server.run import serve
+    from ingot.server.run import bind_socket, serve
     from ingot.server.settings import ServerSettings
 
     settings = ServerSettings(  # checked before any model loads
@@ -284,6 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         shutdown_timeout=args.shutdown_timeout,
         max_image_pixels=args.max_image_pixels,
     )
+    sock = bind_socket(args.host, args.port)  # a busy port is reported before any model loads
     store = _store(args)
 
     def artifact_path(model: str) -> Path:
@@ -329,7 +330,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         for runner in [*engines.values(), *detectors.values()]:
             runner.shutdown()
         raise
-    serve(engines, settings, args.host, args.port, detectors)
+    serve(engines, settings, sock, detectors)
 
 
 def newest_detector_artifact(store: ArtifactStore, model: str):
@@ -554,8 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
     sub.add_argument(
-        "--max-image-pixels", type=int, default=serve_defaults.DEFAULT_MAX_IMAGE_PIXELS,
-        help="larger images sent to /v1/detections get 413 (default: Pillow's decompression-bomb limit)",
+        "--max-image-pixels", type=int,
+        help="larger images sent to /v1/detections get 413 (default: derived from each detector's input size)",
     )
     sub = command("detect", cmd_detect, "detect objects in images with a detector artifact (e.g. yolov4)")
     sub.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, ... files")

@@ -14,8 +14,11 @@ from ingot.runtime.engine import Engine
 from ingot.runtime.vision.detector import Detector
 from ingot.server import chat, completions, detections, routes
 from ingot.server.access_log import AccessLogMiddleware
+from ingot.server.bodies import schema_components
 from ingot.server.errors import DETECTION_ERROR_RESPONSES, ERROR_RESPONSES, document_errors, install_error_handlers
+from ingot.server.images import image_pixel_limit
 from ingot.server.metrics import ServerMetrics
+from ingot.server.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware
 from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.settings import ServerSettings
@@ -39,7 +42,12 @@ def create_app(
         models={name: ServedModel(engine, settings.max_queue) for name, engine in engines.items()},
         settings=settings,
         metrics=ServerMetrics(engines, detectors),
-        detectors={name: ServedDetector(detector, settings.max_queue) for name, detector in detectors.items()},
+        detectors={
+            name: ServedDetector(
+                detector, settings.max_queue, image_pixel_limit(detector.info.input_size, settings.max_image_pixels)
+            )
+            for name, detector in detectors.items()
+        },
     )
     app = FastAPI(title="ingot", version=__version__, lifespan=_warm_up_in_background)
     app.state.ingot = state
@@ -48,10 +56,10 @@ def create_app(
     app.include_router(chat.router, responses=ERROR_RESPONSES)
     app.include_router(detections.router, responses=DETECTION_ERROR_RESPONSES)
     app.include_router(routes.router)
-    document_errors(app)
+    document_errors(app, schema_components([CompletionRequest, ChatCompletionRequest, TokenizeRequest]))
     # The last added runs first: log every request, then check its key, then its size; bugs become 500s inside.
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(AccessLogMiddleware, log_prompts=settings.log_prompts)

@@ -6,13 +6,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ingot.runtime.sampling_params import MAX_LOGPROBS
 from ingot.server.access_log import access_record
+from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import bad_request
-from ingot.server.generation import ENGINE_FAILED, Generation
+from ingot.server.generation import ENGINE_FAILED, Choice, Generation
 from ingot.server.logprobs import TokenText, chat_logprobs
 from ingot.server.prompts import chat_prompt, tokenize_text
 from ingot.server.protocol import (
@@ -26,27 +28,24 @@ from ingot.server.protocol import (
     Usage,
 )
 from ingot.server.sampling import check_n, make_choices
+from ingot.server.served import ServedModel
 from ingot.server.state import server_state
 from ingot.server.streaming import DONE, run_generation, sse, sse_error
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response | ChatCompletionResponse:
+@router.post(
+    "/v1/chat/completions", response_model=ChatCompletionResponse, openapi_extra=documented_body(ChatCompletionRequest)
+)
+async def create_chat_completion(request: Request) -> Response | ChatCompletionResponse:
     state = server_state(request)
+    body = await parse_body(request, ChatCompletionRequest, state.check_sizes)
     served = state.model(body.model)
     _reject_unsupported(body)
     check_n(body.n, served.max_queue)
-    prompt = chat_prompt(served.engine, body.messages)
-    prompt_ids = tokenize_text(served.engine, prompt, "messages")
-    choices = make_choices(
-        body,
-        [prompt_ids],
-        max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
-        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        max_context=served.engine.max_context,
-    )
+    # Templating and tokenizing are CPU work: on a worker thread, so that other requests are answered meanwhile.
+    prompt, prompt_ids, choices = await anyio.to_thread.run_sync(_prepare, served, body)
     record = access_record(request)
     if state.settings.log_prompts:
         record.prompt = prompt
@@ -71,6 +70,19 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         ],
         usage=generation.usage(),
     )
+
+
+def _prepare(served: ServedModel, body: ChatCompletionRequest) -> tuple[str, list[int], list[Choice]]:
+    prompt = chat_prompt(served.engine, body.messages, max_chars=served.max_prompt_chars)
+    prompt_ids = tokenize_text(served.engine, prompt, "messages", max_chars=served.max_prompt_chars)
+    choices = make_choices(
+        body,
+        [prompt_ids],
+        max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        max_context=served.engine.max_context,
+    )
+    return prompt, prompt_ids, choices
 
 
 def _reject_unsupported(body: ChatCompletionRequest) -> None:

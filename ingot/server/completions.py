@@ -6,32 +6,34 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ingot.server.access_log import access_record
+from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import bad_request
-from ingot.server.generation import ENGINE_FAILED, Generation
+from ingot.server.generation import ENGINE_FAILED, Choice, Generation
 from ingot.server.logprobs import TokenText, completion_logprobs
-from ingot.server.prompts import completion_prompts
+from ingot.server.prompts import completion_prompts, prompt_list
 from ingot.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
 from ingot.server.sampling import check_n, make_choices
+from ingot.server.served import ServedModel
 from ingot.server.state import server_state
 from ingot.server.streaming import DONE, run_generation, sse, sse_error
 
 router = APIRouter()
 
 
-@router.post("/v1/completions", response_model=CompletionResponse)
-async def create_completion(body: CompletionRequest, request: Request) -> Response | CompletionResponse:
+@router.post("/v1/completions", response_model=CompletionResponse, openapi_extra=documented_body(CompletionRequest))
+async def create_completion(request: Request) -> Response | CompletionResponse:
     state = server_state(request)
+    body = await parse_body(request, CompletionRequest, state.check_sizes)
     served = state.model(body.model)
     _reject_unsupported(body)
-    prompts = completion_prompts(served.engine, body.prompt)
-    check_n(body.n, served.max_queue, len(prompts))
-    choices = make_choices(
-        body, prompts, max_tokens=body.max_tokens, logprobs=body.logprobs, max_context=served.engine.max_context
-    )
+    check_n(body.n, served.max_queue, len(prompt_list(body.prompt)))
+    # Tokenizing is CPU work: on a worker thread, so that other requests (and /health) are answered meanwhile.
+    prompts, choices = await anyio.to_thread.run_sync(_prepare, served, body)
     record = access_record(request)
     if state.settings.log_prompts:
         record.prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt)
@@ -56,6 +58,14 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         ],
         usage=generation.usage(),
     )
+
+
+def _prepare(served: ServedModel, body: CompletionRequest) -> tuple[list[list[int]], list[Choice]]:
+    prompts = completion_prompts(served.engine, body.prompt, served.max_prompt_chars)
+    choices = make_choices(
+        body, prompts, max_tokens=body.max_tokens, logprobs=body.logprobs, max_context=served.engine.max_context
+    )
+    return prompts, choices
 
 
 def _reject_unsupported(body: CompletionRequest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,7 @@ from ingot.runtime.vision.postprocess import DetectParams
 from ingot.server.access_log import access_record
 from ingot.server.errors import bad_request
 from ingot.server.images import UPLOAD_TYPES, decode_base64, decode_image, unsupported_media
+from ingot.server.served import ServedDetector
 from ingot.server.state import server_state
 
 router = APIRouter()
@@ -62,9 +64,9 @@ async def create_detections(request: Request) -> DetectionResponse:
     served.reserve(1)
     found = None
     try:
-        image = await asyncio.to_thread(decode_image, data, state.settings.max_image_pixels)
         params = DetectParams(options.confidence_threshold, options.iou_threshold, options.max_detections)
-        result = await served.detector.detect_async(image, params)
+        decoding = asyncio.get_running_loop().run_in_executor(served.decoder, _decode_and_submit, served, data, params)
+        result = await asyncio.wrap_future(await decoding)
         found = len(result.detections)
     finally:
         served.release(1)
@@ -76,6 +78,11 @@ async def create_detections(request: Request) -> DetectionResponse:
         image_size=ImageSize(width=result.image_size[0], height=result.image_size[1]),
         timing={**result.timing, "total_ms": round((time.perf_counter() - start) * 1e3, 2)},
     )
+
+
+def _decode_and_submit(served: ServedDetector, data: bytes, params: DetectParams) -> Future:
+    """Decode and letterbox (in ``submit``) in one go: once submitted, only the input-sized tensor is kept."""
+    return served.detector.submit(decode_image(data, served.max_image_pixels), params)
 
 
 async def _read_request(request: Request) -> tuple[DetectionOptions, bytes]:

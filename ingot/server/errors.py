@@ -6,6 +6,7 @@ with a generic 500 by ``InternalErrorMiddleware``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -45,9 +46,17 @@ def error_body(message: str, type: str = INVALID_REQUEST, param: str | None = No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+class _EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a message that echoes a request's text (a field name, a model)
+    can hold a lone surrogate, which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def error_response(error: APIError) -> JSONResponse:
     body = error_body(error.message, error.type, error.param, error.code)
-    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+    return _EscapedJSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -72,13 +81,15 @@ DETECTION_ERROR_RESPONSES = {
 }
 
 
-def document_errors(app: FastAPI) -> None:
-    """FastAPI lists a 422 for every route with a body; this server answers 400 instead (see ``_validation_error``)."""
+def document_errors(app: FastAPI, parsed_bodies: dict[str, Any]) -> None:
+    """FastAPI lists a 422 for every route with a body; this server answers 400 instead (see ``_validation_error``).
+    ``parsed_bodies``: the schemas of the bodies routes parse themselves (``bodies.schema_components``)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(parsed_bodies)
             for path in schema["paths"].values():
                 for operation in path.values():
                     operation["responses"].pop("422", None)

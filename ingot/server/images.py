@@ -38,6 +38,20 @@ def decode_base64(text: str) -> bytes:
         raise bad_request("image: not valid base64", param="image") from None
 
 
+# Without --max-image-pixels: 4096 x 4096 (16.8 Mpx, so a 12-16 Mpx phone photo fits; its RGB decode is 50 MB), or
+# for a detector whose input is larger than 512, (8 x its input side)^2. The letterbox shrinks every image to the
+# input size, so pixels beyond that add decoding time and memory, not detail the network sees.
+DERIVED_MIN_IMAGE_PIXELS = 4096 * 4096
+DERIVED_IMAGE_SIDE_PER_INPUT_SIDE = 8
+
+
+def image_pixel_limit(input_size: int, configured: int | None) -> int:
+    """The most pixels an image sent to a detector with this input size may declare."""
+    if configured is not None:
+        return configured
+    return max(DERIVED_MIN_IMAGE_PIXELS, (DERIVED_IMAGE_SIDE_PER_INPUT_SIDE * input_size) ** 2)
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """The decoded image. Its size is read from the header and refused before any pixel is decompressed; Pillow's
     own decompression-bomb warning counts as a refusal too."""

@@ -4,6 +4,7 @@ an unexpected exception becomes a generic 500."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -21,14 +22,16 @@ PUBLIC_PATHS = frozenset({"/health", "/metrics", "/version"})
 class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("authorization", "").encode()
-        if hmac.compare_digest(given, self.expected):  # constant time: no guessing the key a byte at a time
+        scheme, _, key = Headers(scope=scope).get("authorization", "").strip().partition(" ")
+        # The scheme is case-insensitive (RFC 9110); the key is compared in constant time, so it cannot be guessed a
+        # byte at a time.
+        if scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self.expected):
             await self.app(scope, receive, send)
             return
         error = APIError(
@@ -38,11 +41,13 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over the limit, whether its Content-Length says so or it is sent in chunks that add up to it."""
+    """413 for a body over the limit, whether its Content-Length says so or it is sent in chunks that add up to it;
+    408 (and the connection closed) for a body that has not all arrived ``read_timeout`` seconds after its headers."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,16 +58,23 @@ class BodyLimitMiddleware:
             await self._too_large(scope, receive, send)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left while sending; nobody to answer
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client left while sending; nobody to answer
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._too_large(scope, receive, send)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.read_timeout:g} seconds"
+            timeout = APIError(408, message, code="request_timeout", headers={"Connection": "close"})
+            await error_response(timeout)(scope, receive, send)
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,18 +1,19 @@
 """OpenAI's request and response bodies (with vLLM's extra sampling fields), as pydantic models.
 
-Requests forbid unknown fields: a misspelt parameter is a 400, never silently ignored. Ranges are checked once, by
-``SamplingParams``, so they are not repeated here.
+Requests forbid unknown fields: a misspelt parameter is a 400, never silently ignored. Types are strict, as OpenAI's
+are: ``"stream": "yes"`` or a prompt of booleans is a 400, not true or token ids (a float field still takes an
+integer). Ranges are checked once, by ``SamplingParams``, so they are not repeated here.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -50,8 +51,29 @@ class SamplingFields(_Request):
     user: str | None = None  # accepted for compatibility; identifies the end user to the operator only
 
 
+def _prompt_form(prompt: object) -> str:
+    """Which of OpenAI's four prompt forms this is, from its first element, so that only that form is validated
+    (a union tries every form, each failing item by item). The tags read as types, so error locations skip them."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        return "list[str]"
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], list):
+        return "list[list[int]]"
+    return "list[int]" if isinstance(prompt, list) else "str"
+
+
+Prompt = Annotated[
+    Union[
+        Annotated[str, Tag("str")],
+        Annotated[list[str], Tag("list[str]"), Field(fail_fast=True)],
+        Annotated[list[int], Tag("list[int]"), Field(fail_fast=True)],
+        Annotated[list[Annotated[list[int], Field(fail_fast=True)]], Tag("list[list[int]]"), Field(fail_fast=True)],
+    ],
+    Discriminator(_prompt_form),
+]
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[int] | list[list[int]] | list[str]
+    prompt: Prompt
     logprobs: int | None = None
     echo: bool | None = None  # not supported: rejected unless false
     suffix: str | None = None  # not supported: rejected unless empty
@@ -100,6 +122,10 @@ class TokenizeChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: bool = True
     return_token_strs: bool = False
+
+
+class TokenizeRequest(RootModel[TokenizeCompletionRequest | TokenizeChatRequest]):
+    """vLLM's /tokenize takes either form."""
 
 
 class DetokenizeRequest(_Request):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingot import __version__
+from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import ERROR_RESPONSES, APIError
 from ingot.server.prompts import chat_prompt, tokenize_text
 from ingot.server.protocol import (
@@ -16,9 +18,11 @@ from ingot.server.protocol import (
     ModelList,
     TokenizeChatRequest,
     TokenizeCompletionRequest,
+    TokenizeRequest,
     TokenizeResponse,
     VersionResponse,
 )
+from ingot.server.served import ServedModel
 from ingot.server.state import server_state
 
 router = APIRouter()
@@ -35,15 +39,22 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/tokenize", responses=ERROR_RESPONSES)
-async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, request: Request) -> TokenizeResponse:
+@router.post("/tokenize", responses=ERROR_RESPONSES, openapi_extra=documented_body(TokenizeRequest))
+async def tokenize(request: Request) -> TokenizeResponse:
     """vLLM's /tokenize: the token ids the completion or chat endpoint would feed the model."""
-    served = server_state(request).model(body.model)
-    engine = served.engine
+    state = server_state(request)
+    body = (await parse_body(request, TokenizeRequest, state.check_sizes)).root
+    served = state.model(body.model)
+    return await anyio.to_thread.run_sync(_tokenize, served, body)  # CPU work, off the event loop
+
+
+def _tokenize(served: ServedModel, body: TokenizeCompletionRequest | TokenizeChatRequest) -> TokenizeResponse:
+    engine, max_chars = served.engine, served.max_prompt_chars
     if isinstance(body, TokenizeChatRequest):
-        tokens = tokenize_text(engine, chat_prompt(engine, body.messages, body.add_generation_prompt), "messages")
+        text = chat_prompt(engine, body.messages, body.add_generation_prompt, max_chars)
+        tokens = tokenize_text(engine, text, "messages", max_chars=max_chars)
     else:
-        tokens = tokenize_text(engine, body.prompt, "prompt", body.add_special_tokens)
+        tokens = tokenize_text(engine, body.prompt, "prompt", body.add_special_tokens, max_chars)
     strs = engine.tokenizer.convert_ids_to_tokens(tokens) if body.return_token_strs else None
     return TokenizeResponse(count=len(tokens), max_model_len=engine.max_context, tokens=tokens, token_strs=strs)
 
@@ -51,8 +62,11 @@ async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, reques
 @router.post("/detokenize", responses=ERROR_RESPONSES)
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     engine = server_state(request).model(body.model).engine
-    tokens = engine.tokenize(body.tokens)  # checks the ids against the vocabulary
-    return DetokenizeResponse(prompt=engine.tokenizer.decode(tokens))
+
+    def decode() -> str:
+        return engine.tokenizer.decode(engine.tokenize(body.tokens))  # tokenize checks the ids against the vocabulary
+
+    return DetokenizeResponse(prompt=await anyio.to_thread.run_sync(decode))
 
 
 @router.get("/health")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ingot.errors import IngotError
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.vision.detector import Detector
 from ingot.server.errors import APIError
+from ingot.server.prompts import max_prompt_chars
 
 RETRY_AFTER_SECONDS = 1
 WARM_UP_PROMPT = "Hello"
@@ -49,6 +52,11 @@ class ServedModel(_Admission):
         super().__init__(engine.model_name, max_queue)
         self.engine = engine
 
+    @functools.cached_property
+    def max_prompt_chars(self) -> int:
+        """The longest text that could fit the context (computed on first use: it reads the whole vocabulary)."""
+        return max_prompt_chars(self.engine)
+
     async def warm_up(self) -> None:
         """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
         params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
@@ -57,10 +65,19 @@ class ServedModel(_Admission):
                 raise WarmUpFailed(f"{self.name}: the warm-up generation failed")
 
 
+# Images decoded at once per detector, each on one of this many threads. A decode at the default pixel cap peaks near
+# 160 MB (the decoded image and its RGB copies), so two bound it to a third of a gigabyte and keep two cores busy.
+# Their own threads, not a shared pool: each thread's malloc arena keeps what it freed, so the memory images take
+# stays bounded only if few threads ever decode.
+DECODE_THREADS = 2
+
+
 class ServedDetector(_Admission):
-    def __init__(self, detector: Detector, max_queue: int) -> None:
+    def __init__(self, detector: Detector, max_queue: int, max_image_pixels: int) -> None:
         super().__init__(detector.model_name, max_queue)
         self.detector = detector
+        self.max_image_pixels = max_image_pixels
+        self.decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix=f"decode-{detector.model_name}")
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.detector.warm_up)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ingot.errors import OptionError
@@ -9,7 +10,11 @@ from ingot.errors import OptionError
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20  # a full 128k-token prompt as text or token ids fits with room to spare
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (a 1024 x 1024 x 4 x 64 / 3 pixel image)
+DEFAULT_MAX_STOP_SEQUENCES = 4  # OpenAI's limit; each costs a match per token per sequence
+DEFAULT_MAX_LOGIT_BIAS = 300  # OpenAI's limit; each entry costs an add per token per sequence
+DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open between requests (uvicorn's default)
+DEFAULT_READ_TIMEOUT = 30.0  # seconds a client has to send a request's headers, and then its body
+DEFAULT_MAX_CONNECTIONS = 256  # open connections; more are answered 503 and closed
 
 
 @dataclass(frozen=True)
@@ -19,13 +24,30 @@ class ServerSettings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_prompts: bool = False
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds in-flight requests get after SIGTERM
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (or decompression bombs) get 413
+    # Larger images (and decompression bombs) get 413 before any pixel is decoded. None: each detector's own cap,
+    # derived from its input size (see images.image_pixel_limit).
+    max_image_pixels: int | None = None
+    max_stop_sequences: int = DEFAULT_MAX_STOP_SEQUENCES
+    max_logit_bias: int = DEFAULT_MAX_LOGIT_BIAS
+    timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # exceeded: 408 and the connection closed
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # uvicorn's limit_concurrency
 
     def __post_init__(self) -> None:
-        positive = {"--max-queue": self.max_queue, "--max-request-bytes": self.max_request_bytes,
-                    "--max-image-pixels": self.max_image_pixels}  # fmt: skip
-        for option, value in positive.items():
-            if value < 1:
+        if self.api_key is not None and not self.api_key.strip():
+            raise OptionError("--api-key must not be empty (leave it out to serve without a key)")
+        at_least_one = {
+            "--max-queue": self.max_queue,
+            "--max-request-bytes": self.max_request_bytes,
+            "--max-image-pixels": self.max_image_pixels,
+            "--max-stop-sequences": self.max_stop_sequences,
+            "--max-logit-bias": self.max_logit_bias,
+            "--max-connections": self.max_connections,
+            "--timeout-keep-alive": self.timeout_keep_alive,
+            "--read-timeout": self.read_timeout,
+        }
+        for option, value in at_least_one.items():
+            if value is not None and not (value >= 1 and math.isfinite(value)):  # `not >=` refuses NaN too
                 raise OptionError(f"{option} must be at least 1, not {value}")
-        if self.shutdown_timeout < 0:
+        if not (self.shutdown_timeout >= 0 and math.isfinite(self.shutdown_timeout)):
             raise OptionError(f"--shutdown-timeout must be 0 or more, not {self.shutdown_timeout}")

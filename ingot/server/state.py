@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from ingot.server.errors import APIError
+from ingot.server.limits import check_sizes
 from ingot.server.metrics import ServerMetrics
 from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.settings import ServerSettings
@@ -31,12 +32,18 @@ class ServerState:
     def all_served(self) -> list[ServedModel | ServedDetector]:
         return [*self.models.values(), *self.detectors.values()]
 
+    def check_sizes(self, data: dict) -> None:
+        """A generation request's counts against this server's limits, before its body is validated."""
+        check_sizes(data, self.settings, max((m.engine.max_context for m in self.models.values()), default=0))
+
 
 def _named(wanted: dict, other: dict, name: str | None, kind: str, other_kind: str):
     if name is None:
         if not wanted:
             raise APIError(400, f"this server serves no {kind}", param="model", code="model_not_found")
         return next(iter(wanted.values()))
+    if not name.isprintable():  # a lone UTF-16 surrogate (JSON can spell one, UTF-8 cannot) or a control character
+        raise APIError(400, "model must be printable Unicode text", param="model", code="invalid_model_name")
     if name in wanted:
         return wanted[name]
     if name in other:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import uvicorn
 from ingot.artifacts.integrity import check_artifact
 from ingot.runtime.engine import Engine
 from ingot.server.app import create_app
+from ingot.server.run import uvicorn_limits
 from ingot.server.settings import ServerSettings
 
 API_KEY = "test-key"
@@ -29,7 +31,7 @@ class LiveServer:
         self._socket = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = create_app({engine.model_name: engine}, settings, detectors or {})
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_limits(settings))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
 
@@ -42,6 +44,7 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
 
     def start(self, timeout: float = 60) -> None:
+        gc.freeze()  # as `ingot serve` does: a full collection of everything loaded would stall the event loop
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

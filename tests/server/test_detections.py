@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import struct
+import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 from PIL import Image
 
 from ingot.compile.sample_images import synthetic_scene
 from ingot.runtime.vision.detector import Detector
+from ingot.server.images import DERIVED_MIN_IMAGE_PIXELS, image_pixel_limit
 from ingot.server.settings import ServerSettings
 from tests.server.conftest import LiveServer
 from tests.server.test_errors import assert_openai_error
@@ -155,3 +161,76 @@ def test_models_lists_both_kinds_and_metrics_count_detections(live: LiveServer, 
     assert live.metric("ingot:detection_requests_total", model_name="yolov4", status="ok") == ok + 1
     assert live.metric("ingot:detection_requests_total", model_name="yolov4", status="error") == errors + 1
     assert live.metric("ingot:detection_request_latency_seconds_count", model_name="yolov4") == latency + 2
+
+
+def with_declared_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
+    """A small image file whose header claims ``width`` x ``height``: the data stream is far too short for that."""
+    if fmt == "PNG":
+        header = struct.pack(">II", width, height) + data[24:29]  # IHDR: size, then depth, colour, compression, ...
+        chunk = b"IHDR" + header
+        return data[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+    sof = data.index(b"\xff\xc0")  # JPEG baseline frame header: length, precision, height, width
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def peak_added_rss(work) -> tuple[int, object]:
+    """The most this process's resident memory grew over its starting size while ``work()`` ran, and its result."""
+    process = psutil.Process()
+    baseline = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, process.memory_info().rss) - baseline, result
+
+
+def post_concurrently(live: LiveServer, uploads: list[tuple[str, bytes, str]]) -> list[httpx.Response]:
+    def post(upload: tuple[str, bytes, str]) -> httpx.Response:
+        with live.http(timeout=300) as client:
+            return client.post(DETECTIONS, files={"image": upload})
+
+    with ThreadPoolExecutor(len(uploads)) as pool:
+        return list(pool.map(post, uploads))
+
+
+def test_images_declaring_more_pixels_than_the_cap_are_refused_before_decoding(live: LiveServer) -> None:
+    """A 9400x9400 PNG of a few hundred bytes and a 9000x9000 JPEG of a few kilobytes were decoded (the cap was
+    Pillow's 89.5 Mpx) and eight at once added 4.3 GB to the server."""
+    small = synthetic_scene(64, 64, seed=3)
+    png = with_declared_size(encode(small, "PNG"), "PNG", 9400, 9400)
+    jpeg = with_declared_size(encode(small, "JPEG"), "JPEG", 9000, 9000)
+    assert len(png) < 20_000 and len(jpeg) < 20_000
+    assert Image.open(io.BytesIO(png)).size == (9400, 9400) and Image.open(io.BytesIO(jpeg)).size == (9000, 9000)
+    uploads = [("bomb.png", png, "image/png"), ("bomb.jpg", jpeg, "image/jpeg")] * 4
+    added, responses = peak_added_rss(lambda: post_concurrently(live, uploads))
+    for response in responses:
+        error = assert_openai_error(response, 413, "image")
+        assert error["code"] == "image_too_large" and str(DERIVED_MIN_IMAGE_PIXELS) in error["message"]
+    assert added < 100 * 2**20
+
+
+def test_images_just_under_the_cap_are_decoded_a_few_at_a_time(live: LiveServer) -> None:
+    """Eight 16-Mpx images at once: each decode and its RGB copies take ~150 MB, so they must not all run together."""
+    side = math.isqrt(DERIVED_MIN_IMAGE_PIXELS)
+    big = encode(Image.new("RGB", (side, side), (90, 120, 200)), "PNG")
+    added, responses = peak_added_rss(lambda: post_concurrently(live, [("big.png", big, "image/png")] * 8))
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert response.json()["image_size"] == {"width": side, "height": side}
+    assert added < 2**29  # 0.5 GB
+
+
+def test_the_pixel_cap_follows_the_detectors_input_size_unless_configured() -> None:
+    assert image_pixel_limit(320, None) == image_pixel_limit(512, None) == DERIVED_MIN_IMAGE_PIXELS
+    assert image_pixel_limit(1024, None) == 8192 * 8192
+    assert image_pixel_limit(320, 1000) == 1000

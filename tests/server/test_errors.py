@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.errors import OptionError
 from ingot.runtime.engine import Engine
 from ingot.server.app import create_app
 from ingot.server.settings import ServerSettings
@@ -69,6 +70,14 @@ def assert_reveals_nothing(text: str) -> None:
         (CHAT, {"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
         (CHAT, {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         (CHAT, {"max_tokens": 4}, "messages"),
+        # Strict types, as OpenAI's: these were taken as true, as token ids, as a number.
+        (COMPLETIONS, {"prompt": "hi", "stream": "yes"}, "stream"),
+        (CHAT, {"messages": HELLO, "stream": 1}, "stream"),
+        (COMPLETIONS, {"prompt": [True, False]}, "prompt.0"),
+        (COMPLETIONS, {"prompt": [[1, True]]}, "prompt.0.1"),
+        (COMPLETIONS, {"prompt": "hi", "temperature": "0.5"}, "temperature"),
+        (CHAT, {"messages": HELLO, "logprobs": "true"}, "logprobs"),
+        (COMPLETIONS, {"prompt": ["hi", 3]}, "prompt.1"),
     ],
 )
 def test_invalid_or_unsupported_parameters_are_400(server, path, body, param):
@@ -204,3 +213,59 @@ def test_a_model_whose_warm_up_fails_never_turns_ready(compiled, caplog):
             assert http.get("/health").status_code == 503
     finally:
         engine.shutdown()
+
+
+def test_strict_types_still_take_what_the_openai_client_sends(client, server):
+    """Integers where floats go (temperature=0, a logit_bias of ints), nulls for defaults, booleans."""
+    response = client.completions.create(
+        model=server.model, prompt=[1, 2, 3], max_tokens=2, temperature=0, top_p=1, logit_bias={"5": 1},
+        stream=False, seed=None, presence_penalty=0, stop=None, user="u",
+    )  # fmt: skip
+    assert response.usage.completion_tokens == 2
+    chat = client.chat.completions.create(model=server.model, messages=HELLO, max_tokens=2, temperature=1, n=2)
+    assert len(chat.choices) == 2
+
+
+def test_json_without_numbers_for_nan_or_infinity_is_400(server):
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        raw = b'{"prompt": "hi", "temperature": ' + constant + b"}"
+        response = server.http().post(COMPLETIONS, content=raw, headers={"Content-Type": "application/json"})
+        assert "not valid JSON" in assert_openai_error(response, 400)["message"]
+
+
+def test_a_lone_surrogate_in_the_model_or_a_field_name_is_400_not_500(server):
+    """The 404 message echoed the model name, which UTF-8 cannot encode: a 500."""
+    for raw in (b'{"model": "\\ud800", "prompt": "hi"}', b'{"prompt": "hi", "\\udc00x": 1}'):
+        response = server.http().post(COMPLETIONS, content=raw, headers={"Content-Type": "application/json"})
+        assert_openai_error(response, 400)
+    chat = b'{"model": "gpt\\ud83d", "messages": [{"role": "user", "content": "hi"}]}'
+    response = server.http().post(CHAT, content=chat, headers={"Content-Type": "application/json"})
+    assert assert_openai_error(response, 400, "model")["code"] == "invalid_model_name"
+
+
+def test_the_bearer_scheme_is_case_insensitive(server):
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {"Authorization": f"{scheme} {server.settings.api_key}"}
+        assert httpx.get(f"{server.url}/v1/models", headers=headers).status_code == 200
+    for header in ("Basic test-key", "bearer", "bearertest-key", "Bearer test-key2"):
+        assert_openai_error(httpx.get(f"{server.url}/v1/models", headers={"Authorization": header}), 401)
+
+
+@pytest.mark.parametrize(
+    ("settings", "option"),
+    [
+        (dict(api_key=""), "--api-key"),
+        (dict(api_key="  "), "--api-key"),
+        (dict(max_stop_sequences=0), "--max-stop-sequences"),
+        (dict(max_logit_bias=0), "--max-logit-bias"),
+        (dict(timeout_keep_alive=0), "--timeout-keep-alive"),
+        (dict(read_timeout=float("nan")), "--read-timeout"),
+        (dict(read_timeout=float("inf")), "--read-timeout"),
+        (dict(max_connections=0), "--max-connections"),
+        (dict(max_image_pixels=0), "--max-image-pixels"),
+        (dict(shutdown_timeout=float("inf")), "--shutdown-timeout"),
+    ],
+)
+def test_server_settings_refuse_empty_keys_and_limits_below_one(settings, option):
+    with pytest.raises(OptionError, match=option):
+        ServerSettings(**settings)
