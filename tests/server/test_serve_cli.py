@@ -112,9 +112,12 @@ def test_what_the_server_loaded_is_left_out_of_garbage_collection(monkeypatch):
     loaded = len(gc.get_objects())
     frozen_when_serving = []
     monkeypatch.setattr(run, "create_app", lambda *args: object())  # no model needed: uvicorn never starts it
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: frozen_when_serving.append(gc.get_freeze_count()))
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: frozen_when_serving.append(gc.get_freeze_count())
+    )
     try:
-        run.serve({}, ServerSettings(), "127.0.0.1", free_port())
+        with run.bind_socket("127.0.0.1", free_port()) as sock:
+            run.serve({}, ServerSettings(), sock)
     finally:
         gc.unfreeze()
     assert frozen_when_serving and frozen_when_serving[0] > 0.9 * loaded  # (a few temporaries are gone by then)
