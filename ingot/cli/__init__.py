@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from ingot import __version__
 from ingot.cli import artifacts, bench, compile, detect, serve
-from ingot.cli.arguments import cache_dir_parent
+from ingot.cli.arguments import Parser, cache_dir_parent
+from ingot.cli.locate import check_cache_dir
 from ingot.cli.printing import err
 from ingot.errors import IngotError
 
@@ -19,7 +20,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ingot", description="Compile models ahead of time and serve them.")
+    parser = Parser(prog="ingot", description="Compile models ahead of time and serve them.")
     parser.add_argument("--version", action="version", version=f"ingot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     cache_dir = cache_dir_parent()
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_cache_dir(args.cache_dir)  # every command takes --cache-dir
         args.handler(args)
     except IngotError as error:
         err.print(f"error: {error}", markup=False, soft_wrap=True)

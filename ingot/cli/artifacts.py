@@ -6,22 +6,24 @@ import argparse
 from pathlib import Path
 
 from ingot.cli.arguments import add_command
-from ingot.cli.locate import open_store
+from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import (
     out, print_artifacts, print_manifest, print_tt_detection_prediction, print_tt_prediction, print_verification,
 )  # fmt: skip
 from ingot.errors import IngotError
 
+ARTIFACT_HELP = "key, key prefix or path, or a built-in model name (its artifact: see ingot serve --help)"
+
 
 def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
     add_command(commands, "ls", cmd_ls, "list cached artifacts", [cache_dir])
     sub = add_command(commands, "inspect", cmd_inspect, "show an artifact's manifest", [cache_dir])
-    sub.add_argument("artifact", help="key, key prefix, or path")
+    sub.add_argument("artifact", help=ARTIFACT_HELP)
     sub.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     sub = add_command(
         commands, "verify", cmd_verify, "check an artifact's files and re-run its accuracy check", [cache_dir]
     )
-    sub.add_argument("artifact", help="key, key prefix, or path")
+    sub.add_argument("artifact", help=ARTIFACT_HELP)
     sub.add_argument(
         "--tt-policy", action="append", choices=["accuracy", "performance", "yolov4"],
         help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets every "
@@ -44,7 +46,7 @@ def cmd_ls(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
 
-    path = open_store(args).resolve(args.artifact)
+    path = find_artifact(open_store(args), args.artifact)
     manifest = Manifest.read(path)
     if args.json:
         print(manifest.model_dump_json(indent=2))
@@ -57,7 +59,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.compile.reverify import reverify
     from ingot.compile.tt.policies import get_policy, policies_for
 
-    path = open_store(args).resolve(args.artifact)
+    path = find_artifact(open_store(args), args.artifact)
     manifest = Manifest.read(path)
     for name in args.tt_policy or []:
         get_policy(name, manifest.kind)  # a policy for the other kind of model is refused before any work

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ingot.benchmark.report import format_summary, summarize, write_json
 from ingot.benchmark.workload import fixed_text_prompts, random_token_prompts
-from ingot.cli.locate import open_store
+from ingot.cli.locate import find_artifact, open_store
 
 
 def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
@@ -44,8 +44,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from ingot.artifacts.integrity import check_artifact
 
-    store = open_store(args)
-    path = store.resolve(args.artifact if args.mode == "offline" else args.tokenizer)
+    path = find_artifact(open_store(args), args.artifact if args.mode == "offline" else args.tokenizer)
     manifest = check_artifact(path)
     tokenizer = AutoTokenizer.from_pretrained(path / manifest.tokenizer.directory)
     if args.dataset == "random":

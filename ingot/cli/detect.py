@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ingot.cli.arguments import add_command
-from ingot.cli.locate import newest_detector_artifact, open_store
+from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import out, print_detections
 from ingot.errors import IngotError
 
@@ -31,8 +31,6 @@ def cmd_detect(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from ingot.artifacts.integrity import check_artifact
-    from ingot.errors import ArtifactError
-    from ingot.models.yolov4.source import is_detector
     from ingot.runtime.vision.annotate import annotate
     from ingot.runtime.vision.detector import Detector
     from ingot.runtime.vision.postprocess import DetectParams
@@ -48,13 +46,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
         except (OSError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
             raise IngotError(f"{name}: not an image (or unreadable)") from None
         images.append((Path(name), image))
-    store = open_store(args)
-    try:
-        path = store.resolve(args.model)
-    except ArtifactError:
-        if not is_detector(args.model):
-            raise
-        path = newest_detector_artifact(store, args.model)
+    path = find_artifact(open_store(args), args.model)
     detector = Detector(path, check_artifact(path))
     try:
         params = DetectParams(args.confidence_threshold, args.iou_threshold, args.max_detections)
