@@ -30,8 +30,8 @@ import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.store import ArtifactStore
-from ingot.bench.offline import run_offline
-from ingot.bench.workload import fixed_text_prompts, random_token_prompts
+from ingot.benchmark.offline import run_offline
+from ingot.benchmark.workload import fixed_text_prompts, random_token_prompts
 from ingot.models.source import builtin_model_path
 from ingot.runtime.engine import Engine
 

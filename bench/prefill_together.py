@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.bench.offline import run_offline
-from ingot.bench.workload import random_token_prompts
+from ingot.benchmark.offline import run_offline
+from ingot.benchmark.workload import random_token_prompts
 from ingot.runtime.engine import Engine
 from ingot.runtime.threads import call_on_fresh_thread
 

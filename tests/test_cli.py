@@ -1,5 +1,6 @@
 """The `ingot` command as a user runs it: exit codes, one-line errors, and the cache behaviour."""
 
+import json
 import os
 import shutil
 import signal
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from PIL import Image
 
 from ingot.artifacts.manifest import Manifest
 from tests.conftest import run_cli, tiny_cli_options
+from tests.server.test_serve_cli import free_port
 
 
 def assert_one_line_error(result, message):
@@ -175,3 +178,50 @@ def _cpu_seconds(process: psutil.Process) -> float:
 def test_usage_errors_exit_non_zero(command, tmp_path):
     result = run_cli(*command, cache_dir=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["compile", "smollm2-135m"], ["cache-key", "smollm2-135m"], ["ls"], ["inspect", "0123abc"], ["verify", "0123abc"],
+     ["gc"], ["serve", "smollm2-135m"], ["detect", "image.png"], ["bench", "offline", "0123abc"]],
+)  # fmt: skip
+def test_a_cache_dir_that_is_a_file_is_refused_in_one_line_by_every_command(command, tmp_path):
+    not_a_directory = tmp_path / "cache"
+    not_a_directory.write_text("a file")
+    for cache_dir in (not_a_directory, not_a_directory / "inside"):
+        result = run_cli(*command, "--cache-dir", str(cache_dir), timeout=120)
+        assert_one_line_error(result, "not a directory")
+
+
+def _copy_as_device_artifact(artifact: Path, target: Path) -> None:
+    """A copy of ``artifact`` for a Tenstorrent target: serving it is refused at once, naming p150."""
+    shutil.copytree(artifact, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["target"] = "p150"
+    (target / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_directory_named_like_a_builtin_model_does_not_shadow_it(compiled, tmp_path):
+    """`smollm2-135m` and `yolov4` are the built-in models even beside same-named directories; `./smollm2-135m`
+    is the directory."""
+    workdir = tmp_path / "work"
+    for name in ("smollm2-135m", "yolov4"):
+        _copy_as_device_artifact(compiled("llama").path, workdir / name)
+    Image.new("RGB", (8, 8)).save(workdir / "image.png")
+    cache = tmp_path / "cache"
+
+    def ingot(*args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, INGOT_CACHE_DIR=str(cache))
+        command = [sys.executable, "-m", "ingot.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=120)
+
+    port = str(free_port())
+    assert_one_line_error(ingot("serve", "smollm2-135m", "--no-compile", "--port", port), "smollm2-135m: not compiled")
+    assert_one_line_error(ingot("serve", "yolov4", "--port", port), "yolov4 is not compiled")
+    assert_one_line_error(ingot("inspect", "smollm2-135m"), "smollm2-135m: not compiled")
+    assert_one_line_error(ingot("verify", "yolov4"), "yolov4 is not compiled")
+    assert_one_line_error(ingot("detect", "image.png", "--model", "yolov4"), "yolov4 is not compiled")
+    # a path names the directory
+    assert_one_line_error(ingot("serve", "./smollm2-135m", "--no-compile", "--port", port), "p150")
+    inspect = ingot("inspect", "./yolov4")
+    assert inspect.returncode == 0 and "p150" in inspect.stdout, inspect.stderr

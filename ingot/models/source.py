@@ -82,16 +82,22 @@ def _safetensors_files(root: Path) -> list[Path]:
 def builtin_model_path(name: str) -> Path:
     entry = BUILTIN_MODELS[name]
     spec = importlib.util.find_spec(entry.package)  # locates the package without importing it
+    # a same-named path is never the built-in model, but its user may have meant it
+    other = f" (for the {name} in this directory, write ./{name})" if Path(name).exists() else ""
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"built-in model {name} is not installed: {entry.install_hint}")
+        raise ModelSourceError(f"built-in model {name} is not installed: {entry.install_hint}{other}")
     path = Path(spec.submodule_search_locations[0]) / entry.filename
     if not path.is_file():
-        raise ModelSourceError(f"built-in model {name}: {entry.filename} is missing; reinstall: {entry.install_hint}")
+        hint = f"reinstall: {entry.install_hint}{other}"
+        raise ModelSourceError(f"built-in model {name}: {entry.filename} is missing; {hint}")
     return path
 
 
 def resolve_source(spec: str) -> ModelSource:
-    """Turn the MODEL argument into a ModelSource, or say in one line why it names nothing usable."""
+    """Turn the MODEL argument into a ModelSource, or say in one line why it names nothing usable.
+
+    A built-in name means the built-in model even where a same-named file or directory exists: the argument reads
+    the same wherever it is run. ``./smollm2-135m`` names the directory."""
     if spec in BUILTIN_MODELS:
         return ModelSource(name=spec, kind="gguf", path=builtin_model_path(spec))
     path = Path(spec).expanduser()

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.bench.report import RequestRecord, summarize
+from ingot.benchmark.report import RequestRecord, summarize
 from tests.conftest import run_cli
 from tests.server.helpers import eventually
 from tests.server.test_serve_cli import free_port, healthy

@@ -1,7 +1,10 @@
+import shutil
+
 import pytest
 
 from ingot.errors import ModelSourceError
-from ingot.models.source import BUILTIN_MODELS, resolve_source
+from ingot.models.source import BUILTIN_MODELS, BuiltinModel, resolve_source
+from ingot.models.yolov4.source import is_detector
 
 
 def test_hf_directory(tiny_model):
@@ -46,3 +49,24 @@ def test_pickled_weights_are_never_loaded(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
     with pytest.raises(ModelSourceError, match="never loads pickled weights"):
         resolve_source(str(tmp_path))
+
+
+def test_a_builtin_name_wins_over_a_same_named_directory(tiny_model, tmp_path, monkeypatch):
+    shutil.copytree(tiny_model("llama"), tmp_path / "smollm2-135m")
+    monkeypatch.chdir(tmp_path)
+    builtin = resolve_source("smollm2-135m")
+    assert builtin.kind == "gguf" and builtin.path.name == BUILTIN_MODELS["smollm2-135m"].filename
+    directory = resolve_source("./smollm2-135m")
+    assert directory.kind == "hf" and directory.path == tmp_path / "smollm2-135m"
+    assert is_detector("yolov4") and not is_detector("./yolov4")
+
+
+def test_a_builtin_that_is_not_installed_says_how_to_name_the_same_named_directory(tiny_model, tmp_path, monkeypatch):
+    missing = BuiltinModel(package="ingot_test_no_such_package", filename="m.gguf", install_hint="pip install m")
+    monkeypatch.setitem(BUILTIN_MODELS, "demo-model", missing)
+    shutil.copytree(tiny_model("llama"), tmp_path / "demo-model")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelSourceError, match=r"not installed: pip install m \(for the demo-model in this directory, "
+                       r"write \./demo-model\)"):  # fmt: skip
+        resolve_source("demo-model")
+    assert resolve_source("./demo-model").kind == "hf"

@@ -39,6 +39,7 @@ class DetectorSource:
 
 
 def is_detector(model: str) -> bool:
+    """Whether ``model`` is a built-in detector's name; ``./yolov4`` is a path, never the detector."""
     return model in DETECTOR_MODELS
 
 

@@ -7,11 +7,12 @@ import asyncio
 import json
 from pathlib import Path
 
-from ingot.bench.report import format_summary, summarize, write_json
-from ingot.bench.workload import fixed_text_prompts, random_token_prompts
+from ingot.benchmark.report import format_summary, summarize, write_json
+from ingot.benchmark.workload import fixed_text_prompts, random_token_prompts
+from ingot.cli.locate import find_artifact, open_store
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
     bench = commands.add_parser("bench", help="measure throughput and latency (offline engine or online server)")
     modes = bench.add_subparsers(dest="mode", required=True)
     workload = argparse.ArgumentParser(add_help=False)
@@ -24,12 +25,12 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     workload.add_argument("--seed", type=int, default=0)
     workload.add_argument("--json", type=Path, help="write the result here")
 
-    offline = modes.add_parser("offline", parents=[common, workload], help="drive the engine in this process")
+    offline = modes.add_parser("offline", parents=[cache_dir, workload], help="drive the engine in this process")
     offline.add_argument("artifact", help="artifact key, key prefix or path")
     offline.add_argument("--kv-cache-gb", type=float)
     offline.set_defaults(handler=cmd_bench)
 
-    online = modes.add_parser("online", parents=[common, workload], help="stream from an OpenAI-compatible server")
+    online = modes.add_parser("online", parents=[cache_dir, workload], help="stream from an OpenAI-compatible server")
     online.add_argument("--base-url", default="http://127.0.0.1:8000")
     online.add_argument("--endpoint", default="/v1/completions", choices=("/v1/completions", "/v1/chat/completions"))
     online.add_argument("--model", required=True, help="model name the server serves")
@@ -42,10 +43,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
     from ingot.artifacts.integrity import check_artifact
-    from ingot.artifacts.store import ArtifactStore
 
-    store = ArtifactStore.open(args.cache_dir)
-    path = store.resolve(args.artifact if args.mode == "offline" else args.tokenizer)
+    path = find_artifact(open_store(args), args.artifact if args.mode == "offline" else args.tokenizer)
     manifest = check_artifact(path)
     tokenizer = AutoTokenizer.from_pretrained(path / manifest.tokenizer.directory)
     if args.dataset == "random":
@@ -54,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         prompts = fixed_text_prompts(tokenizer, args.num_prompts, args.input_len)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "json", "cache_dir") and v is not None}
     if args.mode == "offline":
-        from ingot.bench.offline import run_offline
+        from ingot.benchmark.offline import run_offline
         from ingot.runtime.engine import Engine
 
         engine = Engine(path, manifest, kv_cache_gb=args.kv_cache_gb)
@@ -63,7 +62,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         finally:
             engine.shutdown()
     else:
-        from ingot.bench.online import run_online
+        from ingot.benchmark.online import run_online
 
         texts = [(tokenizer.decode(p), len(p)) for p in prompts]
         records, duration = asyncio.run(

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from ingot.bench.report import RequestRecord
+from ingot.benchmark.report import RequestRecord
 
 
 def request_body(endpoint: str, model: str, prompt: str, output_len: int) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ingot.bench.report import RequestRecord
+from ingot.benchmark.report import RequestRecord
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 

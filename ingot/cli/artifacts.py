@@ -1,0 +1,101 @@
+"""`ingot ls`, `inspect`, `verify` and `gc`: the artifacts in the store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ingot.cli.arguments import add_command
+from ingot.cli.locate import find_artifact, open_store
+from ingot.cli.printing import (
+    out, print_artifacts, print_manifest, print_tt_detection_prediction, print_tt_prediction, print_verification,
+)  # fmt: skip
+from ingot.errors import IngotError
+
+ARTIFACT_HELP = "key, key prefix or path, or a built-in model name (its artifact: see ingot serve --help)"
+
+
+def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
+    add_command(commands, "ls", cmd_ls, "list cached artifacts", [cache_dir])
+    sub = add_command(commands, "inspect", cmd_inspect, "show an artifact's manifest", [cache_dir])
+    sub.add_argument("artifact", help=ARTIFACT_HELP)
+    sub.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    sub = add_command(
+        commands, "verify", cmd_verify, "check an artifact's files and re-run its accuracy check", [cache_dir]
+    )
+    sub.add_argument("artifact", help=ARTIFACT_HELP)
+    sub.add_argument(
+        "--tt-policy", action="append", choices=["accuracy", "performance", "yolov4"],
+        help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets every "
+        "policy for its kind: accuracy and performance for language models, yolov4 for detectors)",
+    )
+    sub = add_command(
+        commands, "gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load", [cache_dir]
+    )
+    sub.add_argument("--all", action="store_true", help="remove every artifact")
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    artifacts = open_store(args).list()
+    if not artifacts:
+        out.print("no artifacts")
+        return
+    print_artifacts(artifacts)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from ingot.artifacts.manifest import Manifest
+
+    path = find_artifact(open_store(args), args.artifact)
+    manifest = Manifest.read(path)
+    if args.json:
+        print(manifest.model_dump_json(indent=2))
+        return
+    print_manifest(path, manifest)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from ingot.artifacts.manifest import Manifest
+    from ingot.compile.reverify import reverify
+    from ingot.compile.tt.policies import get_policy, policies_for
+
+    path = find_artifact(open_store(args), args.artifact)
+    manifest = Manifest.read(path)
+    for name in args.tt_policy or []:
+        get_policy(name, manifest.kind)  # a policy for the other kind of model is refused before any work
+    report = reverify(path)
+    if report is None:  # a device target: its files check out, and running its programs needs the device
+        out.print(
+            f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
+            f"({len(manifest.files)} files); predicting the accuracy of its number formats on the CPU"
+        )
+        out.print(f"verification: {manifest.tt.device_verification if manifest.tt else 'not available'}")
+    else:
+        print_verification(report)
+        if not report.passed:
+            raise IngotError("verification failed")
+    # a device artifact is predicted under every policy for its kind (its programs cannot run here)
+    policies = args.tt_policy or ([] if report is not None else [p.name for p in policies_for(manifest.kind)])
+    if policies:
+        _print_tt_predictions(path, manifest, policies)
+
+
+def _print_tt_predictions(path: Path, manifest, policies: list[str]) -> None:
+    """Predict, on the CPU, the artifact's accuracy under each TT format policy, and print it."""
+    if manifest.kind == "detector":
+        from ingot.compile.tt.emulate_detector import predict_tt_detector_accuracies
+
+        for prediction in predict_tt_detector_accuracies(path, manifest, policies):
+            print_tt_detection_prediction(prediction)
+        return
+    from ingot.compile.tt.emulate import predict_tt_accuracies
+
+    for prediction in predict_tt_accuracies(path, manifest, policies):
+        print_tt_prediction(prediction)
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    removed = open_store(args).gc(everything=args.all)
+    for path in removed:
+        out.print(f"removed {path}")
+    out.print(f"{len(removed)} removed")

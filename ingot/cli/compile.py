@@ -1,0 +1,140 @@
+"""`ingot compile` and `ingot cache-key`: one set of compile options, for a language model or a detector."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ingot.artifacts.store import ArtifactStore
+from ingot.cli.arguments import add_command, int_list
+from ingot.cli.locate import open_store
+from ingot.cli.printing import out, print_tt_build, print_verification
+from ingot.errors import IngotError
+
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "shared_weights")
+DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
+
+
+def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
+    options = compile_options_parent()
+    sub = add_command(
+        commands, "compile", cmd_compile, "compile a model into a verified artifact (a cache hit does nothing)",
+        parents=[cache_dir, options],
+    )
+    sub.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
+    add_command(commands, "cache-key", cmd_cache_key, "print the artifact key without compiling", [cache_dir, options])
+
+
+def compile_options_parent() -> argparse.ArgumentParser:
+    """MODEL and the options that make its artifact key, which `compile` and `cache-key` share."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
+    parser.add_argument("--target", help="cpu (default), p150, n150, n300")
+    parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
+    parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
+    parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
+    parser.add_argument(
+        "--prefill-buckets", type=int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
+    )
+    parser.add_argument(
+        "--shared-weights", action="store_true",
+        help="cpu: every program reads one weights file instead of carrying a frozen, prepacked copy "
+        "(less memory and disk, slower prefill and batched decode)",
+    )
+    parser.add_argument(
+        "--optimization-level", type=int, choices=(0, 1, 2),
+        help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
+    )
+    parser.add_argument(
+        "--allow-cpu-fallback", action="store_true",
+        help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
+    )
+    detector = parser.add_argument_group("detectors (yolov4)")
+    detector.add_argument("--weights", help="yolov4.weights (Darknet) or the pytorch-YOLOv4 port's .pth/.safetensors")
+    detector.add_argument("--random-weights", action="store_true", help="compile with seeded random weights instead")
+    detector.add_argument("--input-size", type=int, help="square input size: 320, 416 (default), 512, 608, 640")
+    detector.add_argument("--emit", action="append", choices=["onnx"], help="also export the captured graph as ONNX")
+    return parser
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    result = _compile_artifact(args, open_store(args), quiet=args.quiet)
+    took = time.perf_counter() - start
+    if result.cache_hit:
+        out.print(f"cache hit: {result.key} (nothing to do, {took:.2f} s)")
+    else:
+        if not args.quiet and result.manifest.verification:
+            print_verification(result.manifest.verification)
+        if not args.quiet and result.manifest.tt:
+            print_tt_build(result.manifest)
+        out.print(f"compiled {result.key} in {took:.1f} s")
+    out.print(str(result.path))
+
+
+def cmd_cache_key(args: argparse.Namespace) -> None:
+    from ingot.compile.pipeline import cache_key
+    from ingot.models.source import resolve_source
+    from ingot.models.yolov4.source import is_detector
+
+    detector = is_detector(args.model)
+    _refuse_foreign_options(args, detector)
+    if detector:
+        out.print(cache_key(_detector_source(args).digests(), _detector_options(args)))
+    else:
+        out.print(cache_key(resolve_source(args.model).digests(), _options(args)))
+
+
+def _compile_artifact(args: argparse.Namespace, store: ArtifactStore, quiet: bool = False):
+    """Compile (or find) the artifact of ``args.model`` with the options given; a CompileResult."""
+    from ingot.models.yolov4.source import is_detector
+
+    _refuse_foreign_options(args, is_detector(args.model))
+    if is_detector(args.model):
+        from ingot.compile.detector_pipeline import compile_detector
+
+        return compile_detector(_detector_source(args), _detector_options(args), store, quiet=quiet)
+    from ingot.compile.pipeline import compile_model
+
+    return compile_model(args.model, _options(args), store, quiet=quiet)
+
+
+def _refuse_foreign_options(args: argparse.Namespace, detector: bool) -> None:
+    for name in DETECTOR_ONLY if not detector else LLM_ONLY:
+        if getattr(args, name, None):
+            kind = "detectors" if not detector else "language models"
+            raise IngotError(f"--{name.replace('_', '-')} is an option for {kind}, not {args.model}")
+
+
+def _detector_source(args: argparse.Namespace):
+    from ingot.models.yolov4.source import resolve_detector
+
+    return resolve_detector(args.model, args.weights, args.random_weights)
+
+
+def _detector_options(args: argparse.Namespace):
+    from ingot.compile.detector_options import DetectorOptions
+
+    return DetectorOptions.parse(
+        target=args.target,
+        input_size=args.input_size,
+        max_batch=args.max_batch,
+        emit=tuple(args.emit or ()),
+        optimization_level=args.optimization_level,
+        allow_cpu_fallback=args.allow_cpu_fallback or None,
+    )
+
+
+def _options(args: argparse.Namespace):
+    from ingot.compile.options import CompileOptions
+
+    return CompileOptions.parse(
+        target=args.target,
+        max_batch=args.max_batch,
+        max_context=args.max_context,
+        block_size=args.block_size,
+        prefill_buckets=args.prefill_buckets,
+        shared_weights=args.shared_weights or None,
+        optimization_level=args.optimization_level,
+        allow_cpu_fallback=args.allow_cpu_fallback or None,
+    )

@@ -1,0 +1,66 @@
+"""Finding what a command names: the artifact store, and the artifact of a key, a path or a built-in model.
+
+A built-in model's name (smollm2-135m, yolov4) always means the built-in model, even beside a same-named
+directory; a user who means the directory writes a path (./smollm2-135m).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ingot.artifacts.store import ArtifactStore, default_cache_dir
+from ingot.errors import IngotError, OptionError
+
+
+def check_cache_dir(cache_dir: str | None) -> None:
+    """Refuse, in one line, a cache directory that is a file or inside one, before any command works in it."""
+    path = default_cache_dir(cache_dir)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, a file"
+        raise OptionError(f"artifact cache {path} {where}, not a directory (see --cache-dir, $INGOT_CACHE_DIR)")
+
+
+def open_store(args: argparse.Namespace) -> ArtifactStore:
+    return ArtifactStore.open(args.cache_dir)
+
+
+def find_artifact(store: ArtifactStore, name: str) -> Path:
+    """The artifact ``name`` means, never compiling: a built-in model's (see the module's docstring), else a key,
+    key prefix or path."""
+    from ingot.models.source import BUILTIN_MODELS
+    from ingot.models.yolov4.source import is_detector
+
+    if is_detector(name):
+        return newest_detector_artifact(store, name)
+    if name in BUILTIN_MODELS:
+        key = default_artifact_key(name)
+        if not store.has(key):
+            raise IngotError(f"{name}: not compiled (no artifact {key}): ingot compile {name} first")
+        return store.path(key)
+    return store.resolve(name)
+
+
+def default_artifact_key(model: str) -> str:
+    """The key of ``model``'s artifact with the default compile options (what `ingot serve MODEL` compiles)."""
+    from ingot.compile.options import CompileOptions
+    from ingot.compile.pipeline import cache_key
+    from ingot.models.source import resolve_source
+
+    return cache_key(resolve_source(model).digests(), CompileOptions())
+
+
+def newest_detector_artifact(store: ArtifactStore, model: str) -> Path:
+    """The most recently built loadable artifact of the detector ``model`` (e.g. ``yolov4``) this host can run;
+    if there are only device artifacts, the newest one's refusal."""
+    from ingot.runtime.servable import unservable_reason
+
+    found = [a for a in store.list() if a.manifest and a.manifest.model.name == model and not a.problem]
+    if not found:
+        raise IngotError(f"{model} is not compiled: ingot compile {model} --weights yolov4.weights first")
+    found.sort(key=lambda a: a.manifest.created_at, reverse=True)
+    for artifact in found:
+        if unservable_reason(artifact.manifest) is None:
+            return artifact.path
+    raise IngotError(unservable_reason(found[0].manifest))

@@ -1,0 +1,160 @@
+"""What the commands print: artifact listings, manifests, verification and accuracy reports, detections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_artifacts(artifacts) -> None:
+    """`ingot ls`: one row per stored artifact, with why it cannot be served if it cannot."""
+    table = Table("key", "model", "family", "target", "size", "created", "status", box=None)
+    for artifact in artifacts:
+        m = artifact.manifest
+        size = sum(f.size for f in m.files.values()) if m else 0
+        table.add_row(
+            artifact.key,
+            m.model.name if m else "?",
+            m.model.family if m else "?",
+            m.target if m else "?",
+            f"{size / 1e6:.1f} MB",
+            m.created_at if m else "?",
+            artifact.problem or "ok",
+        )
+    out.print(table)
+
+
+def print_manifest(path: Path, manifest) -> None:
+    """`ingot inspect`: what the artifact holds, its programs, and how it was verified."""
+    m = manifest.model
+    out.print(f"[bold]{manifest.key}[/bold]  {path}")
+    out.print(f"model     {m.name} ({m.architecture}, from {m.source_kind})")
+    out.print(f"target    {manifest.target}")
+    if manifest.detector:
+        d = manifest.detector
+        out.print(f"input     {d.input_size}x{d.input_size} RGB, letterboxed; batch sizes {d.batch_sizes}")
+        out.print(f"classes   {len(d.class_names)} ({', '.join(d.class_names[:4])}, ...); strides {d.strides}")
+        out.print(f"anchors   {' '.join(f'{w}x{h}' for w, h in d.anchors)}")
+    else:
+        out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
+        out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+    out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
+    programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
+    for p in manifest.programs:
+        shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in p.inputs)
+        programs.add_row(p.name, p.kind, _range(p.batch), _range(p.tokens) if p.tokens else "-", shapes, p.file)
+    out.print(programs)
+    if manifest.tt:
+        print_tt_build(manifest)
+    if manifest.verification:
+        print_verification(manifest.verification)
+
+
+def print_tt_build(manifest) -> None:
+    """A Tenstorrent artifact's programs, its device verification, and the accuracy predicted when it was built."""
+    print_tt_programs(manifest)
+    out.print(f"verification: {manifest.tt.device_verification}")
+    for prediction in manifest.tt.predicted:
+        print_tt_detection_prediction(prediction)
+
+
+def print_tt_programs(manifest) -> None:
+    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart)."""
+    from ingot.compile.tt.ops import BOOKKEEPING
+
+    tt = manifest.tt.spec
+    title = f"TT-NN programs for {tt['device']} (optimization level {manifest.programs[0].tt.optimization_level})"
+    table = Table("program", "status", "ops", "TTNN compute ops (count)", box=None, title=title)
+    for p in manifest.programs:
+        info = p.tt
+        compute = {op: n for op, n in info.ttnn_ops.items() if op not in BOOKKEEPING}
+        listing = ", ".join(f"{op.removeprefix('ttnn.')} {n}" for op, n in compute.items())
+        if info.status != "lowered":
+            listing = "not lowered: " + ", ".join(info.unlowered_ops)
+        table.add_row(p.name, info.status, str(sum(info.ttnn_ops.values())), listing)
+    out.print(table)
+
+
+def _range(bounds: tuple[int, int]) -> str:
+    return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}..{bounds[1]}"
+
+
+def print_tt_prediction(report) -> None:
+    tt = report.tenstorrent
+    reported = f"{tt.reported_model} reported by tt-metal" if tt.reported_top1 is not None else ""
+    table = Table(
+        "metric", "predicted", "Tenstorrent", box=None,
+        title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
+    )
+    table.add_row("logits PCC", f"{report.pcc:.6f}", f">= {tt.min_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    top1 = f"{tt.reported_top1:.0%} ({reported})" if tt.reported_top1 is not None else ""
+    top5 = f"{tt.reported_top5:.0%} ({reported})" if tt.reported_top5 is not None else ""
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", top1)
+    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", top5)
+    table.add_row("tokens", f"{report.num_tokens} teacher-forced", "")
+    table.add_row("PCC", "[green]meets 0.99[/green]" if report.meets_tt_pcc else "[red]below 0.99[/red]", "")
+    out.print(table)
+
+
+def print_tt_detection_prediction(report) -> None:
+    tt = report.tenstorrent
+    table = Table(
+        "metric", "predicted", "Tenstorrent (tt-metal YOLOv4)", box=None,
+        title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
+    )
+    boxes_bar = f">= {tt.min_box_pcc} (Blackhole: >= {tt.min_box_pcc_blackhole})"
+    table.add_row("boxes PCC", f"{report.box_pcc:.6f}", boxes_bar)
+    table.add_row("confidences PCC", f"{report.confidence_pcc:.6f}", f">= {tt.min_confidence_pcc}")
+    table.add_row("head maps PCC", f"{report.head_pcc:.6f}", "")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    table.add_row("images", f"{report.images} at {report.input_size}x{report.input_size}", "")
+    verdict = "[green]meets[/green]" if report.meets_tt_pcc else "[red]below[/red]"
+    table.add_row("PCC", f"{verdict} {tt.min_box_pcc} / {tt.min_confidence_pcc}", "")
+    out.print(table)
+
+
+def print_verification(report) -> None:
+    from ingot.artifacts.manifest import DetectionVerificationReport
+
+    if isinstance(report, DetectionVerificationReport):
+        _print_detection_verification(report)
+        return
+    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
+    table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", f">= {report.min_top1:.0%}")
+    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", "")
+    for name, value in report.programs.items():
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}")
+    table.add_row("tokens", f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)", "")
+    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+    out.print(table)
+
+
+def _print_detection_verification(report) -> None:
+    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
+    table.add_row("boxes PCC", f"{report.box_pcc:.7f}", f">= {report.min_box_pcc}")
+    table.add_row("confidences PCC", f"{report.confidence_pcc:.7f}", f">= {report.min_confidence_pcc}")
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
+    for name, value in report.programs.items():
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_box_pcc}")
+    if report.onnx_pcc is not None:
+        table.add_row("PCC ONNX (onnxruntime)", f"{report.onnx_pcc:.7f}", f">= {report.min_onnx_pcc}")
+    table.add_row("images", f"{report.images} at {report.input_size}x{report.input_size}", "")
+    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+    out.print(table)
+
+
+def print_detections(name: Path, result) -> None:
+    """`ingot detect`: one image's detections as a table."""
+    table = Table("class", "score", "box (x1, y1, x2, y2)", box=None,
+                  title=f"{name}: {len(result.detections)} detections")  # fmt: skip
+    for d in result.detections:
+        table.add_row(d.class_name, f"{d.score:.3f}", ", ".join(f"{v:.0f}" for v in d.box))
+    out.print(table)

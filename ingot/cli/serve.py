@@ -1,0 +1,188 @@
+"""`ingot serve`: check the options, take the port, resolve (or compile) and load every model, then serve them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ingot.artifacts.store import ArtifactStore
+from ingot.cli.arguments import add_command, finite_float, port_number, positive_float, positive_int
+from ingot.cli.locate import default_artifact_key, newest_detector_artifact, open_store
+from ingot.errors import IngotError, OptionError
+from ingot.server import settings as defaults
+from ingot.server.settings import ServerSettings
+
+API_KEY_ENV = "INGOT_API_KEY"
+
+
+def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
+    sub = add_command(commands, "serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API", [cache_dir])
+    sub.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help="artifact key or path, a model to compile (default smollm2-135m), or yolov4 (its newest artifact); "
+        "a built-in name means the built-in model even beside a same-named directory (write ./NAME for that)",
+    )
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sub.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
+    key = sub.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key",
+        help=f"require this bearer token on every request but /health, /metrics and /version (default ${API_KEY_ENV})",
+    )
+    key.add_argument("--api-key-file", help="as --api-key, the key being this file's first line")
+    sub.add_argument(
+        "--max-queue", type=positive_int, default=defaults.DEFAULT_MAX_QUEUE,
+        help="requests in flight per model, then 429",
+    )
+    sub.add_argument(
+        "--max-request-bytes", type=positive_int, default=defaults.DEFAULT_MAX_REQUEST_BYTES,
+        help="largest request body",
+    )
+    sub.add_argument("--kv-cache-gb", type=positive_float, help="KV-cache memory per model in GiB (default 1)")
+    sub.add_argument(
+        "--max-num-batched-tokens", type=positive_int,
+        help="tokens one engine step computes at most (a prefill chunk, a decode batch); default: the largest bucket",
+    )
+    sub.add_argument("--no-compile", action="store_true", help="serve only models already compiled; never compile")
+    sub.add_argument(
+        "--shutdown-timeout", type=finite_float, default=defaults.DEFAULT_SHUTDOWN_TIMEOUT,
+        help="seconds in-flight requests get to finish after SIGTERM",
+    )
+    sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
+    sub.add_argument(
+        "--max-image-pixels", type=positive_int,
+        help="larger images sent to /v1/detections get 413 (default: a cap from each detector's input size)",
+    )
+    limits = sub.add_argument_group("per-request limits (a request over one gets 400)")
+    limits.add_argument(
+        "--max-stop-sequences", type=positive_int, default=defaults.DEFAULT_MAX_STOP_SEQUENCES,
+        help=f"stop strings per request (default {defaults.DEFAULT_MAX_STOP_SEQUENCES}, OpenAI's)",
+    )
+    limits.add_argument(
+        "--max-logit-bias", type=positive_int, default=defaults.DEFAULT_MAX_LOGIT_BIAS,
+        help=f"logit_bias entries per request (default {defaults.DEFAULT_MAX_LOGIT_BIAS}, OpenAI's)",
+    )
+    connections = sub.add_argument_group("connections")
+    connections.add_argument(
+        "--timeout-keep-alive", type=positive_float, default=defaults.DEFAULT_TIMEOUT_KEEP_ALIVE,
+        help=f"seconds an idle kept-alive connection stays open (default {defaults.DEFAULT_TIMEOUT_KEEP_ALIVE:g})",
+    )
+    connections.add_argument(
+        "--read-timeout", type=positive_float, default=defaults.DEFAULT_READ_TIMEOUT,
+        help=f"seconds a client gets to send a request's headers and body (default {defaults.DEFAULT_READ_TIMEOUT:g})",
+    )
+    connections.add_argument(
+        "--max-connections", type=positive_int, default=defaults.DEFAULT_MAX_CONNECTIONS,
+        help=f"open connections at once; beyond them, 503 (default {defaults.DEFAULT_MAX_CONNECTIONS})",
+    )
+
+
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The server's settings from the options; checked here, before the port is taken or any model loads."""
+    return ServerSettings(
+        api_key=_api_key(args),
+        max_queue=args.max_queue,
+        max_request_bytes=args.max_request_bytes,
+        log_prompts=args.log_prompts,
+        shutdown_timeout=args.shutdown_timeout,
+        max_image_pixels=args.max_image_pixels,
+        max_stop_sequences=args.max_stop_sequences,
+        max_logit_bias=args.max_logit_bias,
+        timeout_keep_alive=args.timeout_keep_alive,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
+    )
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else --api-key-file's first line, else $INGOT_API_KEY; None (no authentication) if none is given.
+    An empty key is refused: it would read as authentication while letting every request in."""
+    if args.api_key is not None:
+        key, source = args.api_key, "--api-key"
+    elif args.api_key_file is not None:
+        source = f"--api-key-file {args.api_key_file}"
+        try:
+            lines = Path(args.api_key_file).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not text"
+            raise OptionError(f"{source}: cannot read the key ({reason})") from None
+        key = lines[0] if lines else ""
+    elif API_KEY_ENV in os.environ:
+        key, source = os.environ[API_KEY_ENV], f"${API_KEY_ENV}"
+    else:
+        return None
+    if not key.strip():
+        raise OptionError(f"{source} is empty: give a key, or none at all to serve without authentication")
+    return key.strip()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Take the port first, so a busy one is reported before minutes of compiling or loading, then load every
+    model and serve them all under their model names."""
+    import logging
+
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.artifacts.manifest import Manifest
+    from ingot.runtime.engine import Engine
+    from ingot.runtime.servable import unservable_reason
+    from ingot.runtime.vision.detector import Detector
+    from ingot.server.run import bind_socket, serve
+
+    settings = server_settings(args)
+    store = open_store(args)
+    with bind_socket(args.host, args.port) as sock:
+        artifacts: dict[str, tuple[Path, Manifest]] = {}
+        for model in args.models or ["smollm2-135m"]:
+            path = _artifact_path(store, model, args.no_compile)
+            manifest = check_artifact(path)
+            refusal = unservable_reason(manifest)
+            if refusal:
+                raise IngotError(refusal)
+            if manifest.model.name in artifacts:
+                raise OptionError(f"two models are named {manifest.model.name}; served models need distinct names")
+            artifacts[manifest.model.name] = (path, manifest)
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        engines: dict[str, Engine] = {}
+        detectors: dict[str, Detector] = {}
+        try:
+            for name, (path, manifest) in artifacts.items():
+                if manifest.kind == "detector":
+                    detectors[name] = Detector(path, manifest)
+                else:
+                    engines[name] = Engine(
+                        path, manifest, kv_cache_gb=args.kv_cache_gb,
+                        max_num_batched_tokens=args.max_num_batched_tokens,
+                    )  # fmt: skip
+        except BaseException:
+            for runner in [*engines.values(), *detectors.values()]:
+                runner.shutdown()
+            raise
+        serve(engines, settings, sock, detectors)
+
+
+def _artifact_path(store: ArtifactStore, model: str, no_compile: bool) -> Path:
+    """A built-in model's artifact (a language model's default-options one, compiled on a miss; a detector's
+    newest: compiling one needs its weights); else an artifact key, prefix or path; else a model directory or
+    file whose default-options artifact is compiled on a miss."""
+    from ingot.compile.options import CompileOptions
+    from ingot.compile.pipeline import compile_model
+    from ingot.errors import ArtifactError
+    from ingot.models.source import BUILTIN_MODELS
+    from ingot.models.yolov4.source import is_detector
+
+    if is_detector(model):
+        return newest_detector_artifact(store, model)
+    if model not in BUILTIN_MODELS:  # a built-in name is never a path or key (./NAME is the directory)
+        try:
+            return store.resolve(model)
+        except ArtifactError:
+            if not Path(model).expanduser().exists():
+                raise
+    if not no_compile:
+        return compile_model(model, CompileOptions(), store).path
+    key = default_artifact_key(model)
+    if not store.has(key):
+        raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
+    return store.path(key)
