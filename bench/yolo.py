@@ -29,9 +29,10 @@ import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector_options import DetectorOptions
-from ingot.compile.detector_pipeline import ONNX_FILE, compile_detector
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.detector.options import DetectorOptions
+from ingot.compile.detector.kind import compile_detector
+from ingot.compile.detector.onnx_export import ONNX_FILE
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.models.yolov4.network import YOLOv4
 from ingot.models.yolov4.source import resolve_detector
 from ingot.runtime.vision.decode import decode_heads

@@ -82,10 +82,10 @@ def _compile(args: argparse.Namespace, store: ArtifactStore, quiet: bool = False
 
     _refuse_foreign_options(args, is_detector(args.model))
     if is_detector(args.model):
-        from ingot.compile.detector_pipeline import compile_detector
+        from ingot.compile.detector.kind import compile_detector
 
         return compile_detector(_detector_source(args), _detector_options(args), store, quiet=quiet)
-    from ingot.compile.pipeline import compile_model
+    from ingot.compile.llm.kind import compile_model
 
     return compile_model(args.model, _options(args), store, quiet=quiet)
 
@@ -97,7 +97,7 @@ def _detector_source(args: argparse.Namespace):
 
 
 def _detector_options(args: argparse.Namespace):
-    from ingot.compile.detector_options import DetectorOptions
+    from ingot.compile.detector.options import DetectorOptions
 
     return DetectorOptions.parse(
         target=args.target,
@@ -110,7 +110,7 @@ def _detector_options(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace):
-    from ingot.compile.options import CompileOptions
+    from ingot.compile.llm.options import CompileOptions
 
     return CompileOptions.parse(
         target=args.target,
@@ -213,14 +213,14 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
-    from ingot.compile.reverify import reverify
+    from ingot.compile.verify.stored import verify_stored
     from ingot.compile.tt.policies import get_policy, policies_for
 
     path = _store(args).resolve(args.artifact)
     manifest = Manifest.read(path)
     for name in args.tt_policy or []:
         get_policy(name, manifest.kind)  # a policy for the other kind of model is refused before any work
-    report = reverify(path)
+    report = verify_stored(path)
     if report is None:  # a device target: its files check out, and running its programs needs the device
         out.print(
             f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
@@ -265,8 +265,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from ingot.artifacts.integrity import check_artifact
     from ingot.artifacts.manifest import Manifest
-    from ingot.compile.options import CompileOptions
-    from ingot.compile.pipeline import cache_key, compile_model
+    from ingot.compile.llm.options import CompileOptions
+    from ingot.compile.llm.kind import compile_model
+    from ingot.compile.pipeline import cache_key
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source
     from ingot.models.yolov4.source import is_detector

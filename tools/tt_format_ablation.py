@@ -15,7 +15,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.compile.reverify import reference_model
+from ingot.compile.verify.references import reference_model
 from ingot.compile.tt import emulate
 from ingot.compile.tt import policies as P
 from ingot.compile.tt.formats import TTFormat

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.runtime.vision.detector import Detector
 from ingot.server.settings import ServerSettings
 from tests.server.conftest import LiveServer

@@ -3,7 +3,7 @@
 `predicted_model` copies a float32 transformers model and applies a `FormatPolicy`: weights are replaced by
 their values in the policy's formats (`formats.quantize`, bit-exact with ttnn's conversion), forward hooks
 round the activations the policy names, and an attention wrapper reads keys and values in the KV-cache format,
-as decode reads them from a TT cache. `predict_accuracy` runs both models teacher-forced over the text
+as decode reads them from a TT cache. `predict_accuracies` runs both models teacher-forced over the text
 `ingot verify` uses and reports PCC of the logits and top-1/top-5 agreement, beside Tenstorrent's own
 acceptance numbers. Arithmetic stays float32: what this predicts is the cost of the storage formats, not of
 the device's math fidelity (see policies.py for what is not modelled).
@@ -24,7 +24,9 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from ingot.artifacts.manifest import Manifest
 from ingot.compile.tt.formats import TTFormat, quantize
 from ingot.compile.tt.policies import FormatPolicy, get_policy
-from ingot.compile.verify import agreement, verification_tokens
+from ingot.compile.verify.metrics import agreement
+from ingot.compile.verify.references import LLM_REFERENCE, reference_model
+from ingot.compile.verify.sample_inputs import verification_tokens
 
 # Tenstorrent's acceptance numbers: PCC >= 0.99 for a model's output against its reference, and what tt-metal
 # reports for Llama-3.1-8B teacher-forced top-1/top-5 token accuracy in each mode (models/tt_transformers).
@@ -94,15 +96,6 @@ def predicted_model(reference: PreTrainedModel, policy: FormatPolicy) -> tuple[P
     return model.eval(), applied
 
 
-def predict_accuracy(
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    policy: FormatPolicy,
-    max_context: int | None = None,
-) -> TTAccuracyReport:
-    return predict_accuracies(reference, tokenizer, [policy], max_context)[0]
-
-
 def predict_accuracies(
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -145,7 +138,7 @@ def _report(
         policy=policy.name,
         description=policy.description,
         source=policy.source,
-        reference="transformers eager float32",
+        reference=LLM_REFERENCE,
         num_tokens=num_tokens,
         tenstorrent=TenstorrentAcceptance(
             min_pcc=TT_MIN_PCC, reported_model=TT_REPORTED_MODEL, reported_top1=top1, reported_top5=top5
@@ -156,18 +149,12 @@ def _report(
     )
 
 
-def predict_tt_accuracy(artifact_dir: Path, manifest: Manifest, policy: str | FormatPolicy) -> TTAccuracyReport:
-    """`ingot verify`'s TT numerics: rebuild the float32 reference from the artifact's own weights and config
-    (as for a cpu artifact) and predict its accuracy under `policy` (a name from policies.POLICIES or a policy)."""
-    return predict_tt_accuracies(artifact_dir, manifest, [policy])[0]
-
-
 def predict_tt_accuracies(
     artifact_dir: Path, manifest: Manifest, policies: list[str | FormatPolicy]
 ) -> list[TTAccuracyReport]:
-    """`predict_tt_accuracy` for several policies, loading the reference once."""
-    from ingot.compile.reverify import reference_model
-
+    """`ingot verify`'s TT numerics: rebuild the float32 reference from the artifact's own weights and config
+    (as for a cpu artifact) and predict its accuracy under each policy (a name from policies.POLICIES or a policy),
+    loading the reference once."""
     transformers.utils.logging.set_verbosity_error()
     resolved = [get_policy(p, manifest.kind) if isinstance(p, str) else p for p in policies]
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir / manifest.tokenizer.directory)

@@ -17,10 +17,11 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ingot.artifacts.manifest import Manifest, TtDetectionAcceptance, TtDetectionPrediction
-from ingot.compile.detector_verify import REFERENCE, flatten_heads, sample_batch
 from ingot.compile.tt.emulate import apply_policy, count_applied
 from ingot.compile.tt.policies import FormatPolicy, get_policy
-from ingot.compile.verify import pcc
+from ingot.compile.verify.metrics import flatten_heads, max_abs_error, pcc
+from ingot.compile.verify.references import DETECTOR_REFERENCE, detector_reference
+from ingot.compile.verify.sample_inputs import sample_batch
 from ingot.runtime.vision.decode import decode_heads
 
 # tt-metal's models/demos/yolov4/common.py at commit 90b63baa: YOLOV4_BOXES_PCC, YOLOV4_CONFS_PCC and
@@ -71,13 +72,13 @@ def predict_detector_accuracies(
                 policy=policy.name,
                 description=policy.description,
                 source=policy.source,
-                reference=REFERENCE,
+                reference=DETECTOR_REFERENCE,
                 images=len(images),
                 input_size=info.input_size,
                 box_pcc=box_pcc,
                 confidence_pcc=confidence_pcc,
                 head_pcc=pcc(flatten_heads(actual), flatten_heads(expected)),
-                max_abs_error=max(float((a - e).abs().max()) for a, e in zip(actual, expected)),
+                max_abs_error=max_abs_error(actual, expected),
                 tenstorrent=TT_ACCEPTANCE,
                 meets_tt_pcc=meets,
                 applied=count_applied(applied),
@@ -90,6 +91,4 @@ def predict_tt_detector_accuracies(
     artifact_dir: Path, manifest: Manifest, policies: list[str | FormatPolicy]
 ) -> list[TtDetectionPrediction]:
     """`ingot verify`'s TT numerics for a detector: the float32 reference rebuilt from the artifact's weights."""
-    from ingot.compile.reverify import detector_reference
-
     return predict_detector_accuracies(detector_reference(artifact_dir, manifest), manifest, policies)

@@ -11,12 +11,13 @@ import torch
 
 from ingot.errors import CompileError
 
+ONNX_FILE = "model.onnx"  # in the artifact, beside the programs
 OUTPUT_NAMES = ("stride8", "stride16", "stride32")
 
 
 def export_onnx(exported: torch.export.ExportedProgram, path: Path) -> None:
     """One self-contained .onnx file (weights inside; YOLOv4's 258 MB is far below protobuf's 2 GB limit)."""
-    import onnx
+    import onnx  # only an --emit onnx compile needs it
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # it logs every torchvision op it skips
     with warnings.catch_warnings():
@@ -33,7 +34,7 @@ def export_onnx(exported: torch.export.ExportedProgram, path: Path) -> None:
 
 def run_onnx(path: Path, images: torch.Tensor) -> list[torch.Tensor]:
     """The ONNX model's outputs in onnxruntime's CPU provider."""
-    import onnxruntime
+    import onnxruntime  # only verifying an emitted ONNX needs it
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"images": images.numpy()})

@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator, model_validator
 
-from ingot.compile.options import TargetOptions, _powers_of_two
+from ingot.compile.options import TargetOptions, check_one_of, one_of
+from ingot.models.yolov4.spec import INPUT_SIZES
+from ingot.sizes import powers_of_two
 
-INPUT_SIZES = (320, 416, 512, 608, 640)
 EMITS = ("onnx",)
 
 
 class DetectorOptions(TargetOptions):
-    input_size: int = 416
+    input_size: Annotated[int, one_of(INPUT_SIZES, "must be one of {choices}")] = 416
     max_batch: int = Field(8, ge=1, le=64)
     emit: tuple[str, ...] = ()
-
-    @field_validator("input_size")
-    @classmethod
-    def _input_size(cls, value: int) -> int:
-        if value not in INPUT_SIZES:
-            raise ValueError(f"must be one of {', '.join(map(str, INPUT_SIZES))}")
-        return value
 
     @field_validator("emit")
     @classmethod
     def _emit(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [v for v in value if v not in EMITS]
-        if unknown:
-            raise ValueError(f"cannot emit {unknown[0]!r}; choices: {', '.join(EMITS)}")
+        for item in value:
+            check_one_of(item, EMITS, "cannot emit {value!r}; choices: {choices}")
         return tuple(sorted(set(value)))
 
     @model_validator(mode="after")
@@ -39,4 +34,4 @@ class DetectorOptions(TargetOptions):
     @property
     def batch_sizes(self) -> list[int]:
         """The fixed batch sizes a batch of images is padded to: 1, 2, 4, ... max_batch."""
-        return _powers_of_two(1, self.max_batch) if self.max_batch > 1 else [1]
+        return powers_of_two(1, self.max_batch)
