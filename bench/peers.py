@@ -187,8 +187,8 @@ def main() -> None:
     if args.artifact:
         path = store.resolve(args.artifact)
     else:
-        from ingot.compile.llm.options import CompileOptions
         from ingot.compile.llm.kind import compile_model
+        from ingot.compile.options import CompileOptions
 
         path = compile_model("smollm2-135m", CompileOptions.parse(), store).path
     if args.only:

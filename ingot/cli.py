@@ -97,7 +97,7 @@ def _detector_source(args: argparse.Namespace):
 
 
 def _detector_options(args: argparse.Namespace):
-    from ingot.compile.detector.options import DetectorOptions
+    from ingot.compile.options import DetectorOptions
 
     return DetectorOptions.parse(
         target=args.target,
@@ -110,7 +110,7 @@ def _detector_options(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace):
-    from ingot.compile.llm.options import CompileOptions
+    from ingot.compile.options import CompileOptions
 
     return CompileOptions.parse(
         target=args.target,
@@ -213,8 +213,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
-    from ingot.compile.verify.stored import verify_stored
     from ingot.compile.tt.policies import get_policy, policies_for
+    from ingot.compile.verify.stored import verify_stored
 
     path = _store(args).resolve(args.artifact)
     manifest = Manifest.read(path)
@@ -240,12 +240,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def _print_tt_predictions(path, manifest, policies: list[str]) -> None:
     """Predict, on the CPU, the artifact's accuracy under each TT format policy, and print it."""
     if manifest.kind == "detector":
-        from ingot.compile.tt.emulate_detector import predict_tt_detector_accuracies
+        from ingot.compile.verify.predicted_detector import predict_tt_detector_accuracies
 
         for prediction in predict_tt_detector_accuracies(path, manifest, policies):
             _print_tt_detection_prediction(prediction)
         return
-    from ingot.compile.tt.emulate import predict_tt_accuracies
+    from ingot.compile.verify.predicted_llm import predict_tt_accuracies
 
     for prediction in predict_tt_accuracies(path, manifest, policies):
         _print_tt_prediction(prediction)
@@ -265,8 +265,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from ingot.artifacts.integrity import check_artifact
     from ingot.artifacts.manifest import Manifest
-    from ingot.compile.llm.options import CompileOptions
     from ingot.compile.llm.kind import compile_model
+    from ingot.compile.options import CompileOptions
     from ingot.compile.pipeline import cache_key
     from ingot.errors import ArtifactError, OptionError
     from ingot.models.source import BUILTIN_MODELS, resolve_source

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector.options import DetectorOptions
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
 from tests.tiny_models import make_tiny_model
 
 # Small shapes keep compiles quick; 256 tokens of context is what verification needs.

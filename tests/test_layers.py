@@ -37,13 +37,9 @@ FORBIDDEN = {
 SERVER_MAY_IMPORT_FROM_ARTIFACTS = {"ingot.artifacts.manifest"}
 
 # The one import against the flow, on purpose: verification runs a freshly built artifact the way serving runs
-# it (compile/verify/ calls the runtime's ModelRunner and DetectorRunner, its decoding and letterboxing), so a
-# compile fails on what a user would see; a Tenstorrent detector's predicted accuracy compares boxes after the
-# runtime's own decoding too. See docs/architecture.md, "Layers".
-DELIBERATE_EDGES = {
-    ("ingot.compile.verify", "ingot.runtime"),
-    ("ingot.compile.tt.emulate_detector", "ingot.runtime.vision.decode"),
-}
+# it (compile/verify/ calls the runtime's ModelRunner and DetectorRunner, its letterboxing and box decoding), so a
+# compile fails on what a user would see. See docs/architecture.md, "Layers".
+DELIBERATE_EDGES = {("ingot.compile.verify", "ingot.runtime")}
 
 
 def _module_name(path: Path) -> str:
@@ -112,7 +108,7 @@ def test_the_server_takes_only_the_manifest_types_from_artifacts():
 
 
 def test_compile_reaches_the_runtime_only_to_verify():
-    """compile -> runtime is the one edge against the flow, and only verification (measured or predicted) takes it."""
+    """compile -> runtime is the one edge against the flow, and only verification takes it."""
     edges = {
         (module, target)
         for module, targets in GRAPH.items()

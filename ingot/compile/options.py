@@ -1,16 +1,22 @@
-"""What every compile chooses (target, dtype, Tenstorrent settings), and the one way an option is checked and
-turned into a one-line error. Each kind of model adds its own options (llm/options.py, detector/options.py)."""
+"""Compile options: what a user may choose, checked one way (``one_of``, pydantic's bounds) into one-line errors.
+``TargetOptions`` is what every compile chooses (target, dtype, Tenstorrent settings); ``CompileOptions`` (a
+language model) and ``DetectorOptions`` add their own, and the shapes they imply."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingot.errors import OptionError
+from ingot.models.yolov4.spec import INPUT_SIZES
+from ingot.sizes import ceil_div, powers_of_two
 
 TARGETS = ("cpu", "p150", "n150", "n300")
+BLOCK_SIZES = (8, 16, 32, 64, 128)
+EMITS = ("onnx",)
+ONNX_FILE = "model.onnx"  # what --emit onnx adds to a detector's artifact
 
 
 def check_one_of(value: object, choices: Collection, message: str) -> object:
@@ -54,3 +60,63 @@ class TargetOptions(BaseModel):
             where = ".".join(str(p) for p in first["loc"]) or "options"
             message = first["msg"].removeprefix("Value error, ")
             raise OptionError(f"--{where.replace('_', '-')}: {message}" if first["loc"] else message) from error
+
+
+class CompileOptions(TargetOptions):
+    """A language model's compile options."""
+
+    max_batch: int = Field(32, ge=1, le=256)
+    max_context: int = Field(2048, ge=64, le=131072)
+    block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
+    prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+    shared_weights: bool = False  # cpu: every program reads the one weights file; none carries a frozen copy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_buckets(cls, values: dict) -> dict:
+        if not values.get("prefill_buckets"):
+            max_context = values.get("max_context", cls.model_fields["max_context"].default)
+            if isinstance(max_context, int):
+                values = {**values, "prefill_buckets": tuple(powers_of_two(16, min(512, max(max_context, 16))))}
+        return values
+
+    @model_validator(mode="after")
+    def _buckets(self) -> CompileOptions:
+        buckets = self.prefill_buckets
+        if list(buckets) != sorted(set(buckets)) or buckets[0] < 2:
+            raise ValueError("prefill buckets must be increasing token counts of at least 2")
+        if buckets[-1] > self.max_context:
+            raise ValueError(f"prefill bucket {buckets[-1]} exceeds max context {self.max_context}")
+        return self
+
+    @property
+    def decode_batches(self) -> list[int]:
+        return powers_of_two(1, self.max_batch)
+
+    @property
+    def max_blocks_per_sequence(self) -> int:
+        return ceil_div(self.max_context, self.block_size)
+
+
+class DetectorOptions(TargetOptions):
+    input_size: Annotated[int, one_of(INPUT_SIZES, "must be one of {choices}")] = 416
+    max_batch: int = Field(8, ge=1, le=64)
+    emit: tuple[str, ...] = ()
+
+    @field_validator("emit")
+    @classmethod
+    def _emit(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            check_one_of(item, EMITS, "cannot emit {value!r}; choices: {choices}")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _onnx_on_cpu(self) -> DetectorOptions:
+        if "onnx" in self.emit and self.target != "cpu":
+            raise ValueError("--emit onnx applies to the cpu target")
+        return self
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The fixed batch sizes a batch of images is padded to: 1, 2, 4, ... max_batch."""
+        return powers_of_two(1, self.max_batch)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ingot.artifacts.manifest import TtProgramInfo, TtTargetInfo
-from ingot.compile.detector.options import DetectorOptions
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.progress import StageProgress
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.compile.detector.options import DetectorOptions
 from ingot.compile.detector.kind import compile_detector
-from ingot.compile.detector.onnx_export import ONNX_FILE
+from ingot.compile.options import ONNX_FILE, DetectorOptions
 from ingot.compile.pipeline import cache_key
 from ingot.errors import OptionError
 from ingot.models.yolov4.source import resolve_detector

@@ -1,6 +1,6 @@
 import pytest
 
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import CompileOptions
 from ingot.errors import OptionError
 
 

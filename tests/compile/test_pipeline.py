@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from ingot.compile.llm.options import CompileOptions
 from ingot.compile.llm.kind import compile_model
+from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import cache_key
 from ingot.models.source import resolve_source
 from tests.conftest import TINY_OPTIONS

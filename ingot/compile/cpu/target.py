@@ -12,8 +12,8 @@ import torch
 
 from ingot.compile.cpu.packed_linears import use_packed_linears
 from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
-from ingot.compile.detector.options import DetectorOptions
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.plan import AccuracyBar, LoweredPrograms, ProgramPlan
 from ingot.progress import StageProgress

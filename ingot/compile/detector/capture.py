@@ -6,10 +6,11 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from ingot.artifacts.manifest import TensorSpec
-from ingot.compile.detector.onnx_export import OUTPUT_NAMES
 from ingot.compile.plan import ProgramPlan
 from ingot.models.yolov4.network import YOLOv4
 from ingot.models.yolov4.spec import STRIDES
+
+OUTPUT_NAMES = ("stride8", "stride16", "stride32")  # the three head maps, finest first
 
 
 def export_detector(model: YOLOv4, batch: tuple[int, int], size: int) -> ExportedProgram:

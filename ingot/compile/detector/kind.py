@@ -21,7 +21,7 @@ from ingot.artifacts.manifest import (
     Preprocess,
 )
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector.options import DetectorOptions
+from ingot.compile.options import ONNX_FILE, DetectorOptions
 from ingot.compile.pipeline import CapturedProgram, CompileResult, compile_artifact
 from ingot.compile.plan import ProgramPlan, Target
 from ingot.models.yolov4 import spec
@@ -69,7 +69,7 @@ class DetectorKind:
     def _export_onnx(self, workdir: Path) -> None:
         """The network with a dynamic batch dimension (any batch, as ONNX users expect)."""
         from ingot.compile.detector.capture import export_detector
-        from ingot.compile.detector.onnx_export import ONNX_FILE, export_onnx
+        from ingot.compile.detector.onnx_export import export_onnx
 
         size, largest = self.options.input_size, self.options.batch_sizes[-1]
         export_onnx(export_detector(self.model, (1, largest), size), workdir / ONNX_FILE)
@@ -107,11 +107,10 @@ class DetectorKind:
         """Run the artifact's programs against the eager float32 network; when they need a device, predict the
         network's accuracy in the target's number formats instead, recorded in the manifest's ``tt``."""
         if target.accuracy is None:
-            from ingot.compile.tt.emulate_detector import predict_detector_accuracies
+            from ingot.compile.verify.predicted_detector import predict_detector_accuracies
 
             predictions = predict_detector_accuracies(self.model, manifest, [target.detector_policy])
             return manifest.model_copy(update={"tt": manifest.tt.model_copy(update={"predicted": predictions})})
-        from ingot.compile.detector.onnx_export import ONNX_FILE
         from ingot.compile.verify.detector import verify_detector
 
         bar = target.accuracy

@@ -21,7 +21,7 @@ from ingot.artifacts.manifest import (
     VerificationReport,
 )
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import CapturedProgram, CompileResult, compile_artifact
 from ingot.compile.plan import ProgramPlan, Target
 from ingot.errors import OptionError

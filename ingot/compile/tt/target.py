@@ -8,8 +8,8 @@ from pathlib import Path
 from torch.export import ExportedProgram
 
 from ingot.artifacts.manifest import TensorSpec, TtProgramInfo, TtTargetInfo
-from ingot.compile.detector.options import DetectorOptions
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.plan import LoweredPrograms, ProgramPlan
 from ingot.compile.tt import plugin

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import DetectionVerificationReport, VerificationReport
-from ingot.compile.detector.onnx_export import ONNX_FILE
+from ingot.compile.options import ONNX_FILE
 from ingot.compile.targets import get_target
 from ingot.compile.verify.detector import verify_detector
 from ingot.compile.verify.llm import verify_llm

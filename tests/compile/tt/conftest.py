@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import CompileOptions
 from tests.conftest import TINY_OPTIONS
 
 # TINY's buckets with a smaller decode range: prefill 16,32,64 round up to TT's 32,64; decode 1 and 2.
@@ -37,8 +37,8 @@ TT_YOLO_OPTIONS = dict(target="p150", input_size=320, max_batch=2)
 @pytest.fixture(scope="session")
 def tt_yolo(session_store):
     """CompileResult of YOLOv4 (random weights) compiled for p150."""
-    from ingot.compile.detector.options import DetectorOptions
     from ingot.compile.detector.kind import compile_detector
+    from ingot.compile.options import DetectorOptions
     from ingot.models.yolov4.source import resolve_detector
 
     source = resolve_detector("yolov4", None, random_weights=True)

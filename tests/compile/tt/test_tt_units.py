@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ingot.compile.llm.options import CompileOptions
+from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import cache_key
 from ingot.compile.tt import plugin
 from ingot.compile.tt.ops import op_histogram, unlowered_ops
