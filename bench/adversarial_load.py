@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from ingot.bench.online import run_online
+from ingot.benchmark.online import run_online
 
 NORMAL_STREAMS = 16
 STOPS = 4  # the server's defaults: OpenAI's limits
@@ -140,7 +140,7 @@ async def adversaries(base: str, model: str, detector: str | None, stop: asyncio
 async def phase(base: str, model: str, tokenizer: str, detector: str | None, adversarial: bool, seed: int) -> dict:
     from transformers import AutoTokenizer
 
-    from ingot.bench.workload import fixed_text_prompts
+    from ingot.benchmark.workload import fixed_text_prompts
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     prompts = [(tok.decode(ids), len(ids)) for ids in fixed_text_prompts(tok, NORMAL_STREAMS, 128 + seed)]

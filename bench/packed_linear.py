@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from ingot.compile.cpu.packed_linears import pack_linear_weight
 from ingot.compile.kernels import build_kernels
-from ingot.compile.packed_linears import pack_linear_weight
 
 HIDDEN, INTERMEDIATE, KV_WIDTH, VOCAB, LAYERS = 576, 1536, 192, 49152, 30
 LAYER = [(HIDDEN + 2 * KV_WIDTH, HIDDEN), (HIDDEN, HIDDEN), (2 * INTERMEDIATE, HIDDEN), (HIDDEN, INTERMEDIATE)]

@@ -74,7 +74,7 @@ def bench_ingot(path: Path, tokenizer, args) -> dict:
 
 
 def bench_transformers(path: Path, tokenizer, args) -> dict:
-    from ingot.compile.reverify import reference_model
+    from ingot.compile.verify.references import reference_model
 
     model = reference_model(path, check_artifact(path))
     short = torch.tensor(fixed_text_prompts(tokenizer, 1, 16))
@@ -187,8 +187,8 @@ def main() -> None:
     if args.artifact:
         path = store.resolve(args.artifact)
     else:
+        from ingot.compile.llm.kind import compile_model
         from ingot.compile.options import CompileOptions
-        from ingot.compile.pipeline import compile_model
 
         path = compile_model("smollm2-135m", CompileOptions.parse(), store).path
     if args.only:

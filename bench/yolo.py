@@ -29,15 +29,15 @@ import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector_options import DetectorOptions
-from ingot.compile.detector_pipeline import ONNX_FILE, compile_detector
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.detector.kind import compile_detector
+from ingot.compile.options import ONNX_FILE, DetectorOptions
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.models.yolov4.network import YOLOv4
 from ingot.models.yolov4.source import resolve_detector
+from ingot.runtime.threads import call_on_fresh_thread
 from ingot.runtime.vision.decode import decode_heads
 from ingot.runtime.vision.detector import Detector
 from ingot.runtime.vision.letterbox import letterbox
-from ingot.runtime.threads import call_on_fresh_thread
 from ingot.runtime.vision.postprocess import DetectParams, select_detections
 
 RUNNERS = ("ingot", "eager PyTorch", "onnxruntime")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector_options import DetectorOptions
+from ingot.compile.options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from tests.tiny_models import make_tiny_model
 
@@ -52,7 +52,7 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
 @pytest.fixture(scope="session")
 def compiled(tiny_model, session_store: ArtifactStore):
     """compiled(family) -> CompileResult of that tiny family, compiled once per session."""
-    from ingot.compile.pipeline import compile_model
+    from ingot.compile.llm.kind import compile_model
 
     results = {}
 
@@ -94,7 +94,7 @@ def yolo_options(input_size: int) -> DetectorOptions:
 @pytest.fixture(scope="session")
 def compiled_yolo(session_store: ArtifactStore):
     """compiled_yolo(input_size) -> CompileResult of YOLOv4 with random weights and ``yolo_options(input_size)``."""
-    from ingot.compile.detector_pipeline import compile_detector
+    from ingot.compile.detector.kind import compile_detector
     from ingot.models.yolov4.source import resolve_detector
 
     results = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from tests.conftest import run_cli
 
 

@@ -15,10 +15,10 @@ import transformers
 from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.compile.reverify import reference_model
-from ingot.compile.tt import emulate
 from ingot.compile.tt import policies as P
 from ingot.compile.tt.formats import TTFormat
+from ingot.compile.verify.predicted_llm import predict_accuracies
+from ingot.compile.verify.references import reference_model
 
 BF16, BFP8, BFP4 = TTFormat.BFLOAT16, TTFormat.BFLOAT8_B, TTFormat.BFLOAT4_B
 
@@ -50,7 +50,7 @@ def main(directory: Path) -> None:
     manifest = check_artifact(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
     reference = reference_model(directory, manifest)
-    reports = emulate.predict_accuracies(reference, tokenizer, VARIANTS, manifest.buckets.max_context)
+    reports = predict_accuracies(reference, tokenizer, VARIANTS, manifest.buckets.max_context)
     print("| policy | logits PCC | top-1 | top-5 |\n|---|---|---|---|")
     for report in reports:
         print(f"| {report.policy} | {report.pcc:.6f} | {report.top1_agreement:.2%} | {report.top5_agreement:.2%} |")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-FIXED_TEXT = (Path(__file__).parent.parent / "compile" / "verify_text.txt").read_text()
+FIXED_TEXT = (Path(__file__).parent.parent / "compile" / "verify" / "verify_text.txt").read_text()
 
 
 def random_token_prompts(tokenizer, count: int, input_len: int, seed: int = 0) -> list[list[int]]:

@@ -56,14 +56,14 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
-    from ingot.compile.reverify import reverify
+    from ingot.compile.verify.stored import verify_stored
     from ingot.compile.tt.policies import get_policy, policies_for
 
     path = find_artifact(open_store(args), args.artifact)
     manifest = Manifest.read(path)
     for name in args.tt_policy or []:
         get_policy(name, manifest.kind)  # a policy for the other kind of model is refused before any work
-    report = reverify(path)
+    report = verify_stored(path)
     if report is None:  # a device target: its files check out, and running its programs needs the device
         out.print(
             f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
@@ -83,12 +83,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def _print_tt_predictions(path: Path, manifest, policies: list[str]) -> None:
     """Predict, on the CPU, the artifact's accuracy under each TT format policy, and print it."""
     if manifest.kind == "detector":
-        from ingot.compile.tt.emulate_detector import predict_tt_detector_accuracies
+        from ingot.compile.verify.predicted_detector import predict_tt_detector_accuracies
 
         for prediction in predict_tt_detector_accuracies(path, manifest, policies):
             print_tt_detection_prediction(prediction)
         return
-    from ingot.compile.tt.emulate import predict_tt_accuracies
+    from ingot.compile.verify.predicted_llm import predict_tt_accuracies
 
     for prediction in predict_tt_accuracies(path, manifest, policies):
         print_tt_prediction(prediction)

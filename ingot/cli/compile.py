@@ -91,10 +91,10 @@ def _compile_artifact(args: argparse.Namespace, store: ArtifactStore, quiet: boo
 
     _refuse_foreign_options(args, is_detector(args.model))
     if is_detector(args.model):
-        from ingot.compile.detector_pipeline import compile_detector
+        from ingot.compile.detector.kind import compile_detector
 
         return compile_detector(_detector_source(args), _detector_options(args), store, quiet=quiet)
-    from ingot.compile.pipeline import compile_model
+    from ingot.compile.llm.kind import compile_model
 
     return compile_model(args.model, _options(args), store, quiet=quiet)
 
@@ -113,7 +113,7 @@ def _detector_source(args: argparse.Namespace):
 
 
 def _detector_options(args: argparse.Namespace):
-    from ingot.compile.detector_options import DetectorOptions
+    from ingot.compile.options import DetectorOptions
 
     return DetectorOptions.parse(
         target=args.target,

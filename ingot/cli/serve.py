@@ -167,7 +167,7 @@ def _artifact_path(store: ArtifactStore, model: str, no_compile: bool) -> Path:
     newest: compiling one needs its weights); else an artifact key, prefix or path; else a model directory or
     file whose default-options artifact is compiled on a miss."""
     from ingot.compile.options import CompileOptions
-    from ingot.compile.pipeline import compile_model
+    from ingot.compile.llm.kind import compile_model
     from ingot.errors import ArtifactError
     from ingot.models.source import BUILTIN_MODELS
     from ingot.models.yolov4.source import is_detector

@@ -1,22 +1,34 @@
-"""Compile options: what a user may choose, validated once, and the shape buckets they imply."""
+"""Compile options: what a user may choose, checked one way (``one_of``, pydantic's bounds) into one-line errors.
+``TargetOptions`` is what every compile chooses (target, dtype, Tenstorrent settings); ``CompileOptions`` (a
+language model) and ``DetectorOptions`` add their own, and the shapes they imply."""
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Collection
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingot.errors import OptionError
+from ingot.models.yolov4.spec import INPUT_SIZES
+from ingot.sizes import ceil_div, powers_of_two
 
 TARGETS = ("cpu", "p150", "n150", "n300")
+BLOCK_SIZES = (8, 16, 32, 64, 128)
+EMITS = ("onnx",)
+ONNX_FILE = "model.onnx"  # what --emit onnx adds to a detector's artifact
 
 
-def _powers_of_two(low: int, high: int) -> list[int]:
-    values, value = [], low
-    while value < high:
-        values.append(value)
-        value *= 2
-    return values + [high]
+def check_one_of(value: object, choices: Collection, message: str) -> object:
+    """``value`` if it is one of ``choices``; else a ValueError with ``message`` ({value}, {choices} filled in)."""
+    if value not in choices:
+        raise ValueError(message.format(value=value, choices=", ".join(map(str, choices))))
+    return value
+
+
+def one_of(choices: Collection, message: str) -> AfterValidator:
+    """A field's validator (``Annotated[int, one_of(...)]``): the value must be one of ``choices``."""
+    return AfterValidator(lambda value: check_one_of(value, choices, message))
 
 
 class TargetOptions(BaseModel):
@@ -24,31 +36,11 @@ class TargetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target: str = "cpu"
-    dtype: str = "float32"
-    optimization_level: int | None = None  # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
+    target: Annotated[str, one_of(TARGETS, "unknown target {value!r}; targets: {choices}")] = "cpu"
+    dtype: Annotated[str, one_of(("float32",), "only float32 is supported on the cpu target")] = "float32"
+    # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
+    optimization_level: Annotated[int | None, one_of((None, 0, 1, 2), "optimization level must be 0, 1 or 2")] = None
     allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
-
-    @field_validator("target")
-    @classmethod
-    def _known_target(cls, value: str) -> str:
-        if value not in TARGETS:
-            raise ValueError(f"unknown target {value!r}; targets: {', '.join(TARGETS)}")
-        return value
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, value: str) -> str:
-        if value != "float32":
-            raise ValueError("only float32 is supported on the cpu target")
-        return value
-
-    @field_validator("optimization_level")
-    @classmethod
-    def _optimization_level(cls, value: int | None) -> int | None:
-        if value is not None and value not in (0, 1, 2):
-            raise ValueError("optimization level must be 0, 1 or 2")
-        return value
 
     @model_validator(mode="after")
     def _tt_only(self) -> Self:
@@ -75,16 +67,9 @@ class CompileOptions(TargetOptions):
 
     max_batch: int = Field(32, ge=1, le=256)
     max_context: int = Field(2048, ge=64, le=131072)
-    block_size: int = 16
+    block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
     shared_weights: bool = False  # cpu: every program reads the one weights file; none carries a frozen copy
-
-    @field_validator("block_size")
-    @classmethod
-    def _block_size(cls, value: int) -> int:
-        if value not in (8, 16, 32, 64, 128):
-            raise ValueError("block size must be one of 8, 16, 32, 64, 128")
-        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -92,7 +77,7 @@ class CompileOptions(TargetOptions):
         if not values.get("prefill_buckets"):
             max_context = values.get("max_context", cls.model_fields["max_context"].default)
             if isinstance(max_context, int):
-                values = {**values, "prefill_buckets": tuple(_powers_of_two(16, min(512, max(max_context, 16))))}
+                values = {**values, "prefill_buckets": tuple(powers_of_two(16, min(512, max(max_context, 16))))}
         return values
 
     @model_validator(mode="after")
@@ -106,8 +91,32 @@ class CompileOptions(TargetOptions):
 
     @property
     def decode_batches(self) -> list[int]:
-        return _powers_of_two(1, self.max_batch) if self.max_batch > 1 else [1]
+        return powers_of_two(1, self.max_batch)
 
     @property
     def max_blocks_per_sequence(self) -> int:
-        return -(-self.max_context // self.block_size)
+        return ceil_div(self.max_context, self.block_size)
+
+
+class DetectorOptions(TargetOptions):
+    input_size: Annotated[int, one_of(INPUT_SIZES, "must be one of {choices}")] = 416
+    max_batch: int = Field(8, ge=1, le=64)
+    emit: tuple[str, ...] = ()
+
+    @field_validator("emit")
+    @classmethod
+    def _emit(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            check_one_of(item, EMITS, "cannot emit {value!r}; choices: {choices}")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _onnx_on_cpu(self) -> DetectorOptions:
+        if "onnx" in self.emit and self.target != "cpu":
+            raise ValueError("--emit onnx applies to the cpu target")
+        return self
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The fixed batch sizes a batch of images is padded to: 1, 2, 4, ... max_batch."""
+        return powers_of_two(1, self.max_batch)

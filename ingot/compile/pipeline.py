@@ -1,27 +1,46 @@
-"""`ingot compile`: model source -> cache key -> (on a miss) capture, lower, verify, publish.
+"""`ingot compile`, for every kind of model: source -> cache key -> (on a miss) load, capture, lower, save, verify,
+publish.
 
-Nothing heavy is imported until a build is needed, so a cache hit answers in well under two seconds.
+``build_artifact`` is the one build. A kind of model (``ModelKind``: llm/kind.py, detector/kind.py) supplies what
+differs: how it loads, how a program is captured, its manifest section and its verifier; the target (plan.py)
+says which programs to capture and lowers them. Nothing heavy is imported until a build is needed, so a cache
+hit answers in well under two seconds.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from ingot.artifacts.manifest import SCHEMA_VERSION, Manifest
+from ingot.artifacts.manifest import (
+    SCHEMA_VERSION,
+    DetectionVerificationReport,
+    Manifest,
+    ProgramSpec,
+    TensorSpec,
+    VerificationReport,
+)
+from ingot.artifacts.integrity import file_entries
 from ingot.artifacts.store import ArtifactStore
 from ingot.artifacts.toolchain import toolchain_versions
-from ingot.compile.options import CompileOptions
+from ingot.compile.options import TargetOptions
+from ingot.compile.plan import ProgramPlan, Target
 from ingot.digest import sha256_files, sha256_json
-from ingot.errors import OptionError, VerificationError
-from ingot.models.source import ModelSource, resolve_source
+from ingot.errors import VerificationError
 from ingot.progress import StageProgress
 
+if TYPE_CHECKING:  # types only: a cache hit imports no torch
+    import torch
+    from torch.export import ExportedProgram
+
 KEY_LENGTH = 24
+
+# A captured program: the ExportedProgram and its input and output signatures.
+CapturedProgram = tuple["ExportedProgram", list[TensorSpec], list[TensorSpec]]
 
 
 @dataclass(frozen=True)
@@ -32,7 +51,46 @@ class CompileResult:
     manifest: Manifest
 
 
-def cache_key(source_digests: dict[str, str], options: CompileOptions) -> str:
+class ModelKind(Protocol):
+    """What one kind of model brings to ``build_artifact``. Constructing one imports nothing heavy (a cache hit
+    needs only ``digests`` and ``options``); ``load`` is the first heavy step."""
+
+    name: Literal["llm", "detector"]  # the manifest's kind
+    options: TargetOptions
+    digests: dict[str, str]  # the sources' sha256s: with the options, what the cache key covers
+    load_stage: str
+    save_stage: str
+
+    def plans(self, target: Target) -> list[ProgramPlan]:
+        """The programs to capture, as the target plans them (a refused option fails here, before loading)."""
+        ...
+
+    def load(self) -> torch.nn.Module:
+        """Load the model; returns the module whose weights the artifact stores."""
+        ...
+
+    def capture(self, plan: ProgramPlan) -> CapturedProgram: ...
+
+    def exports(self) -> dict[str, Callable[[Path], None]]:
+        """Further files the options ask for (an ONNX export): stage title -> writer into the build directory."""
+        ...
+
+    def manifest_fields(self, workdir: Path, target: Target) -> dict:
+        """Write the kind's own files (a tokenizer) and return its manifest fields: ``model`` and its section."""
+        ...
+
+    def verify_stage(self, target: Target) -> str: ...
+
+    def verify(self, target: Target, workdir: Path, manifest: Manifest) -> Manifest:
+        """Check the built artifact; the manifest with what was found recorded (a report, or a prediction)."""
+        ...
+
+    def failure(self, report: VerificationReport | DetectionVerificationReport) -> str:
+        """A failed report in one line."""
+        ...
+
+
+def cache_key(source_digests: dict[str, str], options: TargetOptions) -> str:
     """A hash of everything that changes the artifact: sources, options, target and toolchain."""
     inputs = {
         "schema": SCHEMA_VERSION,
@@ -46,9 +104,9 @@ def cache_key(source_digests: dict[str, str], options: CompileOptions) -> str:
     return sha256_json(inputs)[:KEY_LENGTH]
 
 
-def _tt_key_inputs(options: CompileOptions) -> dict:
+def _tt_key_inputs(options: TargetOptions) -> dict:
     """A Tenstorrent target's device spec, plugin, frontend and descriptor hash, and optimization level."""
-    from ingot.compile.tt import plugin
+    from ingot.compile.tt import plugin  # only a Tenstorrent key needs the plugin's versions
     from ingot.compile.tt.specs import device_spec
 
     spec = device_spec(options.target)
@@ -62,11 +120,10 @@ def _compiler_digest() -> str:
     return sha256_files([*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.h"), *root.rglob("*.ttsys")], root)
 
 
-def compile_model(model: str, options: CompileOptions, store: ArtifactStore, quiet: bool = False) -> CompileResult:
-    source = resolve_source(model)
-    digests = source.digests()
-    key = cache_key(digests, options)
-    return build_once(store, key, lambda workdir: _build(source, digests, options, key, workdir, store.root, quiet))
+def compile_artifact(kind: ModelKind, store: ArtifactStore, quiet: bool = False) -> CompileResult:
+    """The artifact of ``kind``: found in ``store`` by its key, else built and published there."""
+    key = cache_key(kind.digests, kind.options)
+    return build_once(store, key, lambda workdir: build_artifact(kind, key, workdir, store.root, quiet))
 
 
 def build_once(store: ArtifactStore, key: str, build: Callable[[Path], Manifest]) -> CompileResult:
@@ -80,55 +137,21 @@ def build_once(store: ArtifactStore, key: str, build: Callable[[Path], Manifest]
     return CompileResult(key, store.path(key), cache_hit=True, manifest=Manifest.read(store.path(key)))
 
 
-
-
-def _build(
-    source: ModelSource,
-    digests: dict[str, str],
-    options: CompileOptions,
-    key: str,
-    workdir: Path,
-    cache_root: Path,
-    quiet: bool,
-) -> Manifest:
-    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF loader draws its own bar; ours shows the stage
-    import torch  # noqa: F401  (heavy imports only when building)
-    import transformers
-
-    from ingot.artifacts.manifest import Buckets, KVCacheLayout, ModelInfo, ProgramSpec, TokenizerInfo
-    from ingot.compile import kernels, paged_attention
-    from ingot.compile.capture import capture_program
-    from ingot.compile.step_module import CausalLMStep
+def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, quiet: bool) -> Manifest:
+    """Load, capture every planned program, lower them, save the weights and manifest, verify, publish."""
+    os.environ["TQDM_DISABLE"] = "1"  # before tqdm loads: loaders draw their own bars; ours shows the stage
+    # heavy imports only when building: torch, and the targets that lower with it
+    from ingot.compile import kernels
     from ingot.compile.targets import get_target
     from ingot.compile.weights import save_weights
-    from ingot.models.loader import load_model
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    target = get_target(options.target)
-    plans = target.plan(options)
-    prefill_buckets, decode_batches = target.buckets(options)
-    paged_attention.register()
-
-    stages = 4 + target.native_library + len(plans)  # load, (native library,) captures, lowering, save, verify
+    target = get_target(kind.options.target)
+    plans = kind.plans(target)
+    exports = kind.exports()
+    stages = 4 + target.native_library + len(plans) + len(exports)  # load, (library,) captures, lower, save, verify
     with StageProgress(stages, quiet=quiet) as progress:
-        with progress.stage(f"load model {source.name}"):
-            loaded = load_model(source)
-            config = loaded.config
-            max_positions = getattr(config, "max_position_embeddings", None)
-            if max_positions and options.max_context > max_positions:
-                raise OptionError(f"--max-context {options.max_context} exceeds the model's {max_positions} positions")
-            paged = copy.deepcopy(loaded.model)  # its own config copy: the reference keeps sdpa attention
-            paged.config._attn_implementation = paged_attention.ATTENTION_NAME
-            step = CausalLMStep(paged).eval()
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            layout = KVCacheLayout(
-                num_layers=config.num_hidden_layers,
-                num_kv_heads=config.num_key_value_heads,
-                head_dim=head_dim,
-                block_size=options.block_size,
-                dtype=options.dtype,
-            )
+        with progress.stage(kind.load_stage):
+            module = kind.load()
 
         libraries = []
         if target.native_library:
@@ -138,10 +161,10 @@ def _build(
         captured = []
         for plan in plans:
             with progress.stage(f"capture {plan.name}"):
-                captured.append((plan, *capture_program(step, plan, layout, options.max_blocks_per_sequence)))
+                captured.append((plan, *kind.capture(plan)))
         (workdir / "programs").mkdir(exist_ok=True)
         lowered = target.lower_all(
-            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", options, cache_root,
+            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", kind.options, cache_root,
             progress,
         )
         programs = []
@@ -150,63 +173,40 @@ def _build(
             programs.append(
                 ProgramSpec(
                     name=plan.name, kind=plan.kind, file=filename, batch=plan.batch, tokens=plan.tokens,
-                    inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen,
-                    kernels=libraries,
+                    inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen, kernels=libraries,
                 )
             )
         del captured
 
-        with progress.stage("save weights and tokenizer"):
-            weights = save_weights(step, workdir / "weights.safetensors")
-            loaded.tokenizer.save_pretrained(workdir / "tokenizer")
-            model_config = config.to_dict()
-            model_config.pop("quantization_config", None)
+        for title, write in exports.items():
+            with progress.stage(title):
+                write(workdir)
+
+        with progress.stage(kind.save_stage):
+            weights = save_weights(module, workdir / "weights.safetensors")
             manifest = Manifest(
+                kind=kind.name,
                 key=key,
                 target=target.name,
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                model=ModelInfo(
-                    name=source.name,
-                    family=loaded.family.name,
-                    architecture=loaded.family.architecture,
-                    source_kind=source.kind,
-                    config=model_config,
-                    source_sha256=digests,
-                ),
-                options=options.model_dump(mode="json"),
+                options=kind.options.model_dump(mode="json"),
                 toolchain=toolchain_versions(),
-                kv_cache=layout,
-                buckets=Buckets(
-                    prefill_tokens=prefill_buckets,
-                    decode_batch=decode_batches,
-                    max_context=options.max_context,
-                ),
                 programs=programs,
                 weights=weights,
-                tokenizer=TokenizerInfo(
-                    directory="tokenizer",
-                    eos_token_ids=loaded.eos_token_ids,
-                    bos_token_id=loaded.tokenizer.bos_token_id,
-                    pad_token_id=loaded.tokenizer.pad_token_id,
-                    has_chat_template=bool(loaded.tokenizer.chat_template),
-                ),
                 tt=target.manifest_info(),
+                **kind.manifest_fields(workdir, target),
             )
 
-        with progress.stage(target.verify_stage):
-            report = target.verify(workdir, manifest, loaded.model, loaded.tokenizer)
+        with progress.stage(kind.verify_stage(target)):
+            manifest = kind.verify(target, workdir, manifest)
+    report = manifest.verification
     if report is not None and not report.passed:
-        raise VerificationError(
-            f"verification failed: PCC {report.pcc:.6f} (min {report.min_pcc}), "
-            f"top-1 {report.top1_agreement:.1%} (min {report.min_top1:.0%}), programs {report.programs}"
-        )
-    return publish(workdir, manifest, report)
+        raise VerificationError(kind.failure(report))
+    return publish(workdir, manifest)
 
 
-def publish(workdir: Path, manifest: Manifest, report: object) -> Manifest:
-    """Record the passed verification and every file's digest, and write the manifest: the build is complete."""
-    from ingot.artifacts.integrity import file_entries
-
-    manifest = manifest.model_copy(update={"verification": report, "files": file_entries(workdir)})
+def publish(workdir: Path, manifest: Manifest) -> Manifest:
+    """Record every file's digest and write the manifest: the build is complete."""
+    manifest = manifest.model_copy(update={"files": file_entries(workdir)})
     manifest.write(workdir)
     return manifest

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ingot.artifacts.store import ArtifactStore
+from ingot.compile.llm.kind import compile_model
 from ingot.compile.options import CompileOptions
-from ingot.compile.pipeline import compile_model
-from ingot.compile.reverify import reference_model
+from ingot.compile.verify.references import reference_model
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.compile.detector_options import DetectorOptions
-from ingot.compile.detector_pipeline import ONNX_FILE, compile_detector
+from ingot.compile.detector.kind import compile_detector
+from ingot.compile.options import ONNX_FILE, DetectorOptions
 from ingot.compile.pipeline import cache_key
 from ingot.errors import OptionError
 from ingot.models.yolov4.source import resolve_detector
@@ -108,7 +108,7 @@ def test_cli_refuses_missing_weights_and_foreign_options(tmp_path: Path) -> None
 
 
 def test_cpu_plans_a_static_program_for_one_image_and_a_dynamic_one_for_batches() -> None:
-    from ingot.compile.targets import CPU
+    from ingot.compile.cpu.target import CPU
 
     plans = CPU.detector_plan(DetectorOptions(input_size=320, max_batch=8))
     assert [(p.name, p.batch, p.frozen) for p in plans] == [("detect_1", (1, 1), True), ("detect", (2, 8), True)]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ingot.compile.cpu.packed_linears import pack_linear_weight
 from ingot.compile.kernels import build_kernels
-from ingot.compile.packed_linears import pack_linear_weight
 
 
 @pytest.fixture(scope="module")

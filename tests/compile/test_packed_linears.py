@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ingot.compile.cpu.packed_linears import use_packed_linears
 from ingot.compile.kernels import build_kernels
-from ingot.compile.packed_linears import use_packed_linears
 
 
 class Block(torch.nn.Module):

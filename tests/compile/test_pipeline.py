@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from ingot.compile.llm.kind import compile_model
 from ingot.compile.options import CompileOptions
-from ingot.compile.pipeline import cache_key, compile_model
+from ingot.compile.pipeline import cache_key
 from ingot.models.source import resolve_source
 from tests.conftest import TINY_OPTIONS
 
@@ -65,7 +66,7 @@ def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):
 
 
 def test_plans_for_shared_weights_and_for_one_sequence():
-    from ingot.compile.targets import CPU
+    from ingot.compile.cpu.target import CPU
 
     shared = CPU.plan(CompileOptions.parse(**TINY_OPTIONS, shared_weights=True))
     assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 4), False), ("decode", (1, 4), False)]

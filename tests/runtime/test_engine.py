@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.compile.reverify import reference_model
+from ingot.compile.verify.references import reference_model
 from ingot.errors import ContextLengthError, OptionError, RequestError
 from ingot.runtime.engine import Engine, EngineStopped
 from ingot.runtime.sampling_params import SamplingParams

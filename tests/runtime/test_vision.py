@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ingot.artifacts.manifest import DetectorInfo, Postprocess, Preprocess
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.errors import ProgramShapeError, RequestError
 from ingot.runtime.vision.decode import decode_heads
 from ingot.runtime.vision.detector import Detector

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from ingot.compile.sample_images import synthetic_scene
+from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.runtime.vision.detector import Detector
 from ingot.server.images import DERIVED_MIN_IMAGE_PIXELS, image_pixel_limit
 from ingot.server.settings import ServerSettings

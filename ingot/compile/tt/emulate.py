@@ -1,64 +1,28 @@
-"""TT-predicted accuracy: the float32 model with a format policy applied, against the float32 model itself.
+"""A float32 model as a Tenstorrent device would store it: a format policy applied to a copy of the model.
 
 `predicted_model` copies a float32 transformers model and applies a `FormatPolicy`: weights are replaced by
 their values in the policy's formats (`formats.quantize`, bit-exact with ttnn's conversion), forward hooks
 round the activations the policy names, and an attention wrapper reads keys and values in the KV-cache format,
-as decode reads them from a TT cache. `predict_accuracy` runs both models teacher-forced over the text
-`ingot verify` uses and reports PCC of the logits and top-1/top-5 agreement, beside Tenstorrent's own
-acceptance numbers. Arithmetic stays float32: what this predicts is the cost of the storage formats, not of
-the device's math fidelity (see policies.py for what is not modelled).
+as decode reads them from a TT cache. A Tenstorrent YOLOv4 folds each batch norm into its convolution and then
+stores the folded weight in a block format, so `predicted_detector` folds first (torch's `fuse_conv_bn_eval`)
+and then applies the policy the same way. Arithmetic stays float32: what this emulates is the cost of the
+storage formats, not of the device's math fidelity (see policies.py for what is not modelled). What the
+predictions score is in verify/predicted_llm.py and verify/predicted_detector.py.
 """
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
-import transformers
-from pydantic import BaseModel, ConfigDict
-from transformers import AttentionInterface, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from ingot.artifacts.manifest import Manifest
 from ingot.compile.tt.formats import TTFormat, quantize
-from ingot.compile.tt.policies import FormatPolicy, get_policy
-from ingot.compile.verify import agreement, verification_tokens
-
-# Tenstorrent's acceptance numbers: PCC >= 0.99 for a model's output against its reference, and what tt-metal
-# reports for Llama-3.1-8B teacher-forced top-1/top-5 token accuracy in each mode (models/tt_transformers).
-TT_MIN_PCC = 0.99
-TT_REPORTED = {"accuracy": (0.96, 1.00), "performance": (0.90, 0.97)}
-TT_REPORTED_MODEL = "Llama-3.1-8B"
-
-
-class TenstorrentAcceptance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_pcc: float
-    reported_model: str
-    reported_top1: float | None
-    reported_top5: float | None
-
-
-class TTAccuracyReport(BaseModel):
-    """Predicted accuracy of a model under a TT format policy, against the float32 reference."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    policy: str
-    description: str
-    source: str
-    reference: str
-    num_tokens: int
-    pcc: float
-    max_abs_error: float
-    top1_agreement: float
-    top5_agreement: float
-    tenstorrent: TenstorrentAcceptance
-    meets_tt_pcc: bool
-    applied: dict[str, int]  # "<tensor kind> <format>" -> how many tensors were stored in it
+from ingot.compile.tt.policies import FormatPolicy
 
 
 def apply_policy(model: torch.nn.Module, policy: FormatPolicy) -> dict[str, dict[str, str]]:
@@ -94,34 +58,24 @@ def predicted_model(reference: PreTrainedModel, policy: FormatPolicy) -> tuple[P
     return model.eval(), applied
 
 
-def predict_accuracy(
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    policy: FormatPolicy,
-    max_context: int | None = None,
-) -> TTAccuracyReport:
-    return predict_accuracies(reference, tokenizer, [policy], max_context)[0]
+def fold_batch_norms(model: nn.Module) -> None:
+    """Fold every batch norm into the convolution just before it in the same container, in place (eval mode)."""
+    for container in model.modules():
+        if not isinstance(container, (nn.ModuleList, nn.Sequential)):
+            continue
+        for i in range(len(container) - 1):
+            conv, norm = container[i], container[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                container[i] = fuse_conv_bn_eval(conv, norm)
+                container[i + 1] = nn.Identity()
 
 
-def predict_accuracies(
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    policies: list[FormatPolicy],
-    max_context: int | None = None,
-) -> list[TTAccuracyReport]:
-    """One report per policy; the reference runs once."""
-    tokens = verification_tokens(tokenizer, max_context or reference.config.max_position_embeddings)
-    ids = torch.tensor([tokens])
-    with torch.no_grad():
-        expected = reference(ids).logits[0].float()
-    reports = []
-    for policy in policies:
-        with torch.no_grad():
-            model, applied = predicted_model(reference, policy)
-            actual = model(ids).logits[0].float()
-        del model
-        reports.append(_report(policy, applied, len(tokens), actual, expected, reference.config.num_hidden_layers))
-    return reports
+def predicted_detector(reference: nn.Module, policy: FormatPolicy) -> tuple[nn.Module, dict]:
+    """A copy of `reference` (untouched) with its batch norms folded and `policy` applied."""
+    model = copy.deepcopy(reference).eval()
+    fold_batch_norms(model)
+    applied = apply_policy(model, policy)
+    return model, applied
 
 
 def count_applied(applied: dict[str, dict[str, str]]) -> dict[str, int]:
@@ -131,48 +85,6 @@ def count_applied(applied: dict[str, dict[str, str]]) -> dict[str, int]:
         for kind, fmt in formats.items():
             counts[f"{kind} {fmt}"] = counts.get(f"{kind} {fmt}", 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _report(
-    policy: FormatPolicy, applied: dict, num_tokens: int, actual, expected, num_layers: int
-) -> TTAccuracyReport:
-    counts = count_applied(applied)
-    if policy.kv_cache is not None:
-        counts[f"kv cache {policy.kv_cache.value}"] = num_layers
-    metrics = agreement(actual, expected)
-    top1, top5 = TT_REPORTED.get(policy.name, (None, None))
-    return TTAccuracyReport(
-        policy=policy.name,
-        description=policy.description,
-        source=policy.source,
-        reference="transformers eager float32",
-        num_tokens=num_tokens,
-        tenstorrent=TenstorrentAcceptance(
-            min_pcc=TT_MIN_PCC, reported_model=TT_REPORTED_MODEL, reported_top1=top1, reported_top5=top5
-        ),
-        meets_tt_pcc=metrics["pcc"] >= TT_MIN_PCC,
-        applied=dict(sorted(counts.items())),
-        **metrics,
-    )
-
-
-def predict_tt_accuracy(artifact_dir: Path, manifest: Manifest, policy: str | FormatPolicy) -> TTAccuracyReport:
-    """`ingot verify`'s TT numerics: rebuild the float32 reference from the artifact's own weights and config
-    (as for a cpu artifact) and predict its accuracy under `policy` (a name from policies.POLICIES or a policy)."""
-    return predict_tt_accuracies(artifact_dir, manifest, [policy])[0]
-
-
-def predict_tt_accuracies(
-    artifact_dir: Path, manifest: Manifest, policies: list[str | FormatPolicy]
-) -> list[TTAccuracyReport]:
-    """`predict_tt_accuracy` for several policies, loading the reference once."""
-    from ingot.compile.reverify import reference_model
-
-    transformers.utils.logging.set_verbosity_error()
-    resolved = [get_policy(p, manifest.kind) if isinstance(p, str) else p for p in policies]
-    tokenizer = AutoTokenizer.from_pretrained(artifact_dir / manifest.tokenizer.directory)
-    reference = reference_model(artifact_dir, manifest)
-    return predict_accuracies(reference, tokenizer, resolved, manifest.buckets.max_context)
 
 
 def _store_weight(module: torch.nn.Module, fmt: TTFormat) -> None:

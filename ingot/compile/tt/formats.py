@@ -35,7 +35,8 @@ from enum import Enum
 
 import torch
 
-TILE = 32
+from ingot.sizes import ceil_div
+
 BLOCK = 16  # values sharing one exponent: one row of a 16x16 face
 
 
@@ -48,9 +49,6 @@ class TTFormat(str, Enum):
 
 # Magnitude bits per value of a block format, the leading (no longer hidden) bit included.
 MAGNITUDE_BITS = {TTFormat.BFLOAT8_B: 7, TTFormat.BFLOAT4_B: 3}
-
-# Storage cost in bits per value, exponents included (one byte per 16 values).
-BITS_PER_VALUE = {TTFormat.FLOAT32: 32.0, TTFormat.BFLOAT16: 16.0, TTFormat.BFLOAT8_B: 8.5, TTFormat.BFLOAT4_B: 4.5}
 
 _CHUNK = 1 << 21  # values quantized at a time
 
@@ -88,7 +86,7 @@ def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], int]:
     shape = tuple(x.shape)
     width = shape[-1] if shape else 1
     rows = x.reshape(-1, width)
-    padded = -(-width // BLOCK) * BLOCK
+    padded = ceil_div(width, BLOCK) * BLOCK
     if padded != width:
         rows = torch.nn.functional.pad(rows, (0, padded - width))
     return rows.reshape(rows.shape[0], padded // BLOCK, BLOCK), shape, width
@@ -124,8 +122,3 @@ def _quantize_block(x: torch.Tensor, width: int) -> torch.Tensor:
     values = values.reshape(blocks.shape[0], -1)[:, :columns]
     return values.reshape(shape)
 
-
-def shared_exponents(x: torch.Tensor) -> torch.Tensor:
-    """The biased 8-bit exponent each 16-value block of `x` shares in a block format: [rows, blocks]."""
-    blocks, _, _ = _blocks(x.detach().to(torch.float32))
-    return ((_as_bits(blocks) >> 23) & 0xFF).amax(dim=-1)

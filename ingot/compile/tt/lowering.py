@@ -1,7 +1,8 @@
 """Lower ExportedPrograms to TT-NN flatbuffers for a Tenstorrent target, on a host with no device.
 
 ``lower_programs`` takes any list of (name, ExportedProgram): the language-model step programs of
-``TtTarget.plan``, the YOLOv4 batch programs of ``TtTarget.detector_plan``, or anything torch.export captures.
+``TtTarget.plan``, the YOLOv4 batch programs of ``TtTarget.detector_plan`` (tt/target.py), or anything
+torch.export captures.
 Programs are saved without their weights (only shapes matter to the compiler), lowered in one plugin worker
 process, and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
 ``NAME.ttnn.mlir``.
@@ -25,11 +26,8 @@ from torch.export import ExportedProgram
 
 from ingot.compile.tt import plugin
 from ingot.compile.tt.ops import unlowered_ops
-from ingot.compile.tt.specs import DeviceSpec, device_spec, model_shapes
+from ingot.compile.tt.specs import device_spec
 from ingot.errors import CompileError
-
-DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
-
 
 @dataclass(frozen=True)
 class LoweringResult:
@@ -181,99 +179,3 @@ def _raise_for_failures(results: list[LoweringResult], allow_cpu_fallback: bool)
     if fallback and not allow_cpu_fallback:
         listing = "; ".join(f"{r.name}: {', '.join(r.unlowered_ops)}" for r in fallback)
         raise CompileError(f"ops that did not lower to TT-NN ({listing}); --allow-cpu-fallback records them instead")
-
-
-@dataclass(frozen=True)
-class TtTarget:
-    """A Tenstorrent device: one static-shape program per prefill bucket and per decode batch size (a
-    detector: per batch size), lowered through torchax and the TT PJRT plugin (compile-only) to TT-NN
-    flatbuffers."""
-
-    spec: DeviceSpec
-    program_suffix: str = ".ttnn"
-    native_library: bool = False  # its programs run on the device, not through ingot's library
-    verify_stage: str = "verification: recorded as needing a device"
-
-    @property
-    def name(self) -> str:
-        return self.spec.target
-
-    def buckets(self, options) -> tuple[list[int], list[int]]:
-        shapes = model_shapes(self.spec, options)
-        return shapes.prefill_buckets, shapes.decode_batches
-
-    def plan(self, options):
-        from ingot.compile.targets import ProgramPlan
-
-        shapes = model_shapes(self.spec, options)
-        static = dict(blocks=shapes.blocks_per_sequence, cache_blocks=shapes.cache_blocks)
-        return [
-            ProgramPlan(f"prefill_{n}", "prefill", batch=(1, 1), tokens=(n, n), **static) for n in shapes.prefill_buckets
-        ] + [ProgramPlan(f"decode_{b}", "decode", batch=(b, b), tokens=(1, 1), **static) for b in shapes.decode_batches]
-
-    def detector_plan(self, options):
-        """One static program per batch size: detect_1, detect_2, ... (TT programs have no dynamic dimension)."""
-        from ingot.compile.targets import ProgramPlan
-
-        return [ProgramPlan(f"detect_{b}", "detect", batch=(b, b)) for b in options.batch_sizes]
-
-    @property
-    def detector_verify_stage(self) -> str:
-        return f"predict accuracy in TT number formats ({self.spec.detector_policy} policy)"
-
-    def optimization_level(self, options) -> int:
-        return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
-
-    def lower_all(self, programs: list[tuple], out_dir: Path, options, cache_dir: Path, progress):
-        """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
-        TtProgramInfo)."""
-        from ingot.artifacts.manifest import TensorSpec, TtProgramInfo
-
-        level = self.optimization_level(options)
-        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
-            results = lower_programs(
-                [(plan.name, exported) for plan, exported in programs], out_dir,
-                target=self.name, optimization_level=level,
-                allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
-                session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
-            )
-        toolchain = plugin.toolchain(self.name)
-        lowered = {}
-        for r in results:
-            info = TtProgramInfo(
-                status=r.status,
-                ttnn_ops=r.ttnn_ops,
-                unlowered_ops=r.unlowered_ops,
-                error=r.error if r.status != "lowered" else None,
-                dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind != "ttnn"],
-                weight_inputs=[w["name"] for w in r.weights],
-                inputs=[TensorSpec(**t) for t in r.inputs],
-                outputs=[TensorSpec(**t) for t in r.outputs],
-                toolchain=toolchain,
-                optimization_level=level,
-                seconds=r.seconds,
-            )
-            lowered[r.name] = (f"{out_dir.name}/{r.files['ttnn']}" if "ttnn" in r.files else "", info)
-        return lowered
-
-    def manifest_info(self):
-        from ingot.artifacts.manifest import TtTargetInfo
-
-        return TtTargetInfo(spec=self.spec.as_dict(), device_verification=self.verification_note)
-
-    def verify(self, directory: Path, manifest, reference, tokenizer):
-        """Running the programs needs a device, so there is no measured report here (None). Predicted
-        accuracy of TT number formats on the CPU plugs in at this boundary."""
-        return None
-
-    def verify_detector(self, directory: Path, manifest, reference, onnx_file: Path | None):
-        """The programs need a device, so the detector's verification is a prediction: the eager float32 network
-        with the spec's format policy emulated, against itself unchanged, recorded in the manifest's ``tt``."""
-        from ingot.compile.tt.emulate_detector import predict_detector_accuracies
-
-        predictions = predict_detector_accuracies(reference, manifest, [self.spec.detector_policy])
-        return manifest.model_copy(update={"tt": manifest.tt.model_copy(update={"predicted": predictions})})
-
-    @property
-    def verification_note(self) -> str:
-        return DEVICE_VERIFICATION.format(device=self.spec.device)

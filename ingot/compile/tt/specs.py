@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ingot.errors import OptionError
+from ingot.sizes import ceil_div
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def model_shapes(spec: DeviceSpec, options) -> ModelShapes:
     if options.max_context > spec.max_context:
         raise OptionError(f"--max-context {options.max_context} exceeds {spec.target}'s max context {spec.max_context}")
     multiple = spec.prefill_bucket_multiple
-    buckets = sorted({-(-b // multiple) * multiple for b in options.prefill_buckets})
+    buckets = sorted({ceil_div(b, multiple) * multiple for b in options.prefill_buckets})
     if buckets[-1] > options.max_context:
         raise OptionError(
             f"prefill bucket {buckets[-1]} (buckets are multiples of {multiple} on {spec.target}) "

@@ -16,7 +16,7 @@ TT_SMALL_OPTIONS = dict(TT_TINY_OPTIONS, max_batch=1, prefill_buckets=(32,))
 @pytest.fixture(scope="session")
 def tt_compiled(tiny_model, session_store):
     """tt_compiled(family) -> CompileResult of that tiny family compiled for p150."""
-    from ingot.compile.pipeline import compile_model
+    from ingot.compile.llm.kind import compile_model
 
     results = {}
 
@@ -37,8 +37,8 @@ TT_YOLO_OPTIONS = dict(target="p150", input_size=320, max_batch=2)
 @pytest.fixture(scope="session")
 def tt_yolo(session_store):
     """CompileResult of YOLOv4 (random weights) compiled for p150."""
-    from ingot.compile.detector_options import DetectorOptions
-    from ingot.compile.detector_pipeline import compile_detector
+    from ingot.compile.detector.kind import compile_detector
+    from ingot.compile.options import DetectorOptions
     from ingot.models.yolov4.source import resolve_detector
 
     source = resolve_detector("yolov4", None, random_weights=True)

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ingot.artifacts.manifest import Manifest
 from ingot.compile.tt import emulate, policies
 from ingot.compile.tt.formats import TTFormat, quantize
+from ingot.compile.verify import predicted_llm
 from ingot.errors import OptionError
 from tests.conftest import run_cli
 
@@ -97,14 +98,11 @@ def test_kv_cache_format_changes_attention(llama):
 
 def test_predicted_accuracy_orders_the_formats(llama):
     reference, tokenizer = llama
-    reports = {
-        fmt: emulate.predict_accuracy(reference, tokenizer, policies.uniform(fmt))
-        for fmt in (TTFormat.BFLOAT16, TTFormat.BFLOAT8_B, TTFormat.BFLOAT4_B)
-    }
+    formats = (TTFormat.BFLOAT16, TTFormat.BFLOAT8_B, TTFormat.BFLOAT4_B)
+    reports = dict(zip(formats, predicted_llm.predict_accuracies(reference, tokenizer, [policies.uniform(f) for f in formats])))
     pccs = [reports[f].pcc for f in (TTFormat.BFLOAT16, TTFormat.BFLOAT8_B, TTFormat.BFLOAT4_B)]
     assert 1.0 > pccs[0] > pccs[1] > pccs[2] > 0.5
-    accuracy = emulate.predict_accuracy(reference, tokenizer, policies.ACCURACY)
-    performance = emulate.predict_accuracy(reference, tokenizer, policies.PERFORMANCE)
+    accuracy, performance = predicted_llm.predict_accuracies(reference, tokenizer, [policies.ACCURACY, policies.PERFORMANCE])
     assert accuracy.pcc > performance.pcc
     assert accuracy.num_tokens == 320 and accuracy.reference == "transformers eager float32"
     assert accuracy.tenstorrent.min_pcc == 0.99
@@ -116,7 +114,7 @@ def test_predicted_accuracy_orders_the_formats(llama):
 
 def test_predict_from_a_cpu_artifact(compiled):
     result = compiled("llama")
-    report = emulate.predict_tt_accuracy(result.path, result.manifest, "accuracy")
+    [report] = predicted_llm.predict_tt_accuracies(result.path, result.manifest, ["accuracy"])
     assert report.policy == "accuracy" and 0.9 < report.pcc < 1.0
     assert report.applied["kv cache bfloat16"] == result.manifest.model.config["num_hidden_layers"]
 

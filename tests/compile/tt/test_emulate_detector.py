@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ingot.compile.tt import emulate, policies
-from ingot.compile.tt.emulate_detector import fold_batch_norms, predicted_detector
+from ingot.compile.tt.emulate import fold_batch_norms, predicted_detector
 from ingot.compile.tt.formats import TTFormat, quantize
 from ingot.errors import OptionError
 

@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from ingot.compile.tt.formats import BLOCK, MAGNITUDE_BITS, TTFormat, parse_format, quantize, shared_exponents
+from ingot.compile.tt.formats import BLOCK, MAGNITUDE_BITS, TTFormat, parse_format, quantize
+from ingot.sizes import ceil_div
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "ttnn_golden.npz")
 CASES = sorted({name.split("/")[0] for name in GOLDEN.files if "/" in name})
 FORMATS = ["bfloat16", "bfloat8_b", "bfloat4_b"]
 BLOCK_FORMATS = ["bfloat8_b", "bfloat4_b"]
+
+
+def shared_exponents(x: torch.Tensor) -> torch.Tensor:
+    """The biased 8-bit exponent each 16-value block of `x` shares in a block format (the largest exponent field of
+    its values): [rows, blocks]."""
+    rows = x.detach().to(torch.float32).reshape(-1, x.shape[-1])
+    padded = torch.nn.functional.pad(rows, (0, ceil_div(rows.shape[1], BLOCK) * BLOCK - rows.shape[1]))
+    fields = (padded.contiguous().view(torch.int32) >> 23) & 0xFF
+    return fields.reshape(rows.shape[0], -1, BLOCK).amax(dim=-1)
 
 
 def test_golden_vectors_cover_the_cases_we_rely_on():

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.compile.llm.kind import compile_model
 from ingot.compile.options import CompileOptions
-from ingot.compile.pipeline import compile_model
 from ingot.compile.tt.lowering import _raise_for_failures, lower_programs
-from ingot.errors import CompileError
-from ingot.digest import sha256_file
 from ingot.compile.tt.plugin import DESCRIPTORS
+from ingot.digest import sha256_file
+from ingot.errors import CompileError
 from tests.compile.tt.conftest import TT_TINY_OPTIONS
 
 PROGRAMS = {

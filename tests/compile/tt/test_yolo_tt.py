@@ -13,8 +13,8 @@ from PIL import Image
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import MANIFEST_NAME, Manifest
 from ingot.artifacts.store import ArtifactStore
-from ingot.compile.detector_options import DetectorOptions
-from ingot.compile.detector_pipeline import compile_detector
+from ingot.compile.detector.kind import compile_detector
+from ingot.compile.options import DetectorOptions
 from ingot.compile.pipeline import cache_key
 from ingot.compile.tt.plugin import DESCRIPTORS
 from ingot.digest import sha256_file

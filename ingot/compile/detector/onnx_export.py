@@ -1,5 +1,5 @@
 """``--emit onnx``: the captured graph as ONNX (the interchange format TT-Forge's front end takes), checked with
-``onnx.checker`` and run in onnxruntime by verification."""
+``onnx.checker`` (verification runs it in onnxruntime)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
+from ingot.compile.detector.capture import OUTPUT_NAMES
 from ingot.errors import CompileError
 
-OUTPUT_NAMES = ("stride8", "stride16", "stride32")
 
 
 def export_onnx(exported: torch.export.ExportedProgram, path: Path) -> None:
     """One self-contained .onnx file (weights inside; YOLOv4's 258 MB is far below protobuf's 2 GB limit)."""
-    import onnx
+    import onnx  # only an --emit onnx compile needs it
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # it logs every torchvision op it skips
     with warnings.catch_warnings():
@@ -30,11 +30,3 @@ def export_onnx(exported: torch.export.ExportedProgram, path: Path) -> None:
     except onnx.checker.ValidationError as error:
         raise CompileError(f"the exported ONNX is invalid: {str(error).splitlines()[0]}") from error
 
-
-def run_onnx(path: Path, images: torch.Tensor) -> list[torch.Tensor]:
-    """The ONNX model's outputs in onnxruntime's CPU provider."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"images": images.numpy()})
-    return [torch.from_numpy(output) for output in outputs]

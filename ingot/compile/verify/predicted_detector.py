@@ -1,51 +1,27 @@
-"""TT-predicted accuracy of a detector: the float32 network with a format policy applied, against itself unchanged.
-
-A Tenstorrent YOLOv4 folds each batch norm into its convolution and then stores the folded weight in a block
-format, so `predicted_detector` folds first (torch's `fuse_conv_bn_eval`) and then applies the policy with the
-same `apply_policy` as the language models. Both networks see the letterboxed sample scenes the cpu
-verification uses; boxes and confidences are compared after the runtime's own decoding, as tt-metal compares
-them (its `YOLOV4_BOXES_PCC` and `YOLOV4_CONFS_PCC`).
+"""A detector's TT-predicted accuracy: the float32 network with a format policy applied (tt/emulate.py), against
+itself unchanged. Both networks see the letterboxed sample scenes the cpu verification uses; boxes and confidences
+are compared after the runtime's own decoding, as tt-metal compares them (its `YOLOV4_BOXES_PCC` and
+`YOLOV4_CONFS_PCC`). A TT detector's compile records it in the manifest; `ingot verify` runs it under any policy.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ingot.artifacts.manifest import Manifest, TtDetectionAcceptance, TtDetectionPrediction
-from ingot.compile.detector_verify import REFERENCE, flatten_heads, sample_batch
-from ingot.compile.tt.emulate import apply_policy, count_applied
+from ingot.compile.tt.emulate import count_applied, predicted_detector
 from ingot.compile.tt.policies import FormatPolicy, get_policy
-from ingot.compile.verify import pcc
+from ingot.compile.verify.metrics import flatten_heads, max_abs_error, pcc
+from ingot.compile.verify.references import DETECTOR_REFERENCE, detector_reference
+from ingot.compile.verify.sample_inputs import sample_batch
 from ingot.runtime.vision.decode import decode_heads
 
 # tt-metal's models/demos/yolov4/common.py at commit 90b63baa: YOLOV4_BOXES_PCC, YOLOV4_CONFS_PCC and
 # YOLOV4_BOXES_PCC_BLACKHOLE (its Blackhole test checks boxes only, at the lower bar).
 TT_ACCEPTANCE = TtDetectionAcceptance(min_box_pcc=0.99, min_confidence_pcc=0.9, min_box_pcc_blackhole=0.96)
-
-
-def fold_batch_norms(model: nn.Module) -> None:
-    """Fold every batch norm into the convolution just before it in the same container, in place (eval mode)."""
-    for container in model.modules():
-        if not isinstance(container, (nn.ModuleList, nn.Sequential)):
-            continue
-        for i in range(len(container) - 1):
-            conv, norm = container[i], container[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                container[i] = fuse_conv_bn_eval(conv, norm)
-                container[i + 1] = nn.Identity()
-
-
-def predicted_detector(reference: nn.Module, policy: FormatPolicy) -> tuple[nn.Module, dict]:
-    """A copy of `reference` (untouched) with its batch norms folded and `policy` applied."""
-    model = copy.deepcopy(reference).eval()
-    fold_batch_norms(model)
-    applied = apply_policy(model, policy)
-    return model, applied
 
 
 def predict_detector_accuracies(
@@ -71,13 +47,13 @@ def predict_detector_accuracies(
                 policy=policy.name,
                 description=policy.description,
                 source=policy.source,
-                reference=REFERENCE,
+                reference=DETECTOR_REFERENCE,
                 images=len(images),
                 input_size=info.input_size,
                 box_pcc=box_pcc,
                 confidence_pcc=confidence_pcc,
                 head_pcc=pcc(flatten_heads(actual), flatten_heads(expected)),
-                max_abs_error=max(float((a - e).abs().max()) for a, e in zip(actual, expected)),
+                max_abs_error=max_abs_error(actual, expected),
                 tenstorrent=TT_ACCEPTANCE,
                 meets_tt_pcc=meets,
                 applied=count_applied(applied),
@@ -90,6 +66,4 @@ def predict_tt_detector_accuracies(
     artifact_dir: Path, manifest: Manifest, policies: list[str | FormatPolicy]
 ) -> list[TtDetectionPrediction]:
     """`ingot verify`'s TT numerics for a detector: the float32 reference rebuilt from the artifact's weights."""
-    from ingot.compile.reverify import detector_reference
-
     return predict_detector_accuracies(detector_reference(artifact_dir, manifest), manifest, policies)

@@ -1,52 +1,35 @@
-"""Verification: the compiled programs against the float32 eager transformers model, teacher-forced.
+"""A language model's verification: the compiled programs against the float32 eager transformers model,
+teacher-forced.
 
-The reference runs the whole text in one forward pass. The artifact runs it the way serving does:
-a prefill chunk, then one decode step per token on the paged cache, then a full batch of sequences of
-mixed lengths, prefilled together where a program takes them and decoded together. PCC, max abs error
-and top-1/top-5 agreement compare the logits.
+The reference runs the whole text in one forward pass. The artifact runs it the way serving does (through the
+runtime's ModelRunner: the one place compile imports the runtime, on purpose): a prefill chunk, then one decode
+step per token on the paged cache, then a full batch of sequences of mixed lengths, prefilled together where a
+program takes them and decoded together. PCC, max abs error and top-1/top-5 agreement compare the logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ingot.artifacts.manifest import Manifest, VerificationReport
+from ingot.compile.verify.metrics import agreement, pcc
+from ingot.compile.verify.references import LLM_REFERENCE
+from ingot.compile.verify.sample_inputs import verification_tokens
 from ingot.runtime.model_runner import ModelRunner
+from ingot.sizes import ceil_div
 
-TEXT = (Path(__file__).parent / "verify_text.txt").read_text()
-NUM_TOKENS = 320
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 PREFILL_TOKENS = 32
 BATCH_DECODE_STEPS = 4
 
 
-def pcc(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two tensors, flattened: Tenstorrent's accuracy measure."""
-    stacked = torch.stack([a.flatten().double(), b.flatten().double()])
-    return float(torch.corrcoef(stacked)[0, 1])
-
-
-def agreement(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
-    """Logits [tokens, vocab] against the reference's: PCC, max abs error, teacher-forced top-1/top-5 agreement
-    (top-5: the reference's top token is among the five highest of `actual`)."""
-    top1 = actual.argmax(-1) == expected.argmax(-1)
-    top5 = (actual.topk(5, dim=-1).indices == expected.argmax(-1, keepdim=True)).any(-1)
-    return dict(
-        pcc=pcc(actual, expected),
-        max_abs_error=float((actual - expected).abs().max()),
-        top1_agreement=float(top1.float().mean()),
-        top5_agreement=float(top5.float().mean()),
-    )
-
-
-def verification_tokens(tokenizer: PreTrainedTokenizerBase, max_context: int) -> list[int]:
-    """The fixed text every verification runs, as token ids."""
-    return tokenizer(TEXT, add_special_tokens=False).input_ids[: min(NUM_TOKENS, max_context)]
-
-
-def verify_artifact(
+def verify_llm(
     directory: Path,
     manifest: Manifest,
     reference: PreTrainedModel,
@@ -59,7 +42,7 @@ def verify_artifact(
         expected = reference(torch.tensor([tokens])).logits[0].float()
 
     block_size = manifest.kv_cache.block_size
-    blocks_per_sequence = -(-len(tokens) // block_size)
+    blocks_per_sequence = ceil_div(len(tokens), block_size)
     max_batch = manifest.buckets.decode_batch[-1]
     runner = ModelRunner(directory, manifest, num_blocks=1 + max_batch * blocks_per_sequence)
 
@@ -83,7 +66,7 @@ def verify_artifact(
     report = agreement(actual, compared)
     passed = report["pcc"] >= min_pcc and report["top1_agreement"] >= min_top1 and min(programs.values()) >= min_pcc
     return VerificationReport(
-        reference="transformers eager float32",
+        reference=LLM_REFERENCE,
         num_tokens=len(tokens),
         prefill_tokens=prefill_tokens,
         decode_steps=len(tokens) - prefill_tokens,
@@ -95,7 +78,13 @@ def verify_artifact(
     )
 
 
-def _batch_pccs(runner: ModelRunner, tokens: list[int], expected: torch.Tensor, block_table, batch: int) -> dict:
+def _batch_pccs(
+    runner: ModelRunner,
+    tokens: list[int],
+    expected: torch.Tensor,
+    block_table: Callable[[int], list[int]],
+    batch: int,
+) -> dict[str, float]:
     """A full batch of sequences of different lengths (each a prefix of the text): prefilled in one step when a
     program takes them all, then decoded together."""
     lengths = [min(PREFILL_TOKENS // 2 + 3 * i, len(tokens) - BATCH_DECODE_STEPS) for i in range(batch)]

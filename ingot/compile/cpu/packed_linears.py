@@ -10,13 +10,15 @@ from collections import defaultdict
 import torch
 from torch import fx
 
+from ingot.sizes import ceil_div
+
 PACK_WIDTH = 48  # columns per packed panel of the kernel
 
 
 def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
     """[N, K] -> [ceil(N / 48), K, 48]: each panel of 48 output columns with its K inputs contiguous."""
     out_features, in_features = weight.shape
-    padded = -(-out_features // PACK_WIDTH) * PACK_WIDTH
+    padded = ceil_div(out_features, PACK_WIDTH) * PACK_WIDTH
     weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, padded - out_features))
     return weight.reshape(padded // PACK_WIDTH, PACK_WIDTH, in_features).transpose(1, 2).contiguous()
 

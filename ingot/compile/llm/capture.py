@@ -6,8 +6,8 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from ingot.artifacts.manifest import KVCacheLayout, TensorSpec
-from ingot.compile.step_module import CausalLMStep
-from ingot.compile.targets import ProgramPlan
+from ingot.compile.llm.step_module import CausalLMStep
+from ingot.compile.plan import ProgramPlan
 
 # The number of cache blocks is chosen at serve time (--kv-cache-gb), so it is always dynamic.
 MAX_CACHE_BLOCKS = 1 << 22

@@ -1,0 +1,93 @@
+"""What the pipeline asks of a target: which programs to capture (``ProgramPlan``), how to lower them, and what
+accuracy a measured verification owes. ``CpuTarget`` (cpu/target.py) and ``TtTarget`` (tt/target.py) are the
+two ``Target``s. Imports nothing heavy: a plan is data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from ingot.artifacts.manifest import TtProgramInfo, TtTargetInfo
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
+from ingot.compile.options import TargetOptions
+from ingot.progress import StageProgress
+
+if TYPE_CHECKING:  # a type only: torch stays out of a plan
+    from torch.export import ExportedProgram
+
+
+@dataclass(frozen=True)
+class ProgramPlan:
+    """A program to capture: its kind and the (inclusive) batch and token ranges it must accept (a detector's
+    programs take images: no tokens).
+
+    ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
+    device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
+    weights, folded and prepacked at compile time (cpu). A ``decode_kernel`` program calls ingot's own paged
+    decode attention kernel, and a ``packed_linears`` one (frozen) ingot's own matrix product for a few rows on
+    weights it packs: kernels of ingot's native library, which the artifact carries.
+    """
+
+    name: str
+    kind: Literal["prefill", "decode", "detect"]
+    batch: tuple[int, int]
+    tokens: tuple[int, int] | None = None
+    blocks: int | None = None
+    cache_blocks: int | None = None
+    frozen: bool = False
+    decode_kernel: bool = False
+    packed_linears: bool = False
+
+
+@dataclass(frozen=True)
+class AccuracyBar:
+    """What a verification that runs the programs on this host must reach: language-model logits (every
+    program, and teacher-forced top-1), a detector's boxes, confidences and head maps, an exported ONNX."""
+
+    min_pcc: float
+    min_top1: float
+    min_detection_pcc: float
+    min_onnx_pcc: float
+
+
+# program name -> (artifact-relative file, what the target records about it: None, or TtProgramInfo)
+LoweredPrograms = dict[str, tuple[str, TtProgramInfo | None]]
+
+
+class Target(Protocol):
+    """Where the programs run. Both kinds of model (language models, detectors) talk to a target only here."""
+
+    name: str
+    program_suffix: str
+    native_library: bool  # its programs run through ingot's native library, which the artifact then carries
+    accuracy: AccuracyBar | None  # None: the programs need a device this host lacks; nothing runs at verification
+    detector_policy: str | None  # the TT format policy a detector's accuracy is predicted in when nothing runs
+
+    def buckets(self, options: CompileOptions) -> tuple[list[int], list[int]]:
+        """The prefill token buckets and decode batch buckets the runtime pads steps to."""
+        ...
+
+    def plan(self, options: CompileOptions) -> list[ProgramPlan]:
+        """A language model's programs."""
+        ...
+
+    def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
+        """A detector's programs."""
+        ...
+
+    def lower_all(
+        self,
+        programs: list[tuple[ProgramPlan, ExportedProgram]],
+        out_dir: Path,
+        options: TargetOptions,
+        cache_dir: Path,
+        progress: StageProgress,
+    ) -> LoweredPrograms:
+        """Lower every captured program into ``out_dir``."""
+        ...
+
+    def manifest_info(self) -> TtTargetInfo | None:
+        """The target's own manifest section."""
+        ...

@@ -1,0 +1,99 @@
+"""A Tenstorrent device as a compile target: static-shape plans, lowered in one plugin session (tt/lowering.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.export import ExportedProgram
+
+from ingot.artifacts.manifest import TensorSpec, TtProgramInfo, TtTargetInfo
+from ingot.compile.options import DetectorOptions
+from ingot.compile.options import CompileOptions
+from ingot.compile.options import TargetOptions
+from ingot.compile.plan import LoweredPrograms, ProgramPlan
+from ingot.compile.tt import plugin
+from ingot.compile.tt.lowering import lower_programs
+from ingot.compile.tt.specs import DeviceSpec, model_shapes
+from ingot.progress import StageProgress
+
+DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
+
+
+@dataclass(frozen=True)
+class TtTarget:
+    """A Tenstorrent device: one static-shape program per prefill bucket and per decode batch size (a
+    detector: per batch size), lowered through torchax and the TT PJRT plugin (compile-only) to TT-NN
+    flatbuffers. Running them needs the device, so nothing is measured at verification (``accuracy`` None):
+    a detector's accuracy is predicted in the spec's number formats instead."""
+
+    spec: DeviceSpec
+    program_suffix: str = ".ttnn"
+    native_library: bool = False  # its programs run on the device, not through ingot's library
+    accuracy: None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.target
+
+    @property
+    def detector_policy(self) -> str:
+        return self.spec.detector_policy
+
+    def buckets(self, options: CompileOptions) -> tuple[list[int], list[int]]:
+        shapes = model_shapes(self.spec, options)
+        return shapes.prefill_buckets, shapes.decode_batches
+
+    def plan(self, options: CompileOptions) -> list[ProgramPlan]:
+        shapes = model_shapes(self.spec, options)
+        static = dict(blocks=shapes.blocks_per_sequence, cache_blocks=shapes.cache_blocks)
+        return [
+            ProgramPlan(f"prefill_{n}", "prefill", batch=(1, 1), tokens=(n, n), **static) for n in shapes.prefill_buckets
+        ] + [ProgramPlan(f"decode_{b}", "decode", batch=(b, b), tokens=(1, 1), **static) for b in shapes.decode_batches]
+
+    def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
+        """One static program per batch size: detect_1, detect_2, ... (TT programs have no dynamic dimension)."""
+        return [ProgramPlan(f"detect_{b}", "detect", batch=(b, b)) for b in options.batch_sizes]
+
+    def optimization_level(self, options: TargetOptions) -> int:
+        return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
+
+    def lower_all(
+        self,
+        programs: list[tuple[ProgramPlan, ExportedProgram]],
+        out_dir: Path,
+        options: TargetOptions,
+        cache_dir: Path,
+        progress: StageProgress,
+    ) -> LoweredPrograms:
+        """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
+        TtProgramInfo)."""
+        level = self.optimization_level(options)
+        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
+            results = lower_programs(
+                [(plan.name, exported) for plan, exported in programs], out_dir,
+                target=self.name, optimization_level=level,
+                allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
+                session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
+            )
+        toolchain = plugin.toolchain(self.name)
+        lowered = {}
+        for r in results:
+            info = TtProgramInfo(
+                status=r.status,
+                ttnn_ops=r.ttnn_ops,
+                unlowered_ops=r.unlowered_ops,
+                error=r.error if r.status != "lowered" else None,
+                dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind != "ttnn"],
+                weight_inputs=[w["name"] for w in r.weights],
+                inputs=[TensorSpec(**t) for t in r.inputs],
+                outputs=[TensorSpec(**t) for t in r.outputs],
+                toolchain=toolchain,
+                optimization_level=level,
+                seconds=r.seconds,
+            )
+            lowered[r.name] = (f"{out_dir.name}/{r.files['ttnn']}" if "ttnn" in r.files else "", info)
+        return lowered
+
+    def manifest_info(self) -> TtTargetInfo:
+        return TtTargetInfo(spec=self.spec.as_dict(), device_verification=DEVICE_VERIFICATION.format(device=self.spec.device))

@@ -1,0 +1,42 @@
+"""The float32 references verification compares against, rebuilt from an artifact alone (its config and weights),
+for `ingot verify` and for TT accuracy predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from ingot.artifacts.manifest import Manifest
+from ingot.errors import ArtifactError
+from ingot.models.yolov4.network import YOLOv4
+
+LLM_REFERENCE = "transformers eager float32"
+DETECTOR_REFERENCE = "eager float32 PyTorch"
+STEP_PREFIX = "model."  # a language model's weights are stored under the CausalLMStep wrapper's names
+
+
+def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
+    """The eager float32 transformers model with the artifact's own config and weights."""
+    config_dict = dict(manifest.model.config)
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    weights = load_file(directory / manifest.weights.file)
+    for alias, owner in manifest.weights.aliases.items():
+        weights[alias] = weights[owner]
+    state = {name.removeprefix(STEP_PREFIX): tensor for name, tensor in weights.items()}
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise ArtifactError(f"{directory.name}: weights lack {missing[0]}")
+    return model.eval()
+
+
+def detector_reference(directory: Path, manifest: Manifest) -> torch.nn.Module:
+    """The eager float32 network rebuilt from the artifact's own weights (stored under the network's module names)."""
+    reference = YOLOv4(num_classes=manifest.model.config["num_classes"])
+    missing, unexpected = reference.load_state_dict(load_file(directory / manifest.weights.file), strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{directory.name}: weights do not fit YOLOv4 ({(missing or unexpected)[0]})")
+    return reference.eval()
