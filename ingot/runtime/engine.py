@@ -21,11 +21,12 @@ import torch
 from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.artifacts.manifest import KVCacheLayout, Manifest
+from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
 from ingot.errors import ArtifactError, ContextLengthError, IngotError, OptionError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from ingot.runtime.kv_sizing import kv_block_bytes, kv_cache_blocks
 from ingot.runtime.model_runner import ModelRunner
 from ingot.runtime.outputs import Completion, RequestMetrics, RequestOutput
 from ingot.runtime.relay import relay_for
@@ -38,17 +39,11 @@ from ingot.runtime.threads import call_on_fresh_thread
 
 log = logging.getLogger("ingot.engine")
 
-DEFAULT_KV_CACHE_GB = 1.0
 Sink = Callable[[RequestOutput], None]
 
 
 class EngineStopped(IngotError):
     """A request came after the engine shut down."""
-
-
-def kv_block_bytes(layout: KVCacheLayout) -> int:
-    itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}[layout.dtype]
-    return 2 * layout.num_layers * layout.block_size * layout.num_kv_heads * layout.head_dim * itemsize
 
 
 @dataclass
@@ -92,23 +87,13 @@ class Engine:
         refusal = unservable_reason(manifest)
         if refusal:
             raise ArtifactError(refusal)
-        if kv_cache_gb is not None and not kv_cache_gb > 0:
-            raise OptionError(f"--kv-cache-gb must be more than 0, not {kv_cache_gb}")
         if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
             raise OptionError(f"--max-num-batched-tokens must be at least 1, not {max_num_batched_tokens}")
+        num_blocks = kv_cache_blocks(manifest.kv_cache, manifest.buckets.max_context, kv_cache_gb, num_blocks)
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
         self.tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
-        if num_blocks is None:
-            budget = (DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb) * 2**30
-            num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))
-        needed = -(-self.max_context // manifest.kv_cache.block_size) + 1
-        if num_blocks < needed:
-            raise OptionError(
-                f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence, "
-                f"not {num_blocks}: raise --kv-cache-gb"
-            )
         self.runner = call_on_fresh_thread(lambda: ModelRunner(directory, manifest, num_blocks))
         self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
         prefill_sizes, decode_sizes = self.runner.prefill_sizes, self.runner.decode_sizes
