@@ -13,6 +13,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence as TokenIds
 
+from ingot.runtime.kv_sizing import blocks_for_tokens
 from ingot.runtime.sequence import Sequence
 
 PAD_BLOCK = 0  # never allocated: the padded tokens of every step write there
@@ -48,7 +49,7 @@ class BlockManager:
         return self.capacity - len(self.free)
 
     def blocks_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
+        return blocks_for_tokens(num_tokens, self.block_size)
 
     def allocate(self, seq: Sequence) -> bool:
         """Blocks for all of ``seq``'s tokens, reusing cached prefix blocks; False if they do not fit.

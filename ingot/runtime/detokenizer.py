@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -45,10 +46,17 @@ class IncrementalDetokenizer:
 
 class StopStringMatcher:
     """Finds stop strings in streamed text, even when split across tokens, and holds back text that might
-    be the start of one so a client never sees part of a stop string."""
+    be the start of one so a client never sees part of a stop string.
+
+    One automaton over every stop string (Aho-Corasick) reads each character once: a token costs the same
+    whatever the number of stop strings, and the text held back is never longer than the longest of them. The
+    first stop string completed wins (the longest of those completed by the same character), so where the text
+    is cut does not depend on how it was split into tokens.
+    """
 
     def __init__(self, stop: list[str]) -> None:
-        self._stop = [s for s in stop if s]  # an empty stop string would end every generation before it starts
+        self._automaton = _StopAutomaton([s for s in stop if s])  # an empty stop string would end every output
+        self._state = 0
         self._held = ""
 
     def feed(self, delta: str, may_stop: bool = True) -> tuple[str, bool]:
@@ -56,24 +64,56 @@ class StopStringMatcher:
         While not ``may_stop`` a stop string passes as text (min_tokens not reached yet)."""
         text = self._held + delta
         if not may_stop:
-            self._held = ""
+            self._held, self._state = "", 0
             return text, False
-        hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
-        if hits:
-            self._held = ""
-            return text[: min(hits)], True
-        safe = len(text) - self._partial_stop_length(text)
+        automaton, state = self._automaton, self._state
+        for index, char in enumerate(delta, start=len(self._held) + 1):
+            state = automaton.next_state(state, char)
+            matched = automaton.match_length[state]
+            if matched:
+                self._held, self._state = "", 0
+                return text[: index - matched], True
+        self._state = state
+        safe = len(text) - automaton.depth[state]  # the held end is the start of a stop string
         self._held = text[safe:]
         return text[:safe], False
 
     def flush(self) -> str:
         """At the end of generation (no stop hit): return the text held back as a possible stop start."""
-        held, self._held = self._held, ""
+        held, self._held, self._state = self._held, "", 0
         return held
 
-    def _partial_stop_length(self, text: str) -> int:
-        """Length of the longest end of ``text`` that a stop string starts with: it may yet become that stop."""
-        for n in range(min(len(text), max((len(s) for s in self._stop), default=0)), 0, -1):
-            if any(s.startswith(text[-n:]) for s in self._stop):
-                return n
-        return 0
+
+class _StopAutomaton:
+    """A trie of the stop strings with failure links: state ``s`` stands for the longest end of the text read
+    so far that some stop string starts with (``depth[s]`` characters long)."""
+
+    def __init__(self, stop: list[str]) -> None:
+        self.children: list[dict[str, int]] = [{}]
+        self.depth = [0]
+        self.match_length = [0]  # the longest stop string that ends the state's text, or 0
+        for string in stop:
+            state = 0
+            for char in string:
+                child = self.children[state].get(char)
+                if child is None:
+                    child = self.children[state][char] = len(self.children)
+                    self.children.append({})
+                    self.depth.append(self.depth[state] + 1)
+                    self.match_length.append(0)
+                state = child
+            self.match_length[state] = len(string)
+        self.fail = [0] * len(self.children)
+        queue = deque(self.children[0].values())  # breadth first: a state's failure is shallower than it
+        while queue:
+            state = queue.popleft()
+            if not self.match_length[state]:
+                self.match_length[state] = self.match_length[self.fail[state]]
+            for char, child in self.children[state].items():
+                self.fail[child] = self.next_state(self.fail[state], char)
+                queue.append(child)
+
+    def next_state(self, state: int, char: str) -> int:
+        while state and char not in self.children[state]:
+            state = self.fail[state]
+        return self.children[state].get(char, 0)

@@ -1,7 +1,15 @@
 """The engine: requests in, streamed text out, with one background thread running the step loop.
 
-Callers (the server's event loop, or ``generate``) only enqueue commands and read outputs; the
-scheduler, the KV cache and the model are touched by the engine thread alone.
+Three parts, as in vLLM v1 and nano-vllm: ``EngineCore`` steps (schedule, run, sample), ``OutputProcessor`` turns
+tokens into outputs (text, stops, finish reasons, timings), and ``Engine`` here is the threaded front. Callers (the
+server's event loop, or ``generate``) only enqueue commands and read outputs; the core and the output side are touched
+by the engine thread alone.
+
+Failures: one request's (its sampling, its text, its consumer) finish that request alone, with finish reason "error"
+and a message for its client. A model step that raises fails the requests of that step; anything else that escapes a
+step (a bug in the scheduler or the block manager) fails every request in flight. Either way the failure is logged
+with the request ids and the engine keeps serving: a supervisor learns of a broken artifact from the warm-up, which
+fails like any request, so the server never turns ready.
 """
 
 from __future__ import annotations
@@ -10,45 +18,41 @@ import asyncio
 import functools
 import logging
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.artifacts.manifest import KVCacheLayout, Manifest
+from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.store import ArtifactStore
 from ingot.errors import ArtifactError, ContextLengthError, IngotError, OptionError, RequestError
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from ingot.runtime.engine_core import CoreRequest, EngineCore, StepResult
+from ingot.runtime.kv_sizing import kv_block_bytes, kv_cache_blocks
 from ingot.runtime.model_runner import ModelRunner
-from ingot.runtime.outputs import Completion, RequestMetrics, RequestOutput
+from ingot.runtime.output_processor import OutputProcessor, RequestState, Sink
+from ingot.runtime.outputs import Completion, RequestOutput
 from ingot.runtime.relay import relay_for
-from ingot.runtime.sampler import SampledToken, Sampler, SampleRequest, make_generator
+from ingot.runtime.sampler import SampleRequest, make_generator
 from ingot.runtime.sampling_params import SamplingParams
-from ingot.runtime.scheduler import ScheduledStep, Scheduler
+from ingot.runtime.scheduler import Scheduler
 from ingot.runtime.servable import unservable_reason
 from ingot.runtime.sequence import Sequence
-from ingot.runtime.threads import call_on_fresh_thread
 
 log = logging.getLogger("ingot.engine")
 
-DEFAULT_KV_CACHE_GB = 1.0
-Sink = Callable[[RequestOutput], None]
+OUTPUT_FAILED = "turning this request's tokens into text failed; the server log has the details"
+CONSUMER_FAILED = "this request's output could not be delivered"
+ENGINE_FAILED = "the engine failed while generating this request; the server log has the details"
 
 
 class EngineStopped(IngotError):
     """A request came after the engine shut down."""
-
-
-def kv_block_bytes(layout: KVCacheLayout) -> int:
-    itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}[layout.dtype]
-    return 2 * layout.num_layers * layout.block_size * layout.num_kv_heads * layout.head_dim * itemsize
 
 
 @dataclass
@@ -66,17 +70,6 @@ class EngineStats:
     generation_tokens: int
 
 
-@dataclass(eq=False)
-class _Request:
-    seq: Sequence
-    sink: Sink
-    detokenizer: IncrementalDetokenizer
-    stop: StopStringMatcher
-    eos_token_ids: frozenset[int]
-    generator: object
-    token_times: list[float] = field(default_factory=list)
-
-
 class Engine:
     def __init__(
         self,
@@ -92,49 +85,44 @@ class Engine:
         refusal = unservable_reason(manifest)
         if refusal:
             raise ArtifactError(refusal)
-        if kv_cache_gb is not None and not kv_cache_gb > 0:
-            raise OptionError(f"--kv-cache-gb must be more than 0, not {kv_cache_gb}")
         if max_num_batched_tokens is not None and max_num_batched_tokens < 1:
             raise OptionError(f"--max-num-batched-tokens must be at least 1, not {max_num_batched_tokens}")
+        num_blocks = kv_cache_blocks(manifest.kv_cache, manifest.buckets.max_context, kv_cache_gb, num_blocks)
         self.manifest = manifest
         self.model_name = manifest.model.name
         self.max_context = manifest.buckets.max_context
         self.tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
-        if num_blocks is None:
-            budget = (DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb) * 2**30
-            num_blocks = int(budget // kv_block_bytes(manifest.kv_cache))
-        needed = -(-self.max_context // manifest.kv_cache.block_size) + 1
-        if num_blocks < needed:
-            raise OptionError(
-                f"the KV cache needs at least {needed} blocks to hold one {self.max_context}-token sequence, "
-                f"not {num_blocks}: raise --kv-cache-gb"
-            )
-        self.runner = call_on_fresh_thread(lambda: ModelRunner(directory, manifest, num_blocks))
-        self.blocks = BlockManager(num_blocks, manifest.kv_cache.block_size)
-        prefill_sizes, decode_sizes = self.runner.prefill_sizes, self.runner.decode_sizes
-        cap = max(prefill_sizes[-1], decode_sizes[-1]) if max_num_batched_tokens is None else max_num_batched_tokens
-        self.scheduler = Scheduler(
-            self.blocks,
-            max_batch=min(decode_sizes[-1], cap),
-            prefill_sizes=prefill_sizes,
-            max_prefill_tokens=min(prefill_sizes[-1], cap),
-            max_prefill_batch=self.runner.prefill_batches[-1],
-        )
-        self.sampler = Sampler()
+        self.core = EngineCore(directory, manifest, num_blocks, max_num_batched_tokens)
+        self.outputs = OutputProcessor(self.max_context)
         self.eos_token_ids = frozenset(manifest.tokenizer.eos_token_ids)
-        self.requests: dict[str, _Request] = {}
         self._commands: deque[Callable[[], None]] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._request_ids: set[str] = set()  # of the requests not finished yet, guarded by _wake
-        self.prompt_tokens = 0
-        self.generation_tokens = 0
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB), %d tokens in all",
             num_blocks, self.blocks.block_size, num_blocks * kv_block_bytes(manifest.kv_cache) / 2**30,
             self.blocks.capacity * self.blocks.block_size,
         )
+
+    # The core's parts, for callers that inspect or instrument them (tests, benchmarks).
+    @property
+    def runner(self) -> ModelRunner:
+        return self.core.runner
+
+    @property
+    def blocks(self) -> BlockManager:
+        return self.core.blocks
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.core.scheduler
+
+    @property
+    def requests(self) -> dict[str, RequestState]:
+        """The requests admitted and not finished yet."""
+        return self.outputs.requests
 
     @classmethod
     def from_artifact(cls, key_or_path: str, cache_dir: str | None = None, **kwargs: object) -> Engine:
@@ -165,15 +153,19 @@ class Engine:
             raise ContextLengthError(len(token_ids), params.max_tokens, self.max_context)
         params.validate_vocab(self.runner.vocab_size)
         request_id = request_id or uuid.uuid4().hex
-        request = _Request(
-            seq=Sequence(request_id, token_ids, params),
+        seq = Sequence(request_id, token_ids, params)
+        eos_token_ids = frozenset() if params.ignore_eos else self.eos_token_ids
+        sampling = SampleRequest(
+            params, seq.prompt_token_ids, seq.output_token_ids, make_generator(params.seed), list(eos_token_ids)
+        )
+        state = RequestState(
+            seq=seq,
             sink=sink,
             detokenizer=IncrementalDetokenizer(self.tokenizer, token_ids, params.skip_special_tokens),
             stop=StopStringMatcher(params.stop),
-            eos_token_ids=frozenset() if params.ignore_eos else self.eos_token_ids,
-            generator=make_generator(params.seed),
+            eos_token_ids=eos_token_ids,
         )
-        self._submit(lambda: self._admit(request), reserve_id=request_id)
+        self._submit(lambda: self._admit(CoreRequest(seq, sampling), state), reserve_id=request_id)
         return request_id
 
     def abort(self, request_id: str) -> None:
@@ -239,8 +231,8 @@ class Engine:
             prefix_query_tokens=self.blocks.prefix_query_tokens,
             prefix_hit_tokens=self.blocks.prefix_hit_tokens,
             num_preemptions=self.scheduler.num_preemptions,
-            prompt_tokens=self.prompt_tokens,
-            generation_tokens=self.generation_tokens,
+            prompt_tokens=self.core.prompt_tokens,
+            generation_tokens=self.core.generation_tokens,
         )
 
     def start(self) -> None:
@@ -281,7 +273,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not (self._commands or self.scheduler.has_work() or self._stopping):
+                while not (self._commands or self.core.has_work() or self._stopping):
                     self._wake.wait()
                 if self._stopping:
                     return
@@ -291,118 +283,61 @@ class Engine:
                 for command in commands:
                     command()
                 self.step()
-            except Exception:  # a bug, not a request's fault: fail every request, keep serving
-                log.exception("engine step failed")
+            except Exception:  # a bug outside any one request's work: fail every request, keep serving
+                log.exception("the engine step failed; failing every request in flight: %s", ", ".join(self.requests))
                 for request_id in list(self.requests):
-                    self._abort(request_id)
+                    self._fail(self.requests[request_id], ENGINE_FAILED)
 
-    def _admit(self, request: _Request) -> None:
-        self.requests[request.seq.request_id] = request
-        self.prompt_tokens += len(request.seq.prompt_token_ids)
-        self.scheduler.add(request.seq)
+    def _admit(self, request: CoreRequest, state: RequestState) -> None:
+        self.outputs.add(state)
+        self.core.add(request)
 
     def _abort(self, request_id: str) -> None:
-        request = self.requests.get(request_id)
-        if request is not None:
-            self._finish(request, "abort", RequestOutput(request_id, "", []))
+        state = self.requests.get(request_id)
+        if state is not None:
+            self._finish(state, RequestOutput(request_id, "", []), "abort")
 
     def step(self) -> None:
-        """One scheduled step: a prefill chunk or a decode batch, then sampling and outputs."""
-        scheduled = self.scheduler.schedule()
-        if scheduled is None:
+        """One core step, then each of its requests' outputs."""
+        for result in self.core.step():
+            self._process(result)
+
+    def _process(self, result: StepResult) -> None:
+        state = self.requests[result.seq.request_id]
+        if result.error is not None:
+            self._fail(state, result.error)
             return
-        now = time.monotonic()
-        for seq in scheduled.seqs:
-            if seq.scheduled_time is None:
-                seq.scheduled_time = now
-        logits = self._run(scheduled)
-        rows = [i for i, s in enumerate(scheduled.seqs) if s.num_uncomputed == 0]  # not part-way through a prompt
-        if not rows:
-            return
-        requests = [self.requests[scheduled.seqs[i].request_id] for i in rows]
-        sampled = self.sampler.sample(
-            logits if len(rows) == len(scheduled.seqs) else logits[rows],
-            [
-                SampleRequest(r.seq.params, r.seq.prompt_token_ids, r.seq.output_token_ids, r.generator, list(r.eos_token_ids))
-                for r in requests
-            ],
-        )
-        for request, token in zip(requests, sampled):
-            self._append(request, token)
-
-    def _run(self, scheduled: ScheduledStep) -> torch.Tensor:
-        seqs = scheduled.seqs
-        if scheduled.kind == "prefill":
-            starts = [s.num_computed_tokens for s in seqs]
-            chunks = [s.token_ids[start : start + n] for s, start, n in zip(seqs, starts, scheduled.num_tokens)]
-            logits = self.runner.prefill(chunks, starts, [s.block_table for s in seqs])
-        else:
-            logits = self.runner.decode(
-                [s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs], [s.block_table for s in seqs]
-            )
-        for seq, n in zip(seqs, scheduled.num_tokens):
-            seq.num_computed_tokens += n
-            self.blocks.seal(seq)
-        return logits
-
-    def _append(self, request: _Request, token: SampledToken) -> None:
-        seq = request.seq
-        now = time.monotonic()
-        seq.token_ids.append(token.token_id)
-        self.generation_tokens += 1
-        if seq.first_token_time is None:
-            seq.first_token_time = now
-        else:
-            request.token_times.append(now - seq.last_token_time)
-        seq.last_token_time = now
-
-        params = seq.params
-        completed = len(seq.output_token_ids)
-        if token.token_id in request.eos_token_ids or token.token_id in params.stop_token_ids:
-            text = request.stop.flush()
-            output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
-            self._finish(request, "stop", output)
-            return
-        # before min_tokens, a stop string is text like any other (vLLM's rule; EOS and stop ids are banned then)
-        text, stopped = request.stop.feed(request.detokenizer.add(token.token_id), completed >= params.min_tokens)
-        output = RequestOutput(seq.request_id, text, [token.token_id], logprobs=_logprobs(params, token))
-        if stopped:
-            self._finish(request, "stop", output)
-        elif completed >= params.max_tokens or seq.num_tokens >= self.max_context:
-            output.text += request.stop.flush()
-            self._finish(request, "length", output)
-        else:
-            self._deliver(request, output)
-
-    @staticmethod
-    def _deliver(request: _Request, output: RequestOutput) -> None:
-        """Hand an output to its consumer; a consumer that has gone away must not stop the engine."""
         try:
-            request.sink(output)
+            output = self.outputs.process(state, result.token)
         except Exception:
-            log.warning("dropped an output of request %s: its consumer failed", output.request_id, exc_info=True)
+            log.exception("request %s failed making its output; failing it alone", result.seq.request_id)
+            self._fail(state, OUTPUT_FAILED)
+            return
+        if output.finish_reason is not None:
+            self._finish(state, output, output.finish_reason)
+        else:
+            self._deliver(state, output)
 
-    def _finish(self, request: _Request, reason: str, output: RequestOutput) -> None:
-        seq = request.seq
-        self.scheduler.finish(seq)
-        del self.requests[seq.request_id]
+    def _fail(self, state: RequestState, error: str) -> None:
+        self._finish(state, RequestOutput(state.seq.request_id, "", []), "error", error)
+
+    def _finish(self, state: RequestState, output: RequestOutput, reason: str, error: str | None = None) -> None:
+        request_id = state.seq.request_id
+        self.core.finish(request_id)
+        self.outputs.finish(state, output, reason, error)
         with self._wake:
-            self._request_ids.discard(seq.request_id)
-        now = time.monotonic()
-        output.finished = True
-        output.finish_reason = reason
-        output.prompt_tokens = len(seq.prompt_token_ids)
-        output.metrics = RequestMetrics(
-            queue_time=(seq.scheduled_time or now) - seq.arrival_time,
-            time_to_first_token=(seq.first_token_time or now) - seq.arrival_time,
-            e2e_latency=now - seq.arrival_time,
-            inter_token_latencies=request.token_times,
-        )
-        self._deliver(request, output)
+            self._request_ids.discard(request_id)
+        self._deliver(state, output)
 
-
-def _logprobs(params: SamplingParams, token: SampledToken) -> list[SampledToken]:
-    return [token] if params.logprobs is not None else []
+    def _deliver(self, state: RequestState, output: RequestOutput) -> None:
+        """Hand an output to its consumer. A consumer that fails (gone away, or broken) ends its own request:
+        generating for nobody would hold its blocks and a batch slot."""
+        try:
+            state.sink(output)
+        except Exception:
+            log.warning("request %s: its consumer failed taking an output", output.request_id, exc_info=True)
+            if not output.finished:
+                self._fail(state, CONSUMER_FAILED)
 
 
 def _completion(request_id: str, outputs: list[RequestOutput]) -> Completion:
@@ -414,4 +349,5 @@ def _completion(request_id: str, outputs: list[RequestOutput]) -> Completion:
         finish_reason=last.finish_reason or "abort",
         prompt_tokens=last.prompt_tokens,
         logprobs=[lp for o in outputs for lp in o.logprobs],
+        error=last.error,
     )

@@ -10,7 +10,9 @@ import torch
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
 from ingot.runtime.block_manager import PAD_BLOCK
-from ingot.runtime.programs import load_programs, padded_size, program_for, step_sizes
+from ingot.runtime.buckets import padded_size, step_sizes
+from ingot.runtime.kv_sizing import blocks_for_tokens
+from ingot.runtime.programs import load_programs, program_for
 
 
 class ModelRunner:
@@ -74,7 +76,7 @@ class ModelRunner:
         return self._run(kind, **inputs, logits_index=logits_index)[:batch]
 
     def _context_blocks(self, context_lengths: Sequence[int]) -> int:
-        return -(-max(context_lengths) // self.block_size)
+        return blocks_for_tokens(max(context_lengths), self.block_size)
 
     def _run(self, kind: str, **lists: list) -> torch.Tensor:
         inputs = {name: torch.tensor(value, dtype=torch.long) for name, value in lists.items()}
@@ -93,7 +95,7 @@ class ModelRunner:
             tensor = inputs[name]
             if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= limit):
                 raise ProgramShapeError(f"{name} out of range [0, {limit})")
-        max_blocks = -(-self.manifest.buckets.max_context // self.block_size)
+        max_blocks = blocks_for_tokens(self.manifest.buckets.max_context, self.block_size)
         if inputs["block_tables"].shape[1] > max_blocks:
             raise ProgramShapeError(f"context beyond the artifact's max context {self.manifest.buckets.max_context}")
 

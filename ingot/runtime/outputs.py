@@ -25,10 +25,11 @@ class RequestOutput:
     text: str
     token_ids: list[int]
     finished: bool = False
-    finish_reason: str | None = None  # "stop", "length" or "abort"
+    finish_reason: str | None = None  # "stop", "length", "abort" or "error"
     prompt_tokens: int = 0  # set on the final output
     logprobs: list[SampledToken] = field(default_factory=list)
     metrics: RequestMetrics | None = None
+    error: str | None = None  # on an "error" finish: what failed, in words fit for the client (the log has the rest)
 
 
 @dataclass
@@ -41,3 +42,4 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     logprobs: list[SampledToken] = field(default_factory=list)
+    error: str | None = None  # on an "error" finish: what failed

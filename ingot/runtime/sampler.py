@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -13,13 +13,26 @@ from ingot.runtime.sampling_params import SamplingParams
 _TOP_P_PREFIX = 1024
 
 
-@dataclass
+@dataclass(eq=False)
 class SampleRequest:
+    """What the sampler needs of one request. Made once per request: ``output_token_ids`` is the request's own
+    growing list, and the logit-bias and ban tensors are built here, not at every step (a full-vocabulary
+    ``logit_bias`` rebuilt per step cost ~40 ms a token)."""
+
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     generator: torch.Generator | None  # the request's own RNG (see make_generator); None = torch's global RNG
     eos_token_ids: list[int]
+    bias_ids: torch.Tensor = field(init=False)
+    bias_values: torch.Tensor = field(init=False)
+    banned_ids: torch.Tensor = field(init=False)  # what may not end the output before min_tokens
+
+    def __post_init__(self) -> None:
+        bias = self.params.logit_bias
+        self.bias_ids = torch.tensor(list(bias), dtype=torch.long)
+        self.bias_values = torch.tensor(list(bias.values()), dtype=torch.float32)
+        self.banned_ids = torch.tensor([*self.eos_token_ids, *self.params.stop_token_ids], dtype=torch.long)
 
 
 @dataclass
@@ -68,12 +81,22 @@ def _sample_row(row: torch.Tensor, request: SampleRequest) -> int:
     params = request.params
     row = _penalise(row.clone(), request)
     if params.greedy:
-        return int(row.argmax())
+        return _greedy(row)
     values, ids = _candidates(row / params.temperature, params)
+    probs = values.softmax(dim=0)
+    if not probs.numel() or not bool(probs.isfinite().all()):
+        # Logits that are not finite (a model's inf, a penalty's overflow) leave no distribution to draw from.
+        return _greedy(row)
     # The exponential race (Gumbel-max): the same distribution as multinomial, at a fraction of its cost.
-    noise = torch.empty_like(values).exponential_(generator=request.generator)
-    choice = int((values.softmax(dim=0) / noise).argmax())
+    noise = torch.empty_like(probs).exponential_(generator=request.generator)
+    choice = int((probs / noise).argmax())
     return choice if ids is None else int(ids[choice])
+
+
+def _greedy(row: torch.Tensor) -> int:
+    """The highest logit, NaN counting as the lowest: always a token of the vocabulary, and a banned one (-inf)
+    only when every token is banned or NaN."""
+    return int(row.nan_to_num(nan=-math.inf, posinf=math.inf).argmax())
 
 
 def _penalise(row: torch.Tensor, request: SampleRequest) -> torch.Tensor:
@@ -81,9 +104,9 @@ def _penalise(row: torch.Tensor, request: SampleRequest) -> torch.Tensor:
     params = request.params
     output = request.output_token_ids
     if params.logit_bias:
-        row[torch.tensor(list(params.logit_bias))] += torch.tensor(list(params.logit_bias.values()))
+        row[request.bias_ids] += request.bias_values
     if len(output) < params.min_tokens:  # neither eos nor a stop token may end the output early
-        row[torch.tensor([*request.eos_token_ids, *params.stop_token_ids], dtype=torch.long)] = -math.inf
+        row[request.banned_ids] = -math.inf
     if params.repetition_penalty != 1:
         seen = torch.tensor([*request.prompt_token_ids, *output], dtype=torch.long).unique()
         values = row[seen]

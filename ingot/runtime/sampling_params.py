@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from ingot.errors import SamplingParamsError
 
 MAX_LOGPROBS = 20
+# The sampler computes in float32: a value beyond these has no float32 image (1e308 is finite in JSON and in Python,
+# infinite in float32), and a divisor below the smallest normal float32 is 0 or loses its precision.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 
 
 def _check(param: str, ok: bool, value: object, allowed: str) -> None:
@@ -35,16 +39,21 @@ class SamplingParams:
     skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
-        """Reject out-of-range values. Written as `low <= x <= high` so that NaN fails too."""
+        """Reject out-of-range values. Written as `low <= x <= high` so that NaN fails too.
+
+        vLLM's ranges (OpenAI's where they overlap), bounded where vLLM leaves a side open (temperature above,
+        repetition_penalty both sides) by float32's finite normal range: the values the sampler can compute with.
+        """
         _check("n", self.n >= 1, self.n, ">= 1")
         _check("max_tokens", self.max_tokens >= 1, self.max_tokens, ">= 1")
         min_tokens_ok = 0 <= self.min_tokens <= self.max_tokens
         _check("min_tokens", min_tokens_ok, self.min_tokens, f"in [0, max_tokens={self.max_tokens}]")
-        _check("temperature", self.temperature >= 0, self.temperature, ">= 0")
+        _check("temperature", 0 <= self.temperature <= FLOAT32_MAX, self.temperature, f"in [0, {FLOAT32_MAX:.4g}]")
         _check("top_p", 0 < self.top_p <= 1, self.top_p, "in (0, 1]")
         _check("top_k", self.top_k >= -1, self.top_k, "-1 (disabled), 0 (disabled) or a positive count")
         _check("min_p", 0 <= self.min_p <= 1, self.min_p, "in [0, 1]")
-        _check("repetition_penalty", self.repetition_penalty > 0, self.repetition_penalty, "> 0")
+        penalty_ok = FLOAT32_MIN_NORMAL <= self.repetition_penalty <= FLOAT32_MAX
+        _check("repetition_penalty", penalty_ok, self.repetition_penalty, f"in [{FLOAT32_MIN_NORMAL:.4g}, {FLOAT32_MAX:.4g}]")
         _check("presence_penalty", -2 <= self.presence_penalty <= 2, self.presence_penalty, "in [-2, 2]")
         _check("frequency_penalty", -2 <= self.frequency_penalty <= 2, self.frequency_penalty, "in [-2, 2]")
         if self.logprobs is not None:

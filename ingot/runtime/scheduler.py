@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ingot.runtime.block_manager import BlockManager
-from ingot.runtime.programs import padded_size
+from ingot.runtime.buckets import padded_size
 from ingot.runtime.sequence import Sequence
 
 # A prefill step pads its chunks to the longest: a prompt joins one if that computes at most this much more than

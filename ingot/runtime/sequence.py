@@ -21,18 +21,20 @@ class Sequence:
     scheduled_time: float | None = None
     first_token_time: float | None = None
     last_token_time: float | None = None
+    output_token_ids: list[int] = field(init=False, default_factory=list)  # one list for the request's lifetime
 
     def __post_init__(self) -> None:
         if not self.token_ids:
             self.token_ids = list(self.prompt_token_ids)
+        self.output_token_ids = self.token_ids[len(self.prompt_token_ids) :]
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+        self.output_token_ids.append(token_id)
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
-
-    @property
-    def output_token_ids(self) -> list[int]:
-        return self.token_ids[len(self.prompt_token_ids) :]
 
     @property
     def num_uncomputed(self) -> int:

@@ -14,7 +14,7 @@ from ingot.runtime.sampling_params import MAX_LOGPROBS
 from ingot.server.access_log import access_record
 from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import bad_request
-from ingot.server.generation import ENGINE_FAILED, Choice, Generation
+from ingot.server.generation import Choice, Generation, failure
 from ingot.server.logprobs import TokenText, chat_logprobs
 from ingot.server.prompts import chat_prompt, tokenize_text
 from ingot.server.protocol import (
@@ -117,8 +117,9 @@ async def _events(generation: Generation, body: ChatCompletionRequest, token_tex
     for index in range(len(generation.choices)):  # OpenAI opens every choice with the role, before any content
         yield chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
     async for index, output in generation.outputs():
-        if output.finish_reason == "abort":
-            yield sse_error(ENGINE_FAILED)
+        message = failure(output)
+        if message is not None:  # after the 200: the error travels in the stream
+            yield sse_error(message)
             yield DONE
             return
         if output.text or output.logprobs or output.finished:

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from ingot.server.access_log import access_record
 from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import bad_request
-from ingot.server.generation import ENGINE_FAILED, Choice, Generation
+from ingot.server.generation import Choice, Generation, failure
 from ingot.server.logprobs import TokenText, completion_logprobs
 from ingot.server.prompts import completion_prompts, prompt_list
 from ingot.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
@@ -93,8 +93,9 @@ async def _events(generation: Generation, body: CompletionRequest, token_text: T
         )
 
     async for index, output in generation.outputs():
-        if output.finish_reason == "abort":
-            yield sse_error(ENGINE_FAILED)
+        message = failure(output)
+        if message is not None:  # after the 200: the error travels in the stream
+            yield sse_error(message)
             yield DONE
             return
         logprobs = None

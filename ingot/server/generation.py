@@ -111,6 +111,16 @@ class Generation:
 ENGINE_FAILED = "the engine failed while generating this response; the server log has the details"
 
 
+def failure(output: RequestOutput) -> str | None:
+    """Why the engine ended a choice without finishing it, for its client: an "error" (the engine says what failed,
+    that request alone) or an "abort" the server did not ask for (the engine shut down); None for a real finish."""
+    if output.finish_reason == "error":
+        return output.error or ENGINE_FAILED
+    if output.finish_reason == "abort":
+        return ENGINE_FAILED
+    return None
+
+
 @dataclass
 class ChoiceResult:
     """One finished choice, for a non-streaming response."""
@@ -121,13 +131,14 @@ class ChoiceResult:
 
 
 async def collect(generation: Generation) -> list[ChoiceResult]:
-    """Every choice's whole text. The engine aborts a request itself only when a step failed, which is a 500."""
+    """Every choice's whole text. A choice the engine failed (or ended at shutdown) is a 500 naming what failed."""
     results = [ChoiceResult() for _ in generation.choices]
     async for index, output in generation.outputs():
         result = results[index]
         result.text += output.text
         result.logprobs.extend(output.logprobs)
         result.finish_reason = output.finish_reason
-        if output.finish_reason == "abort":
-            raise APIError(500, ENGINE_FAILED, type="server_error")
+        message = failure(output)
+        if message is not None:
+            raise APIError(500, message, type="server_error")
     return results

@@ -61,7 +61,7 @@ class ServedModel(_Admission):
         """One short generation: a prefill then a decode step, so the first user request pays no load-time costs."""
         params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)
         async for output in self.engine.stream(self.engine.tokenize(WARM_UP_PROMPT), params):
-            if output.finish_reason == "abort":  # the engine failed the step (its log says why)
+            if output.finish_reason in ("error", "abort"):  # the engine failed it (its log says why)
                 raise WarmUpFailed(f"{self.name}: the warm-up generation failed")
 
 

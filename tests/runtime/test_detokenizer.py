@@ -1,6 +1,7 @@
 """Streamed text must equal the decoded output, never show half a character, and never show part of a stop string."""
 
 import random
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -181,3 +182,30 @@ def test_stop_strings_on_detokenized_stream(byte_level):
         if stopped:
             break
     assert stopped and "".join(emitted) == "Let me think 日本 "
+
+
+def test_overlapping_stop_strings_cut_at_the_same_place_however_the_text_is_split():
+    """The first stop string to be completed wins (the one ending first, the longest of those ending there), as if
+    the text came one character at a time: a client sees the same text whatever the tokens were."""
+    stop = ["abcd", "bc"]
+    for deltas in (["abcd"], ["ab", "cd"], ["a", "b", "c", "d"], ["xab", "c"]):
+        emitted, stopped = run_matcher(stop, deltas)
+        assert stopped and "".join(emitted) == "".join(deltas)[: "".join(deltas).find("bc")]
+
+
+def test_the_cost_of_matching_does_not_grow_with_the_number_of_stop_strings():
+    """A request may send thousands of stop strings: each token costs the same as with one."""
+    rng = random.Random(1)
+    many = ["".join(rng.choice("abcdefgh") for _ in range(12)) for _ in range(20_000)]
+    deltas = ["".join(rng.choice("abcdefgh ") for _ in range(4)) for _ in range(500)]
+
+    def feed_seconds(stop: list[str]) -> float:
+        matcher = StopStringMatcher(stop)
+        start = time.perf_counter()
+        for delta in deltas:
+            if matcher.feed(delta)[1]:
+                break
+        return time.perf_counter() - start
+
+    one = feed_seconds(many[:1])
+    assert feed_seconds(many) < one * 5 + 0.02

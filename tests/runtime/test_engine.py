@@ -9,6 +9,7 @@ import torch
 from ingot.artifacts.integrity import check_artifact
 from ingot.compile.verify.references import reference_model
 from ingot.errors import ContextLengthError, OptionError, RequestError
+from ingot.runtime import sampler as sampler_module
 from ingot.runtime.engine import Engine, EngineStopped
 from ingot.runtime.sampling_params import SamplingParams
 
@@ -232,3 +233,69 @@ def test_stream_deltas_add_up_and_closing_early_aborts(engine):
     assert "".join(d.text for d in deltas) == full.text
     stats = engine.stats()
     assert stats.num_running == 0 and stats.num_waiting == 0 and stats.kv_blocks_used == 0
+
+
+def _unchecked(params: SamplingParams, **values: object) -> SamplingParams:
+    """``params`` with ``values`` set past validation: what a gap in the checks would let through."""
+    for name, value in values.items():
+        object.__setattr__(params, name, value)
+    return params
+
+
+def test_sampling_values_past_validation_never_fail_the_step_of_other_requests(engine):
+    """temperature 1e308 (infinite in float32) with min_p and min_tokens once made a NaN row whose sampling raised,
+    and the engine aborted every running request."""
+    alone = engine.generate([PROMPTS[0]], GREEDY_64)[0]
+    poisoned = _unchecked(SamplingParams(min_p=0.1, min_tokens=2, max_tokens=8, seed=0), temperature=1e308)
+    canary, odd = engine.generate([PROMPTS[0], PROMPTS[1]], [GREEDY_64, poisoned])
+    assert canary.finish_reason == "length" and canary.token_ids == alone.token_ids
+    assert odd.finish_reason in ("stop", "length") and len(odd.token_ids) >= 2
+
+
+def test_a_request_whose_sampling_fails_finishes_alone_with_an_error(engine, monkeypatch, caplog):
+    alone = engine.generate([PROMPTS[0]], GREEDY_64)[0]
+
+    def broken(row, request):
+        raise RuntimeError("sampling broke")
+
+    monkeypatch.setattr(sampler_module, "_sample_row", broken)  # only non-greedy rows sample one by one
+    canary, failed = engine.generate([PROMPTS[0], PROMPTS[1]], [GREEDY_64, SamplingParams(temperature=0.8)])
+    assert canary.finish_reason == "length" and canary.token_ids == alone.token_ids
+    assert failed.finish_reason == "error" and failed.error and "sampling broke" not in failed.error
+    assert failed.request_id in caplog.text
+    assert engine.stats().kv_blocks_used == 0
+
+
+def test_a_sink_that_fails_ends_its_own_request_only(engine):
+    calls = []
+
+    def sink(output) -> None:
+        calls.append(output)
+        raise RuntimeError("the consumer is gone")
+
+    alone = engine.generate([PROMPTS[0]], GREEDY_64)[0]
+    engine.add_request(PROMPTS[1], SamplingParams(temperature=0, max_tokens=200, ignore_eos=True), sink)
+    assert engine.generate([PROMPTS[0]], GREEDY_64)[0].token_ids == alone.token_ids
+    assert len(calls) <= 2  # the output that failed, and at most the error that ends the request
+    assert calls[-1].finished or len(calls) == 1
+    stats = engine.stats()
+    assert stats.num_running == stats.num_waiting == stats.kv_blocks_used == 0
+
+
+def test_a_failed_model_step_fails_its_requests_with_an_error_and_the_engine_keeps_serving(engine, monkeypatch, caplog):
+    decode = engine.runner.decode
+    failures = []
+
+    def fails_once(*args):
+        if not failures:
+            failures.append(True)
+            raise RuntimeError("the program failed")
+        return decode(*args)
+
+    monkeypatch.setattr(engine.runner, "decode", fails_once)
+    completions = engine.generate(PROMPTS[:2], GREEDY_64)
+    assert [c.finish_reason for c in completions] == ["error", "error"]
+    assert all(c.error for c in completions)
+    assert all(c.request_id in caplog.text for c in completions)  # the log names the requests it failed
+    assert engine.generate([PROMPTS[0]], GREEDY_64)[0].finish_reason == "length"
+    assert engine.stats().kv_blocks_used == 0

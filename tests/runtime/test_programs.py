@@ -17,7 +17,7 @@ import torch
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.manifest import ProgramSpec
 from ingot.errors import ProgramShapeError
-from ingot.runtime.programs import padded_size, step_sizes
+from ingot.runtime.buckets import padded_size, step_sizes
 from ingot.runtime.vision.runner import DetectorRunner
 
 

@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -218,3 +219,80 @@ def test_token_ids_outside_the_vocabulary_are_refused(values, param):
 
 def test_token_ids_inside_the_vocabulary_pass():
     SamplingParams(logit_bias={0: 1.0, 99: -1.0}, stop_token_ids=[99]).validate_vocab(100)
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("temperature", 1e308),  # finite in JSON, infinite in float32
+        ("temperature", math.inf),
+        ("top_p", math.nan),
+        ("min_p", math.nan),
+        ("repetition_penalty", math.inf),
+        ("repetition_penalty", 1e39),
+        ("repetition_penalty", 1e-300),  # 0 in float32: a division by zero
+        ("presence_penalty", math.nan),
+        ("frequency_penalty", math.inf),
+    ],
+)
+def test_values_that_are_not_finite_in_float32_are_refused(param, value):
+    with pytest.raises(SamplingParamsError) as error:
+        SamplingParams(**{param: value})
+    assert error.value.param == param
+
+
+@pytest.mark.parametrize("bias", [math.nan, math.inf, -math.inf])
+def test_logit_bias_values_must_be_finite(bias):
+    with pytest.raises(SamplingParamsError) as error:
+        SamplingParams(logit_bias={5: bias})
+    assert error.value.param == "logit_bias"
+
+
+def unchecked(params: SamplingParams, **values: object) -> SamplingParams:
+    """``params`` with ``values`` set past validation: what a gap in the checks would let through."""
+    for name, value in values.items():
+        object.__setattr__(params, name, value)
+    return params
+
+
+def test_a_row_that_turns_nan_falls_back_to_the_greedy_choice_instead_of_raising():
+    """temperature 1e308 is infinite in float32: the banned eos (-inf) divided by it is NaN, min_p then kept nothing
+    and argmax of an empty row raised, failing the whole step."""
+    logits = torch.randn(1, 1000, generator=torch.Generator().manual_seed(6))
+    logits[0, 3] = 50.0  # eos, banned by min_tokens: the greedy fallback must still honour the ban
+    params = unchecked(SamplingParams(min_p=0.1, min_tokens=1, max_tokens=4, seed=0), temperature=1e308)
+    sample = SampleRequest(params, [], [], make_generator(0), [3])
+    (token,) = Sampler().sample(logits, [sample])
+    expected = logits[0].clone()
+    expected[3] = -math.inf
+    assert token.token_id == int(expected.argmax())
+
+
+@pytest.mark.parametrize("special", [math.inf, math.nan])
+def test_logits_that_are_not_finite_still_give_a_token_in_the_vocabulary(special):
+    logits = torch.zeros(1, 100)
+    logits[0, 42] = special
+    for params in (dict(temperature=1.0, seed=0), dict(temperature=1.0, min_p=0.5, seed=0), dict(top_p=0.5, seed=0)):
+        (token,) = Sampler().sample(logits, [request(**params)])
+        assert 0 <= token.token_id < 100
+
+
+def test_a_full_vocabulary_logit_bias_is_turned_into_tensors_once_per_request_not_per_step(monkeypatch):
+    """Rebuilding the bias tensors from a 150k-entry dict at every step cost ~40 ms a token."""
+    vocab = 150_000
+    logits = torch.randn(1, vocab)
+    sample = request(temperature=1.0, seed=0, logit_bias={token: 0.5 for token in range(vocab)})
+    built = []
+    make_tensor = torch.tensor
+
+    def counting(data, *args, **kwargs):
+        if hasattr(data, "__len__") and len(data) == vocab:
+            built.append(len(data))
+        return make_tensor(data, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", counting)
+    for _ in range(5):
+        Sampler().sample(logits, [sample])
+    assert built == []
+    greedy = request(temperature=0, logit_bias={token: 0.5 for token in range(vocab)})
+    assert Sampler().sample(logits, [greedy])[0].token_id == int(logits.argmax())  # a uniform bias changes nothing

@@ -1,6 +1,9 @@
 """Where a prompt's prefill is cut into steps (with static programs of fixed sizes, a Tenstorrent artifact's), and
 which prompts share a prefill step."""
 
+import subprocess
+import sys
+
 import pytest
 
 from ingot.runtime.block_manager import BlockManager
@@ -65,3 +68,10 @@ def test_a_prompt_that_would_pad_the_others_too_much_waits_for_the_next_step_in_
 def test_a_program_of_one_sequence_or_a_tight_cap_prefills_one_prompt_a_step():
     assert _prefill_steps(_scheduler(max_prefill_batch=1), [20, 20]) == [[20], [20]]
     assert _prefill_steps(_scheduler(max_prefill_tokens=30), [20, 20]) == [[20], [20]]
+
+
+def test_the_scheduler_is_pure_arithmetic_without_torch():
+    code = "import sys, ingot.runtime.scheduler; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

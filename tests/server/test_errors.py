@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.errors import OptionError
+from ingot.runtime import sampler as sampler_module
 from ingot.runtime.engine import Engine
 from ingot.server.app import create_app
 from ingot.server.settings import ServerSettings
@@ -269,3 +270,30 @@ def test_the_bearer_scheme_is_case_insensitive(server):
 def test_server_settings_refuse_empty_keys_and_limits_below_one(settings, option):
     with pytest.raises(OptionError, match=option):
         ServerSettings(**settings)
+
+
+def test_a_request_the_engine_fails_gets_a_500_naming_it_and_other_clients_never_notice(server, monkeypatch):
+    """Sampling that raises fails its own request (the engine once aborted every request in flight on it)."""
+
+    def broken(row, request):
+        raise RuntimeError("sampling broke at /work/secret.py")
+
+    greedy = {"prompt": "The quick brown fox", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    expected = server.http().post(COMPLETIONS, json=greedy).json()["choices"][0]["text"]
+    monkeypatch.setattr(sampler_module, "_sample_row", broken)  # rows that sample (not greedy ones) now fail
+    with server.http() as http, http.stream("POST", COMPLETIONS, json={**greedy, "stream": True}) as canary:
+        failed = http.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 8, "temperature": 0.8})
+        error = assert_openai_error(failed, 500)
+        assert error["type"] == "server_error" and "sampling" in error["message"] and "secret" not in error["message"]
+        with server.http() as other, other.stream(
+            "POST", COMPLETIONS, json={"prompt": "hi", "max_tokens": 8, "temperature": 0.8, "stream": True}
+        ) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]"
+        streamed_error = json.loads(events[-2][len("data: ") :])["error"]
+        assert streamed_error["type"] == "server_error" and "sampling" in streamed_error["message"]
+        assert_reveals_nothing("".join(events))
+        chunks = [json.loads(line[len("data: ") :]) for line in canary.iter_lines() if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == expected
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert server.metric("vllm:request_success_total", finished_reason="error") >= 2

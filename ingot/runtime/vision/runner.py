@@ -8,7 +8,8 @@ import torch
 
 from ingot.artifacts.manifest import Manifest
 from ingot.errors import ProgramShapeError
-from ingot.runtime.programs import load_programs, padded_size, program_for, step_sizes
+from ingot.runtime.buckets import padded_size, step_sizes
+from ingot.runtime.programs import load_programs, program_for
 
 
 class DetectorRunner:
