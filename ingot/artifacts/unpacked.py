@@ -13,29 +13,32 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PREFIX = "ingot-unpacked-"  # then the pid of the process unpacking, a dash, and a random suffix
+_ONE_AT_A_TIME = threading.Lock()  # TMPDIR is the process's: two loads on two threads must not interleave
 
 
 @contextmanager
 def unpack_directory() -> Iterator[Path]:
     """A fresh directory for one package to unpack into while it loads (TMPDIR points there), removed after."""
-    directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
-    saved = os.environ.get("TMPDIR")
-    # The loader unpacks under $TMPDIR. Changed for the whole process for the moment a package loads (at
-    # startup); Python's own temp files keep the directory tempfile chose before (mkdtemp above fixed it).
-    os.environ["TMPDIR"] = str(directory)
-    try:
-        yield directory
-    finally:
-        if saved is None:
-            del os.environ["TMPDIR"]
-        else:
-            os.environ["TMPDIR"] = saved
-        shutil.rmtree(directory, ignore_errors=True)
+    with _ONE_AT_A_TIME:
+        directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+        saved = os.environ.get("TMPDIR")
+        # The loader unpacks under $TMPDIR. Changed for the whole process for the moment a package loads (at
+        # startup); Python's own temp files keep the directory tempfile chose before (mkdtemp above fixed it).
+        os.environ["TMPDIR"] = str(directory)
+        try:
+            yield directory
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def remove_orphaned_unpacked(root: Path | None = None) -> list[Path]:
