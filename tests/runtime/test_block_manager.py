@@ -61,10 +61,10 @@ def test_append_takes_a_block_only_when_the_last_one_is_full():
     manager = BlockManager(num_blocks=8, block_size=4)
     s = seq(range(4))
     manager.allocate(s)
-    s.token_ids.append(99)  # the 5th token needs a second block
+    s.append_token(99)  # the 5th token needs a second block
     assert manager.can_append(s)
     manager.append(s)
     assert len(s.block_table) == 2
-    s.token_ids.append(100)
+    s.append_token(100)
     manager.append(s)
     assert len(s.block_table) == 2

@@ -48,7 +48,7 @@ def _prefill_steps(scheduler: Scheduler, prompt_lengths: list[int]) -> list[list
         steps.append([seq.num_tokens for seq in step.seqs])
         for seq, n in zip(step.seqs, step.num_tokens):
             seq.num_computed_tokens += n
-            seq.token_ids.append(0)  # its first output token
+            seq.append_token(0)  # its first output token
     return steps
 
 
