@@ -42,7 +42,9 @@ class AccessLogMiddleware:
         record = AccessRecord()
         scope.setdefault("state", {})["access"] = record
         start = time.monotonic()
-        status = 500  # unless a response starts: an exception escaped every handler
+        # With no response started: an exception that escaped every handler is a 500; a handler that returned
+        # without answering did so because the client left mid-body.
+        status: int | None = None
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
@@ -52,8 +54,11 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_note_status)
+        except BaseException:
+            status = status or 500
+            raise
         finally:
-            self._log(scope, record, status, time.monotonic() - start)
+            self._log(scope, record, status or CLIENT_CLOSED_REQUEST, time.monotonic() - start)
 
     def _log(self, scope: Scope, record: AccessRecord, status: int, total: float) -> None:
         ttft = "-" if record.time_to_first_token is None else f"{record.time_to_first_token:.3f}s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 
@@ -32,3 +33,14 @@ def test_log_prompts_adds_the_prompt(serve, caplog):
     response = logging_server.client().completions.create(model=logging_server.model, prompt=PROMPT, max_tokens=2)
     assert eventually(lambda: access_lines(caplog, response.id))
     assert PROMPT in access_lines(caplog, response.id)[0]
+
+
+def test_a_client_that_leaves_mid_body_is_logged_499_not_500(server, caplog):
+    """Nothing failed on the server's side, so the log must not say it did."""
+    caplog.set_level(logging.INFO, logger="ingot.access")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        key = "".join(f"{name}: {value}\r\n" for name, value in server.headers.items())
+        sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\n{key}Content-Length: 1000\r\n\r\n{{".encode())
+    assert eventually(lambda: access_lines(caplog, '"POST /v1/completions" 499'))
+    assert not access_lines(caplog, '"POST /v1/completions" 500')
