@@ -61,3 +61,19 @@ class ContextLengthError(RequestError):
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.max_context = max_context
+
+
+class RegistryError(IngotError):
+    """An OCI registry cannot be reached, refuses a request, or does not hold what was asked for."""
+
+
+class RegistryUnreachableError(RegistryError):
+    """No answer from the registry: a wrong host or port, no network, TLS spoken to a plain-HTTP registry."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry wants credentials that were not given, or refuses the ones that were."""
+
+
+class RegistryNotFoundError(RegistryError):
+    """The registry has no such repository or tag."""

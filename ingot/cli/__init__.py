@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from ingot import __version__
-from ingot.cli import artifacts, bench, compile, detect, serve
+from ingot.cli import artifacts, bench, compile, detect, registry, serve
 from ingot.cli.arguments import Parser, cache_dir_parent
 from ingot.cli.locate import check_cache_dir
 from ingot.cli.printing import err
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ingot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     cache_dir = cache_dir_parent()
-    for group in (compile, artifacts, serve, detect, bench):
+    for group in (compile, artifacts, registry, serve, detect, bench):
         group.add_parsers(commands, cache_dir)
     return parser
 
@@ -33,11 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_cache_dir(args.cache_dir)  # every command takes --cache-dir
-        args.handler(args)
+        status = args.handler(args)  # None, or an exit code of its own (`ingot pull --check`)
     except IngotError as error:
         err.print(f"error: {error}", markup=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-    return 0
+    return status or 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from ingot.artifacts.store import ArtifactStore
 from ingot.cli.arguments import add_command, finite_float, port_number, positive_float, positive_int
 from ingot.cli.locate import default_artifact_key, newest_detector_artifact, open_store
+from ingot.cli.registry import OCI_PREFIX, registry_parent
 from ingot.errors import IngotError, OptionError
 from ingot.server import settings as defaults
 from ingot.server.settings import ServerSettings
@@ -17,11 +18,14 @@ API_KEY_ENV = "INGOT_API_KEY"
 
 
 def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
-    sub = add_command(commands, "serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API", [cache_dir])
+    sub = add_command(
+        commands, "serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API", [cache_dir, registry_parent()]
+    )
     sub.add_argument(
         "models", nargs="*", metavar="MODEL",
-        help="artifact key or path, a model to compile (default smollm2-135m), or yolov4 (its newest artifact); "
-        "a built-in name means the built-in model even beside a same-named directory (write ./NAME for that)",
+        help="artifact key or path, a model to compile (default smollm2-135m), yolov4 (its newest artifact), or "
+        f"{OCI_PREFIX}REGISTRY/REPOSITORY:TAG (pulled on a cache miss); a built-in name means the built-in model "
+        "even beside a same-named directory (write ./NAME for that)",
     )
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sub.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
@@ -134,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     with bind_socket(args.host, args.port) as sock:
         artifacts: dict[str, tuple[Path, Manifest]] = {}
         for model in args.models or ["smollm2-135m"]:
-            path = _artifact_path(store, model, args.no_compile)
+            path = _artifact_path(store, model, args)
             manifest = check_artifact(path)
             refusal = unservable_reason(manifest)
             if refusal:
@@ -162,16 +166,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serve(engines, settings, sock, detectors)
 
 
-def _artifact_path(store: ArtifactStore, model: str, no_compile: bool) -> Path:
-    """A built-in model's artifact (a language model's default-options one, compiled on a miss; a detector's
-    newest: compiling one needs its weights); else an artifact key, prefix or path; else a model directory or
-    file whose default-options artifact is compiled on a miss."""
+def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace) -> Path:
+    """A registry's artifact (``oci://REF``, pulled on a cache miss); a built-in model's artifact (a language
+    model's default-options one, compiled on a miss; a detector's newest: compiling one needs its weights); else an
+    artifact key, prefix or path; else a model directory or file whose default-options artifact is compiled on a
+    miss."""
+    from ingot.artifacts.registry import pull_artifact
     from ingot.compile.options import CompileOptions
     from ingot.compile.llm.kind import compile_model
     from ingot.errors import ArtifactError
     from ingot.models.source import BUILTIN_MODELS
     from ingot.models.yolov4.source import is_detector
 
+    if model.startswith(OCI_PREFIX):
+        return pull_artifact(store, model.removeprefix(OCI_PREFIX), plain_http=args.plain_http).path
     if is_detector(model):
         return newest_detector_artifact(store, model)
     if model not in BUILTIN_MODELS:  # a built-in name is never a path or key (./NAME is the directory)
@@ -180,7 +188,7 @@ def _artifact_path(store: ArtifactStore, model: str, no_compile: bool) -> Path:
         except ArtifactError:
             if not Path(model).expanduser().exists():
                 raise
-    if not no_compile:
+    if not args.no_compile:
         return compile_model(model, CompileOptions(), store).path
     key = default_artifact_key(model)
     if not store.has(key):
