@@ -183,7 +183,7 @@ def _layers_by_file(oci_manifest: dict, manifest: Manifest, ref: str) -> dict[st
 class _Timeouts(HTTPAdapter):
     """requests waits forever by default; a registry that stops answering becomes an error instead."""
 
-    def send(self, request, timeout=None, **kwargs):  # noqa: ANN001, ANN003 (requests' signature)
+    def send(self, request: requests.PreparedRequest, timeout: object = None, **kwargs: object) -> requests.Response:
         return super().send(request, timeout=timeout or TIMEOUTS, **kwargs)
 
 

@@ -54,14 +54,12 @@ def running_registry(directory: Path, htpasswd: Path | None = None) -> Iterator[
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
-    log = open(directory / "registry.log", "wb")
-    process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        assert eventually(lambda: _answers(f"http://127.0.0.1:{port}/v2/"), timeout=30), (
-            (directory / "registry.log").read_text()
-        )
-        yield RegistryServer(f"127.0.0.1:{port}", storage)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with open(directory / "registry.log", "wb") as log:
+        process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            started = eventually(lambda: _answers(f"http://127.0.0.1:{port}/v2/"), timeout=30)
+            assert started, (directory / "registry.log").read_text()
+            yield RegistryServer(f"127.0.0.1:{port}", storage)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -89,7 +89,7 @@ def test_push_then_pull_into_a_fresh_cache_generates_as_the_original(compiled, p
     assert f"pulled {original.key}" in result.stdout
     cache = ArtifactStore(tmp_path)
     assert cache.has(original.key)
-    assert cache.recorded_digest(original.key) == ArtifactStore(original.path.parent.parent).recorded_digest(original.key)
+    assert cache.recorded_digest(original.key) == ArtifactStore.holding(original.path).recorded_digest(original.key)
     assert greedy_tokens(cache.path(original.key)) == greedy_tokens(original.path)
 
     again = run_cli("pull", pushed, cache_dir=tmp_path)
@@ -139,9 +139,8 @@ def test_a_blob_tampered_with_in_the_registry_storage_is_refused_and_nothing_is_
         ref = f"{registry.host}/ingot/tampered:{original.key}"
         assert run_cli("push", str(original.path), ref, cache_dir=tmp_path / "unused").returncode == 0
         manifest = oci_manifest(ref)
-        descriptor = manifest["config"] if blob == "manifest.json" else next(
-            layer for layer in manifest["layers"] if layer["annotations"][TITLE] == blob
-        )
+        layers = {layer["annotations"][TITLE]: layer for layer in manifest["layers"]}
+        descriptor = manifest["config"] if blob == "manifest.json" else layers[blob]
         stored = registry.blob_file(descriptor["digest"])
         data = bytearray(stored.read_bytes())
         data[len(data) // 2] ^= 0x01  # same size: only the sha256 can tell
