@@ -131,8 +131,28 @@ def test_a_manifest_whose_layer_lies_is_refused_before_any_download(compiled, pu
     assert_nothing_cached(ArtifactStore(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("blob", ["weights.safetensors", "manifest.json"])
-def test_a_blob_tampered_with_in_the_registry_storage_is_refused_and_nothing_is_cached(compiled, blob, tmp_path):
+def flip_a_byte(data: bytes) -> bytes:
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0x01  # same size: only the sha256 can tell
+    return bytes(changed)
+
+
+def cut_in_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]  # as a pull cut short by the registry would see it
+
+
+@pytest.mark.parametrize(
+    ("blob", "tamper", "expected"),
+    [
+        ("weights.safetensors", flip_a_byte, "does not match its sha256 in the manifest (tampered or corrupt)"),
+        ("manifest.json", flip_a_byte, "does not match its digest in the registry's manifest (tampered or corrupt)"),
+        ("programs/decode.pt2", cut_in_half, ""),  # the registry either ends the stream early or sends too little
+    ],
+    ids=["weights changed", "manifest changed", "program truncated"],
+)
+def test_a_blob_tampered_with_in_the_registry_storage_is_refused_and_nothing_is_cached(
+    compiled, blob, tamper, expected, tmp_path
+):
     """A registry of its own: a tampered blob is tampered for every repository that shares it."""
     original = compiled("llama")
     with running_registry(tmp_path) as registry:
@@ -140,14 +160,11 @@ def test_a_blob_tampered_with_in_the_registry_storage_is_refused_and_nothing_is_
         assert run_cli("push", str(original.path), ref, cache_dir=tmp_path / "unused").returncode == 0
         manifest = oci_manifest(ref)
         layers = {layer["annotations"][TITLE]: layer for layer in manifest["layers"]}
-        descriptor = manifest["config"] if blob == "manifest.json" else layers[blob]
-        stored = registry.blob_file(descriptor["digest"])
-        data = bytearray(stored.read_bytes())
-        data[len(data) // 2] ^= 0x01  # same size: only the sha256 can tell
-        stored.write_bytes(bytes(data))
+        stored = registry.blob_file((manifest["config"] if blob == "manifest.json" else layers[blob])["digest"])
+        stored.write_bytes(tamper(stored.read_bytes()))
 
         result = run_cli("pull", ref, cache_dir=tmp_path / "cache")
-    assert_one_line_error(result, blob, "does not match", "tampered")
+    assert_one_line_error(result, blob, expected)
     assert_nothing_cached(ArtifactStore(tmp_path / "cache"))
 
 
