@@ -61,7 +61,7 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # OCI's tag grammar; a 
 class Pushed:
     ref: str  # registry/repository:tag
     digest: str  # the OCI manifest's digest: ref@digest names exactly this push
-    files: int
+    blobs: int  # one per file, and the manifest
     bytes: int
 
 

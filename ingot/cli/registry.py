@@ -48,7 +48,7 @@ def cmd_push(args: argparse.Namespace) -> None:
     from ingot.artifacts.registry import push_artifact
 
     pushed = push_artifact(find_artifact(open_store(args), args.artifact), args.ref, plain_http=args.plain_http)
-    out.print(f"pushed {pushed.ref} ({pushed.files} blobs, {pushed.bytes / 1e6:.1f} MB), manifest {pushed.digest}")
+    out.print(f"pushed {pushed.ref} ({pushed.blobs} blobs, {pushed.bytes / 1e6:.1f} MB), manifest {pushed.digest}")
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
