@@ -104,8 +104,8 @@ def test_verify_refuses_a_tampered_artifact(compiled, tmp_path):
 def test_two_concurrent_compiles_make_one_artifact(tiny_model, tmp_path):
     model = str(tiny_model("llama", seed=7))
     env = dict(os.environ, INGOT_CACHE_DIR=str(tmp_path))
-    # --shared-weights: two unfrozen programs, the quickest compile (the lock is what is tested here)
-    command = [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--shared-weights", "--quiet"]
+    # --max-batch 1: two programs, the quickest compile (the lock is what is tested here)
+    command = [sys.executable, "-m", "ingot.cli", "compile", model, *tiny_cli_options(), "--max-batch", "1", "--quiet"]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in "ab"]
     outputs = [p.communicate(timeout=900) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

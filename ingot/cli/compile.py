@@ -11,7 +11,7 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "shared_weights")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
@@ -35,11 +35,6 @@ def compile_options_parent() -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
     parser.add_argument(
         "--prefill-buckets", type=int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
-    )
-    parser.add_argument(
-        "--shared-weights", action="store_true",
-        help="cpu: every program reads one weights file instead of carrying a frozen, prepacked copy "
-        "(less memory and disk, slower prefill and batched decode)",
     )
     parser.add_argument(
         "--optimization-level", type=int, choices=(0, 1, 2),
@@ -134,7 +129,6 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
-        shared_weights=args.shared_weights or None,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )

@@ -69,7 +69,6 @@ class CompileOptions(TargetOptions):
     max_context: int = Field(2048, ge=64, le=131072)
     block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
-    shared_weights: bool = False  # cpu: every program reads the one weights file; none carries a frozen copy
 
     @model_validator(mode="before")
     @classmethod

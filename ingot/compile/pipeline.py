@@ -176,14 +176,15 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                     inputs=inputs, outputs=outputs, tt=target_info, frozen=plan.frozen, kernels=libraries,
                 )
             )
-        del captured
 
         for title, write in exports.items():
             with progress.stage(title):
                 write(workdir)
 
         with progress.stage(kind.save_stage):
-            weights = save_weights(module, workdir / "weights.safetensors")
+            tensors = target.weights(module, [(plan, exported) for plan, exported, _, _ in captured])
+            weights = save_weights(tensors, workdir / "weights.safetensors")
+            del captured, tensors  # what the programs read is in the weights file now
             manifest = Manifest(
                 kind=kind.name,
                 key=key,

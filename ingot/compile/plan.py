@@ -14,7 +14,8 @@ from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.progress import StageProgress
 
-if TYPE_CHECKING:  # a type only: torch stays out of a plan
+if TYPE_CHECKING:  # types only: torch stays out of a plan
+    import torch
     from torch.export import ExportedProgram
 
 
@@ -25,9 +26,10 @@ class ProgramPlan:
 
     ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
     device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
-    weights, folded and prepacked at compile time (cpu). A ``decode_kernel`` program calls ingot's own paged
-    decode attention kernel, and a ``packed_linears`` one (frozen) ingot's own matrix product for a few rows on
-    weights it packs: kernels of ingot's native library, which the artifact carries.
+    weights, folded and prepacked at compile time (cpu); any other takes them from the artifact's weights file.
+    A ``decode_kernel`` program calls ingot's own paged decode attention kernel, and a ``packed_linears`` one
+    ingot's own matrix product on weights packed for it: kernels of ingot's native library, which the artifact
+    carries.
     """
 
     name: str
@@ -86,6 +88,10 @@ class Target(Protocol):
         progress: StageProgress,
     ) -> LoweredPrograms:
         """Lower every captured program into ``out_dir``."""
+        ...
+
+    def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> dict[str, torch.Tensor]:
+        """What the artifact's weights file holds, by the names the programs read them by."""
         ...
 
     def manifest_info(self) -> TtTargetInfo | None:

@@ -10,18 +10,23 @@ from safetensors.torch import save_file
 from ingot.artifacts.manifest import WeightsInfo
 
 
-def save_weights(module: torch.nn.Module, path: Path) -> WeightsInfo:
-    """Store each tensor once; a tied name (lm_head sharing the embedding) becomes an alias."""
+def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> WeightsInfo:
+    """Store each tensor once; a name that shares another's tensor (lm_head tied to the embedding) becomes an
+    alias."""
     stored: dict[str, torch.Tensor] = {}
-    by_storage: dict[int, str] = {}
+    by_storage: dict[tuple[int, tuple[int, ...]], str] = {}
     aliases: dict[str, str] = {}
-    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
-    for name, tensor in named:
-        owner = by_storage.get(tensor.data_ptr())
-        if owner is not None and stored[owner].shape == tensor.shape:
+    for name, tensor in tensors.items():
+        owner = by_storage.setdefault((tensor.data_ptr(), tuple(tensor.shape)), name)
+        if owner != name:
             aliases[name] = owner
             continue
-        by_storage[tensor.data_ptr()] = name
-        stored[name] = tensor.detach().contiguous()
+        stored[name] = tensor.contiguous()
     save_file(stored, path)
     return WeightsInfo(file=path.name, aliases=aliases)
+
+
+def named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``module`` by name, tied names included."""
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return {name: tensor.detach() for name, tensor in named}

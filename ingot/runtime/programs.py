@@ -21,6 +21,10 @@ class CompiledProgram:
         self.spec = spec
         self._program = program
 
+    def constant_names(self) -> list[str]:
+        """The weights the program reads from the artifact's weights file (none for a frozen program)."""
+        return [] if self.spec.frozen else list(self._program.constant_fqns())
+
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """The program's outputs for ``inputs``, given in manifest order."""
         return torch.ops.ingot.run_program(self._program, list(inputs))

@@ -101,8 +101,8 @@ def test_cli_refuses_missing_weights_and_foreign_options(tmp_path: Path) -> None
     assert "Traceback" not in missing.stderr
     foreign = run_cli("compile", "yolov4", "--random-weights", "--max-context", "512", cache_dir=tmp_path)
     assert foreign.returncode == 1 and "--max-context is an option for language models" in foreign.stderr
-    shared = run_cli("compile", "yolov4", "--random-weights", "--shared-weights", cache_dir=tmp_path)
-    assert shared.returncode == 1 and "--shared-weights is an option for language models" in shared.stderr
+    buckets = run_cli("compile", "yolov4", "--random-weights", "--prefill-buckets", "16,32", cache_dir=tmp_path)
+    assert buckets.returncode == 1 and "--prefill-buckets is an option for language models" in buckets.stderr
     key = run_cli("cache-key", "yolov4", "--random-weights", "--input-size", "640", cache_dir=tmp_path)
     assert key.returncode == 0 and len(key.stdout.strip()) == 24
 

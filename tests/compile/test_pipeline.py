@@ -38,16 +38,15 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert decode.batch == (2, 4) and decode.tokens == (1, 1)
     assert manifest.program("prefill").batch == (1, 4)  # prompts arriving together share a prefill step
     assert [t.name for t in decode.inputs][-1] == "kv_cache"
-    # every program carries its own prepacked weights; decode of one sequence has a static program of its own
-    assert manifest.program("prefill").frozen and decode.frozen
-    single = manifest.program("decode_1")
-    assert single.batch == (1, 1) and single.frozen
+    # every program reads the one weights file; decode of one sequence has a static program of its own
+    assert not any(p.frozen for p in manifest.programs)
+    assert manifest.program("decode_1").batch == (1, 1)
     # ingot's native library runs every program (and holds the decode attention kernel): the artifact carries it
     assert all(p.kernels == ["kernels/ingot_kernels.so"] for p in manifest.programs)
     assert "kernels/ingot_kernels.so" in files
-    # decode's matrix products run on the library's packed_linear; prefill's stay on oneDNN
+    # every program's matrix products run on the library's packed_linear, prefill's too
     calls = {p.name: _mentions(result.path / p.file, b"packed_linear") for p in manifest.programs}
-    assert calls == {"prefill": False, "decode_1": True, "decode": True}
+    assert calls == {"prefill": True, "decode_1": True, "decode": True}
 
 
 def _mentions(package: Path, name: bytes) -> bool:
@@ -65,19 +64,33 @@ def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):
     assert not [path for path in Path(cache_dir()).rglob("*.so") if ".wrapper" in path.name]
 
 
-def test_plans_for_shared_weights_and_for_one_sequence():
+def test_one_sequence_gets_no_batched_decode_program():
     from ingot.compile.cpu.target import CPU
 
-    shared = CPU.plan(CompileOptions.parse(**TINY_OPTIONS, shared_weights=True))
-    assert [(p.name, p.batch, p.frozen) for p in shared] == [("prefill", (1, 4), False), ("decode", (1, 4), False)]
     single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
-    assert [(p.name, p.batch, p.frozen) for p in single] == [("prefill", (1, 1), True), ("decode_1", (1, 1), True)]
+    assert [(p.name, p.batch) for p in single] == [("prefill", (1, 1)), ("decode_1", (1, 1))]
 
 
-def test_tied_embeddings_are_stored_once(compiled):
-    weights = compiled("llama").manifest.weights  # the tiny llama ties lm_head to the embedding
-    assert weights.aliases == {"model.lm_head.weight": "model.model.embed_tokens.weight"}
-    assert compiled("llama3").manifest.weights.aliases == {}  # untied
+def test_every_program_reads_one_copy_of_the_weights(compiled, tiny_model):
+    """The weights file holds each weight once, packed for the matrix product (the tied embedding reads its rows
+    from the LM head's panels), and every program reads those same tensors."""
+    from safetensors import safe_open
+
+    from ingot.runtime.programs import load_programs
+
+    result = compiled("llama")  # the tiny llama ties lm_head to the embedding
+    with safe_open(result.path / "weights.safetensors", "pt") as weights:
+        names = set(weights.keys())
+    assert "packed_model_lm_head_weight" in names
+    assert not any(name.endswith(("embed_tokens.weight", "lm_head.weight", "proj.weight")) for name in names)
+    source = (tiny_model("llama") / "model.safetensors").stat().st_size  # each tensor once, unpacked
+    assert (result.path / "weights.safetensors").stat().st_size < 1.25 * source  # packing pads panels to 48 columns
+
+    programs = load_programs(result.path, result.manifest)
+    read = {name: set(program.constant_names()) for name, program in programs.items()}
+    assert set.union(*read.values()) <= names
+    packed = {name for name in names if name.startswith("packed_")}
+    assert all(packed <= constants for constants in read.values())
 
 
 def test_second_compile_is_a_cache_hit_that_does_no_work(compiled, tiny_model, session_store):
@@ -118,7 +131,6 @@ def test_cache_key_changes_with_every_input(tiny_model, tmp_path, monkeypatch):
     assert _key(original, max_context=512) != base
     assert _key(original, block_size=32) != base
     assert _key(original, prefill_buckets=(16, 64)) != base
-    assert _key(original, shared_weights=True) != base
 
     monkeypatch.setattr("ingot.compile.pipeline._compiler_digest", lambda: "changed lowering code")
     assert _key(original) != base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from ingot.compile.cpu.packed_linears import use_packed_linears
+from ingot.compile.cpu.packed_linears import empty_packed, pack_weights, use_packed_linears
 from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
 from ingot.compile.options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
+from ingot.compile.weights import named_tensors
 from ingot.compile.plan import AccuracyBar, LoweredPrograms, ProgramPlan
 from ingot.progress import StageProgress
 
@@ -24,14 +26,13 @@ class CpuTarget:
     """AOTInductor native code. Shapes the buckets share become one program with a dynamic dimension,
     so a dozen buckets cost a few compiles, and the runtime runs each step at its exact size.
 
-    Every program is frozen: it carries its own copy of the weights, prepacked for its matrix products, so no
-    call repacks them. Prefill runs them on oneDNN, for up to ``max_batch`` prompts at once (more rows for each
-    pass over the weights). Decode runs them on ingot's own matrix product for a few rows, on weights it packs,
-    whose weight stream overlaps its arithmetic where oneDNN's leaves it partly idle; one sequence has a static
-    program of its own, and since both decode programs sum every row the same way, a sequence's logits do not
-    depend on what else is in the step. ``shared_weights`` keeps every program on the one weights file. The
-    artifact carries ingot's native library, which runs its programs (and holds the decode attention kernel and
-    the matrix product)."""
+    A language model's programs take its weights as inputs, one copy in the weights file for all of them, in the
+    layout ingot's matrix product reads (see packed_linears.py): prefill runs up to ``max_batch`` prompts at once
+    (more rows for each pass over the weights), decode a few rows; one sequence has a static decode program of
+    its own, and since every program sums a row the same way, a sequence's logits do not depend on what else is
+    in the step. A detector's programs are frozen instead: batch norms fold into the convolutions and oneDNN gets
+    its weights prepacked, a copy per program (a detector is small). The artifact carries ingot's native library,
+    which runs its programs (and holds the decode attention kernel and the matrix product)."""
 
     name: str = "cpu"
     program_suffix: str = ".pt2"
@@ -45,13 +46,9 @@ class CpuTarget:
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
         prefill = ProgramPlan(  # several prompts in one step: more rows for each pass over the weights
-            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]),
-            frozen=not options.shared_weights,
+            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), packed_linears=True
         )
-        decode = dict(kind="decode", tokens=(1, 1), decode_kernel=True)
-        if options.shared_weights:
-            return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode)]
-        single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, packed_linears=True, **decode)
+        single = ProgramPlan("decode_1", "decode", batch=(1, 1), tokens=(1, 1), decode_kernel=True, packed_linears=True)
         return [prefill, *_single_and_batched(single, options.max_batch)]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
@@ -74,7 +71,7 @@ class CpuTarget:
         Inductor spends most of a lowering in single-threaded Python, so with more than one core the programs
         lower side by side, each in a fresh worker process that loads its saved exported program."""
         files = {plan.name: out_dir / f"{plan.name}{self.program_suffix}" for plan, _ in programs}
-        workers = lowering_workers([exported for _, exported in programs])
+        workers = lowering_workers(programs)
         with progress.stage(f"lower {len(programs)} programs ({self.name}, {workers} at a time)"):
             if workers == 1:
                 for plan, exported in programs:
@@ -86,24 +83,49 @@ class CpuTarget:
     def manifest_info(self) -> None:
         return None
 
+    def weights(
+        self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]]
+    ) -> dict[str, torch.Tensor]:
+        """The tensors the programs read, by the names they read them by: a language model's linears packed once
+        (every program runs the same pass, so they share each packed tensor), the rest as the model has them."""
+        if not any(plan.packed_linears for plan, _ in programs):
+            return named_tensors(module)
+        packed: dict[str, torch.Tensor] = {}
+
+        def pack_once(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
+            if name not in packed:
+                packed[name] = pack_weights(name, weights)
+            return packed[name]
+
+        tensors: dict[str, torch.Tensor] = {}
+        for plan, exported in programs:
+            program = exported.module(check_guards=False)
+            if plan.packed_linears:
+                use_packed_linears(program, pack_once)
+            read = [node.target for node in program.graph.find_nodes(op="get_attr")]
+            tensors.update({name: _attr(program, name) for name in read})
+        return tensors
+
     def lower(self, exported: torch.export.ExportedProgram, out_file: Path, plan: ProgramPlan) -> None:
-        """By default the weights stay out of the shared library, so every program of an artifact loads the one
-        weights file. A frozen program folds them in instead: batch norms fold into the convolutions and
-        oneDNN gets its weights prepacked once, not reordered on every call, at the cost of a copy of the weights
-        per program."""
-        # Frozen: projections that read the same input (q/k/v, gate/up) become one matrix product with their
-        # weights concatenated: fewer, wider GEMMs.
+        """A program with ``packed_linears`` reads its weights from the artifact's weights file (the runtime hands
+        them to it); only their shapes matter here, so the pass packs empty stand-ins. A frozen program folds
+        them in instead: batch norms fold into the convolutions, projections of one input (q/k/v) concatenate into
+        one product, and oneDNN gets its weights prepacked once, at the cost of a copy of the weights per program."""
         configs = (
             {"freezing": True, "cpp.enable_concat_linear": True}
             if plan.frozen
             else {"aot_inductor.package_constants_in_so": False}
         )
         module = exported.module(check_guards=False)
-        if plan.packed_linears and plan.frozen:
-            use_packed_linears(module)
+        if plan.packed_linears:
+            use_packed_linears(module, empty_packed)
         with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
             _compile_and_package(module, exported.example_inputs, out_file, configs)
+
+
+def _attr(module: torch.nn.Module, name: str) -> torch.Tensor:
+    return operator.attrgetter(name)(module).detach()
 
 
 def _single_and_batched(single: ProgramPlan, largest: int) -> list[ProgramPlan]:

@@ -17,6 +17,7 @@ import torch
 
 from ingot.compile.kernels import load_kernels
 from ingot.compile.plan import ProgramPlan
+from ingot.compile.weightless import load_with_empty_weights, save_weightless
 from ingot.errors import CompileError
 
 
@@ -26,10 +27,13 @@ class Lowers(Protocol):
     def lower(self, exported: torch.export.ExportedProgram, out_file: Path, plan: ProgramPlan) -> None: ...
 
 
-def lowering_workers(programs: list[torch.export.ExportedProgram]) -> int:
+def lowering_workers(programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]]) -> int:
     """As many workers as cores and programs allow, and as memory allows: a frozen lowering holds a few copies of
-    the weights besides inductor itself."""
-    weights = max(sum(t.numel() * t.element_size() for t in p.state_dict.values()) for p in programs)
+    the weights besides inductor itself; any other gets none (see ``lower_in_workers``)."""
+    weights = max(
+        sum(t.numel() * t.element_size() for t in exported.state_dict.values()) if plan.frozen else 0
+        for plan, exported in programs
+    )
     per_worker = 4 * weights + 2 * 2**30
     by_memory = psutil.virtual_memory().available // per_worker
     return max(1, min(len(programs), os.cpu_count() or 1, by_memory))
@@ -41,10 +45,16 @@ def lower_in_workers(
     files: dict[str, Path],
     workers: int,
 ) -> None:
+    """Lower each program in a worker. A frozen program goes with its weights (they fold into it); any other with
+    none: its weights are inputs, only their shapes matter, and a copy per worker would not fit beside a large
+    model's."""
     saved = {}
     for plan, exported in programs:
         saved[plan.name] = files[plan.name].with_name(f"{plan.name}.exported.pt2")
-        torch.export.save(exported, saved[plan.name])
+        if plan.frozen:
+            torch.export.save(exported, saved[plan.name])
+        else:
+            save_weightless(exported, saved[plan.name])
     try:
         # spawn, not fork: a forked child inherits the parent's OpenMP thread pool, which hangs it
         context = multiprocessing.get_context("spawn")
@@ -76,4 +86,5 @@ def _lower_saved(target: Lowers, exported_file: Path, out_file: Path, plan: Prog
     torch._inductor.config.compile_threads = 1  # the workers share the cores already: no pool of its own
     if plan.decode_kernel or plan.packed_linears:
         load_kernels()  # the program calls ingot's ops: loading it needs them registered
-    target.lower(torch.export.load(exported_file), out_file, plan)
+    exported = torch.export.load(exported_file) if plan.frozen else load_with_empty_weights(exported_file)
+    target.lower(exported, out_file, plan)

@@ -71,7 +71,10 @@ class LanguageModelKind:
         max_positions = getattr(config, "max_position_embeddings", None)
         if max_positions and options.max_context > max_positions:
             raise OptionError(f"--max-context {options.max_context} exceeds the model's {max_positions} positions")
-        paged = copy.deepcopy(self.loaded.model)  # its own config copy: the reference keeps sdpa attention
+        # Its own config (the reference keeps sdpa attention), the reference's tensors: one copy of the weights.
+        reference = self.loaded.model
+        shared = {id(tensor): tensor for tensor in (*reference.parameters(), *reference.buffers())}
+        paged = copy.deepcopy(reference, memo=shared)
         paged.config._attn_implementation = paged_attention.ATTENTION_NAME
         self.step = CausalLMStep(paged).eval()
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -10,24 +10,22 @@ process, and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``N
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch.export import ExportedProgram
 
 from ingot.compile.tt import plugin
 from ingot.compile.tt.ops import unlowered_ops
 from ingot.compile.tt.specs import device_spec
+from ingot.compile.weightless import save_weightless
 from ingot.errors import CompileError
+
 
 @dataclass(frozen=True)
 class LoweringResult:
@@ -43,31 +41,6 @@ class LoweringResult:
     outputs: list[dict]
     weights: list[dict]
     seconds: float
-
-
-@contextlib.contextmanager
-def _without_tensor_data(exported: ExportedProgram) -> Iterator[None]:
-    """Swap the program's weights and example inputs for zero-stride stand-ins while it is saved."""
-
-    def stand_in(tensor: torch.Tensor) -> torch.Tensor:
-        slim = torch.zeros((), dtype=tensor.dtype).expand(tensor.shape)
-        return torch.nn.Parameter(slim, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else slim
-
-    saved_state = dict(exported.state_dict)
-    saved_constants = dict(exported.constants)
-    saved_examples = exported._example_inputs
-    try:
-        for name, tensor in saved_state.items():
-            exported.state_dict[name] = stand_in(tensor)
-        for name, value in saved_constants.items():
-            if isinstance(value, torch.Tensor):
-                exported.constants[name] = stand_in(value)
-        exported._example_inputs = None
-        yield
-    finally:
-        exported.state_dict.update(saved_state)
-        exported.constants.update(saved_constants)
-        exported._example_inputs = saved_examples
 
 
 def _run_worker(job: dict, session: Path, env: dict[str, str]) -> tuple[dict[str, dict], str | None, str]:
@@ -125,9 +98,7 @@ def lower_programs(
         jobs = []
         for name, exported in programs:
             path = session / f"{name}.pt2"
-            with _without_tensor_data(exported), warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "No complete tensor found": the stand-ins share storage
-                torch.export.save(exported, path)
+            save_weightless(exported, path, keep_inputs_and_constants=False)
             jobs.append({"name": name, "exported": str(path), "out_dir": str(out_dir)})
         (session / "tmp").mkdir()
         env = plugin.worker_environment(target, session / "tmp", cache_dir / "tt-metal-cache")

@@ -1,0 +1,66 @@
+"""Exported programs handed to a lowering process without their weights: a compiler needs their shapes, not their
+values, and a copy of a 1B model's weights per worker would not fit beside the build's own."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch.export import ExportedProgram
+
+TIED_FILE = "ingot_tied_weights.json"  # names sharing one tensor (a tied LM head): kept through the save
+
+
+def save_weightless(exported: ExportedProgram, path: Path, keep_inputs_and_constants: bool = True) -> None:
+    """Save ``exported`` with every weight a zero-stride stand-in of its shape (a few bytes each); the program
+    itself is left as it was. The cpu target's lowering traces with the example inputs and folds the lifted
+    constants (small tensors such as rotary frequencies) into the program, so it keeps both."""
+    saved_state, saved_constants = dict(exported.state_dict), dict(exported.constants)
+    saved_examples = exported._example_inputs
+    stand_ins: dict[int, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    owners: dict[int, str] = {}
+
+    def stand_in(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        owner = owners.setdefault(id(tensor), name)
+        if owner != name:
+            tied[name] = owner
+        if id(tensor) not in stand_ins:
+            slim = torch.zeros((), dtype=tensor.dtype).expand(tensor.shape)
+            is_parameter = isinstance(tensor, torch.nn.Parameter)
+            stand_ins[id(tensor)] = torch.nn.Parameter(slim, requires_grad=False) if is_parameter else slim
+        return stand_ins[id(tensor)]
+
+    try:
+        for name, tensor in saved_state.items():
+            exported.state_dict[name] = stand_in(name, tensor)
+        if not keep_inputs_and_constants:
+            for name, value in saved_constants.items():
+                if isinstance(value, torch.Tensor):
+                    exported.constants[name] = stand_in(name, value)
+            exported._example_inputs = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "No complete tensor found": the stand-ins share storage
+            torch.export.save(exported, path, extra_files={TIED_FILE: json.dumps(tied)})
+    finally:
+        exported.state_dict.update(saved_state)
+        exported.constants.update(saved_constants)
+        exported._example_inputs = saved_examples
+
+
+def load_with_empty_weights(path: Path) -> ExportedProgram:
+    """A program saved by ``save_weightless`` for the cpu target, its weights uninitialised contiguous tensors:
+    memory that is never written stays out of the process's resident set. Tied names share one tensor again."""
+    extra = {TIED_FILE: ""}
+    exported = torch.export.load(path, extra_files=extra)
+    tied = json.loads(extra[TIED_FILE] or "{}")
+    for name, value in list(exported.state_dict.items()):
+        if name not in tied:
+            empty = torch.empty(value.shape, dtype=value.dtype)
+            is_parameter = isinstance(value, torch.nn.Parameter)
+            exported.state_dict[name] = torch.nn.Parameter(empty, requires_grad=False) if is_parameter else empty
+    for name, owner in tied.items():
+        exported.state_dict[name] = exported.state_dict[owner]
+    return exported
