@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from ingot.artifacts.store import ArtifactStore
@@ -172,8 +174,6 @@ def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace) -
     artifact key, prefix or path; else a model directory or file whose default-options artifact is compiled on a
     miss."""
     from ingot.artifacts.registry import pull_artifact
-    from ingot.compile.options import CompileOptions
-    from ingot.compile.llm.kind import compile_model
     from ingot.errors import ArtifactError
     from ingot.models.source import BUILTIN_MODELS
     from ingot.models.yolov4.source import is_detector
@@ -188,9 +188,19 @@ def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace) -
         except ArtifactError:
             if not Path(model).expanduser().exists():
                 raise
-    if not args.no_compile:
-        return compile_model(model, CompileOptions(), store).path
     key = default_artifact_key(model)
     if not store.has(key):
-        raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
+        if args.no_compile:
+            raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
+        _compile_in_child(model, store)
     return store.path(key)
+
+
+def _compile_in_child(model: str, store: ArtifactStore) -> None:
+    """``ingot compile MODEL`` in a child process: a compile holds the model's weights more than once and inductor
+    besides, and a process never gives all of that back, so a server that compiled in its own process would carry
+    it for its whole life. The child prints its progress and, if it fails, its one-line error."""
+    command = [sys.executable, "-m", "ingot.cli", "compile", model, "--cache-dir", str(store.root)]
+    status = subprocess.call(command)
+    if status != 0:
+        raise SystemExit(status)

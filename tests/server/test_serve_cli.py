@@ -226,3 +226,14 @@ def test_the_api_key_need_not_be_on_the_command_line(given, tmp_path, compiled):
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def test_a_model_that_fails_to_compile_on_a_miss_is_refused_in_one_line(tmp_path, tiny_model):
+    """`ingot serve MODEL` compiles a missing artifact in a child process (whose memory is given back before
+    serving); the child's failure is the server's, with the child's one-line reason and nothing stored."""
+    model = str(tiny_model("llama"))  # 1024 positions: the default options' 2048-token context does not fit
+    result = run_cli("serve", model, "--port", str(free_port()), cache_dir=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "exceeds the model's 1024 positions" in errors[0], result.stderr
+    assert not any((tmp_path / "artifacts").glob("*"))
