@@ -7,7 +7,8 @@ so that at decode's few rows they come from memory as in a real step, not from c
 A step of up to 32 rows is a decode step: every row gets logits. A larger one is prefill of prompts of up to 512
 tokens (1024 rows: two prompts), which needs logits only for each prompt's last token.
 
-    python bench/packed_linear.py [--model smollm2-135m|llama-3.2-1b] [--layers N] [--steps N] [ROWS ...]
+    python bench/packed_linear.py [--model smollm2-135m|llama-3.2-1b] [--layers N] [--steps N] [--threads N]
+        [ROWS ...]
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def main() -> None:
     parser.add_argument("--model", choices=MODELS, default="smollm2-135m")
     parser.add_argument("--layers", type=int, help="layers of weights (default: all of the model's)")
     parser.add_argument("--steps", type=int, default=6, help="steps of each variant, alternating")
+    parser.add_argument("--threads", type=int, help="threads of both (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     build_kernels()
     model = MODELS[args.model]
     layers = args.layers or model.layers
