@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ingot.compile.cpu.packed_linears import pack_linear_weight
-from ingot.compile.kernels import build_kernels
+from ingot.compile.kernels import BUILD_DIR, SOURCES, build_kernels
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,27 @@ def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tm
     assert float(result.stdout) == 16.0
 
 
-@pytest.mark.parametrize(
-    "rows, out_features, in_features",
-    # every remainder of the 8-row tile (1-7, and none at 32); column counts off the 48-wide panel (1-4 panels:
-    # even shares and claimed tail at their smallest); one of SmolLM2's projections (20 panels: 15 shared, 5 claimed)
-    [(1, 64, 32), (10, 50, 24), (11, 100, 33), (12, 30, 8), (13, 176, 40), (14, 96, 16), (7, 50, 24), (32, 960, 576)],
-)
+# every remainder of the 8-row tile (1-7, and none at 32); column counts off the 48-wide panel (1-4 panels: even
+# shares and claimed tail at their smallest); one of SmolLM2's projections (20 panels: 15 shared, 5 claimed);
+# prefill's row counts: blocks of 128 rows, the last partial, and inputs wider than a k block of 1024 (a partial
+# one after full ones, and two full ones)
+PACKED_LINEAR_SHAPES = [
+    (1, 64, 32),
+    (10, 50, 24),
+    (11, 100, 33),
+    (12, 30, 8),
+    (13, 176, 40),
+    (14, 96, 16),
+    (7, 50, 24),
+    (32, 960, 576),
+    (128, 100, 64),
+    (300, 100, 1100),
+    (129, 50, 2048),
+    (3, 200, 3000),
+]
+
+
+@pytest.mark.parametrize("rows, out_features, in_features", PACKED_LINEAR_SHAPES)
 def test_packed_linear_matches_linear(library, rows, out_features, in_features):
     generator = torch.Generator().manual_seed(rows)
     weight = torch.randn(out_features, in_features, generator=generator)
@@ -88,16 +103,72 @@ def test_packed_linear_matches_linear(library, rows, out_features, in_features):
     packed = pack_linear_weight(weight)
     for b in (bias, None):
         out = torch.ops.ingot.packed_linear(x, packed, out_features, b)
-        torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), atol=_atol(in_features), rtol=1e-5)
 
 
-def test_packed_linear_gives_a_row_the_same_bits_in_any_batch(library):
-    """A sequence's logits must not depend on what else is in the decode step."""
+def _atol(in_features: int) -> float:
+    """A sum over more terms rounds more, in whatever order."""
+    return 1e-4 * max(1.0, in_features / 1000)
+
+
+@pytest.mark.parametrize("in_features", [96, 2500])  # within one k block of 1024, and over three
+def test_packed_linear_gives_a_row_the_same_bits_in_any_batch(library, in_features):
+    """A sequence's logits must not depend on what else is in the step: a decode step's few rows or a prefill
+    step's hundreds, whatever tile or row block the row falls in."""
     generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(200, 96, generator=generator)
-    x = torch.randn(17, 96, generator=generator)
+    weight = torch.randn(200, in_features, generator=generator)
+    bias = torch.randn(200, generator=generator)
+    x = torch.randn(300, in_features, generator=generator)
     packed = pack_linear_weight(weight)
-    batched = torch.ops.ingot.packed_linear(x, packed, 200, None)
-    for row in (0, 5, 16):
-        alone = torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, None)
-        assert torch.equal(alone[0], batched[row])
+    for b in (bias, None):
+        batches = {rows: torch.ops.ingot.packed_linear(x[:rows], packed, 200, b) for rows in (17, 130, 300)}
+        for row in (0, 5, 16):
+            alone = torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, b)
+            for batched in batches.values():
+                assert torch.equal(alone[0], batched[row])
+        for row in (129, 299):
+            assert torch.equal(torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, b)[0], batches[300][row])
+
+
+AVX2_FLAGS = ["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+AVX2_CHECK = """
+import sys, torch
+from torch.utils import cpp_extension
+source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+cpp_extension.load("ingot_packed_linear_avx2", [source], extra_cflags=flags, build_directory=build,
+                   is_python_module=False)
+for x, packed, weight, bias, out_features, expected in torch.load(cases):
+    out = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
+    atol = 1e-4 * max(1.0, x.shape[-1] / 1000)
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), atol=atol, rtol=1e-5)
+    assert torch.equal(out, expected), "not the bits of the AVX-512 build"
+"""
+
+
+def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(library, tmp_path):
+    """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernel's 256-bit path, 4 x 24 tiles, which this
+    machine runs too; it sums each row in the same order, so it gives the very bits of the native build."""
+    generator = torch.Generator().manual_seed(1)
+    cases = []
+    for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
+        weight = torch.randn(out_features, in_features, generator=generator)
+        bias = torch.randn(out_features, generator=generator)
+        x = torch.randn(rows, in_features, generator=generator)
+        packed = pack_linear_weight(weight)
+        native = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
+        cases.append((x, packed, weight, bias, out_features, native))
+    torch.save(cases, tmp_path / "cases.pt")
+    source = SOURCES[0].parent / "packed_linear.cpp"
+    build = BUILD_DIR.with_name("kernels-avx2")  # apart from the native build
+    build.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", AVX2_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    code = subprocess.run(
+        ["objdump", "-d", str(build / "ingot_packed_linear_avx2.so")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks
