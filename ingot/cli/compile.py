@@ -42,6 +42,11 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "(less memory and disk, slower prefill and batched decode)",
     )
     parser.add_argument(
+        "--cpu-isa",
+        help="cpu: the vector ISA the native code needs, avx2 or avx512 (a portable artifact for a fleet); "
+        "default native: this CPU's own",
+    )
+    parser.add_argument(
         "--optimization-level", type=int, choices=(0, 1, 2),
         help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
     )
@@ -120,6 +125,7 @@ def _detector_options(args: argparse.Namespace):
         input_size=args.input_size,
         max_batch=args.max_batch,
         emit=tuple(args.emit or ()),
+        cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )
@@ -135,6 +141,7 @@ def _options(args: argparse.Namespace):
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
         shared_weights=args.shared_weights or None,
+        cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )

@@ -27,7 +27,8 @@ class ProgramPlan:
     device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
     weights, folded and prepacked at compile time (cpu). A ``decode_kernel`` program calls ingot's own paged
     decode attention kernel, and a ``packed_linears`` one (frozen) ingot's own matrix product for a few rows on
-    weights it packs: kernels of ingot's native library, which the artifact carries.
+    weights it packs: kernels of ingot's native library, which the artifact carries. ``cpu_isa`` is the vector ISA
+    a cpu program is compiled for (ingot.artifacts.cpu_isa); None: not a cpu program.
     """
 
     name: str
@@ -39,6 +40,7 @@ class ProgramPlan:
     frozen: bool = False
     decode_kernel: bool = False
     packed_linears: bool = False
+    cpu_isa: str | None = None
 
 
 @dataclass(frozen=True)
