@@ -88,7 +88,8 @@ def check_cpu(artifact: str, manifest: Manifest) -> None:
     if not missing:
         return
     host = host_isa()
-    lacking = "" if manifest.cpu.isa in ISAS and host else f" (it lacks {', '.join(missing)})"
+    named = manifest.cpu.isa in ISAS and host not in (None, manifest.cpu.isa)  # the two names say it all
+    lacking = "" if named else f" (it lacks {', '.join(missing)})"
     hint = f" (or compile with --cpu-isa {host})" if host else ""
     raise CpuIsaError(
         f"{artifact}: compiled for {manifest.cpu.isa}, this CPU has {host or 'neither avx2 nor avx512'}{lacking}: "
