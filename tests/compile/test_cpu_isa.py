@@ -130,6 +130,11 @@ def test_a_cpu_artifact_records_its_isa(compiled):
     assert manifest.cpu.isa == host_isa()
 
 
+def test_a_detector_artifact_records_its_isa(compiled_yolo):
+    manifest = check_artifact(compiled_yolo(320).path)
+    assert manifest.options["cpu_isa"] == host_isa() and manifest.cpu == cpu_requirement(host_isa())
+
+
 def test_a_manifest_of_the_older_schema_is_refused_with_a_recompile_hint(artifact_copy):
     from ingot.errors import ArtifactError
 
