@@ -8,8 +8,15 @@ from collections.abc import Collection
 from typing import Annotated, Self
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
-)  # fmt: skip
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
 from ingot.errors import OptionError

@@ -58,10 +58,10 @@ def test_native_resolves_to_this_cpus_isa_before_the_cache_key(fake_cpu):
 @pytest.mark.parametrize(
     "values, message",
     [
-        (dict(cpu_isa="sse4"), "--cpu-isa: unknown vector ISA 'sse4'; choices: native, avx2, avx512"),
-        (dict(cpu_isa="avx512", target="p150"), "--cpu-isa: applies to the cpu target, not p150"),
-        (dict(cpu_isa="avx2", target="p150"), "--cpu-isa: applies to the cpu target, not p150"),
-        (dict(cpu_isa="avx512"), "--cpu-isa: this CPU has avx2, not avx512"),
+        ({"cpu_isa": "sse4"}, "--cpu-isa: unknown vector ISA 'sse4'; choices: native, avx2, avx512"),
+        ({"cpu_isa": "avx512", "target": "p150"}, "--cpu-isa: applies to the cpu target, not p150"),
+        ({"cpu_isa": "avx2", "target": "p150"}, "--cpu-isa: applies to the cpu target, not p150"),
+        ({"cpu_isa": "avx512"}, "--cpu-isa: this CPU has avx2, not avx512"),
     ],
 )
 def test_bad_cpu_isas_are_one_line_option_errors(fake_cpu, values, message):
