@@ -25,9 +25,21 @@ def print_artifacts(artifacts) -> None:
             (m.cpu.isa if m.cpu else "-") if m else "?",
             f"{size / 1e6:.1f} MB",
             m.created_at if m else "?",
-            artifact.problem or "ok",
+            _status(artifact),
         )
     out.print(table)
+
+
+def _status(artifact) -> str:
+    """Why the artifact cannot be served here, or ok."""
+    from ingot.artifacts.cpu_isa import missing_flags
+
+    cpu = artifact.manifest.cpu if artifact.manifest else None
+    if artifact.problem:
+        return artifact.problem
+    if cpu and missing_flags(cpu):
+        return f"needs {cpu.isa}, which this CPU lacks"
+    return "ok"
 
 
 def print_manifest(path: Path, manifest) -> None:

@@ -3,6 +3,7 @@ it refuses the artifact in one line before loading any of its code (which would 
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import zipfile
@@ -122,6 +123,23 @@ def test_the_refusal_is_one_line_in_verify_and_serve(artifact_copy, tmp_path):
     assert_one_line_error(result, expected)
     shown = run_cli("inspect", str(artifact_copy), cache_dir=tmp_path)  # inspect still shows what it needs
     assert shown.returncode == 0 and "avx1024" in shown.stdout and "lacks avx1024" in shown.stdout
+
+
+def test_ls_shows_each_artifacts_isa_and_one_this_cpu_lacks(compiled, session_store, fake_cpu, monkeypatch):
+    from rich.console import Console
+
+    from ingot.cli import main, printing
+
+    isa = compiled("llama").manifest.cpu.isa
+    listing = Console(width=400, record=True, file=io.StringIO())
+    monkeypatch.setattr(printing, "out", listing)
+    assert main(["ls", "--cache-dir", str(session_store.root)]) == 0
+    row = next(line for line in listing.export_text().splitlines() if compiled("llama").key in line)
+    assert f" {isa} " in row and row.rstrip().endswith(" ok")
+    fake_cpu(frozenset(cpu_isa.X86_64_V2))  # a CPU older than AVX2
+    assert main(["ls", "--cache-dir", str(session_store.root)]) == 0
+    row = next(line for line in listing.export_text().splitlines() if compiled("llama").key in line)
+    assert row.rstrip().endswith(f"needs {isa}, which this CPU lacks")
 
 
 def test_a_cpu_artifact_records_its_isa(compiled):
