@@ -29,6 +29,10 @@ class ArtifactError(IngotError):
     """An artifact is missing, incomplete, tampered with, or built by another toolchain."""
 
 
+class CpuIsaError(ArtifactError):
+    """An artifact's native code needs a CPU flag (a vector ISA) this CPU lacks: loading it would die of SIGILL."""
+
+
 class ProgramShapeError(IngotError):
     """A call outside a compiled program's shapes. Compiled code does not bounds-check, so it is refused first."""
 

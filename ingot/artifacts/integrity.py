@@ -14,6 +14,7 @@ import os
 import stat
 from pathlib import Path
 
+from ingot.artifacts.cpu_isa import check_cpu
 from ingot.artifacts.manifest import MANIFEST_NAME, FileEntry, Manifest, manifest_sha256, read_manifest_bytes
 from ingot.artifacts.store import ArtifactStore
 from ingot.artifacts.toolchain import toolchain_mismatch
@@ -41,7 +42,8 @@ def file_entries(directory: Path) -> dict[str, FileEntry]:
 
 
 def check_artifact(directory: Path, manifest_digest: str | None = None) -> Manifest:
-    """Read the manifest and refuse the artifact if it, any file or the toolchain does not match.
+    """Read the manifest and refuse the artifact if it, any file or the toolchain does not match, or if its native
+    code needs a CPU flag this CPU lacks (a CpuIsaError).
 
     The manifest is checked against ``manifest_digest`` (its sha256) when given, e.g. the digest a registry lists
     for a pulled artifact; else against the digest its store recorded when the artifact lives in a store's
@@ -62,6 +64,7 @@ def check_artifact(directory: Path, manifest_digest: str | None = None) -> Manif
     reason = toolchain_mismatch(manifest.toolchain)
     if reason:
         raise ArtifactError(f"{directory.name}: {reason}")
+    check_cpu(directory.name, manifest)
     actual = file_entries(directory)
     for name, expected in manifest.files.items():
         found = actual.get(name)

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, mod
 
 from ingot.errors import ArtifactError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a cpu artifact names the CPU it needs (``cpu``)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -29,6 +29,15 @@ ArtifactPath = Annotated[str, AfterValidator(_inside_the_artifact)]  # "programs
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CpuRequirement(_Strict):
+    """The CPU a cpu artifact's native code (its programs, ingot's library) was compiled for: a machine lacking one
+    of ``flags`` is refused before any of it is loaded (see ingot.artifacts.cpu_isa)."""
+
+    isa: str  # the vector ISA: avx2, avx512
+    march: str  # the x86-64 level every native file was compiled for: x86-64-v3, x86-64-v4
+    flags: list[str]  # the /proc/cpuinfo flags that code may use
 
 
 class TensorSpec(_Strict):
@@ -241,11 +250,13 @@ class Manifest(_Strict):
     detector: DetectorInfo | None = None
     verification: VerificationReport | DetectionVerificationReport | None = None
     tt: TtTargetInfo | None = None
+    cpu: CpuRequirement | None = None  # the cpu target's; None on a Tenstorrent target
     files: dict[ArtifactPath, FileEntry] = {}  # every file of the artifact but the manifest
 
     @model_validator(mode="after")
     def _sections_of_its_kind(self) -> Manifest:
         needed = ("kv_cache", "buckets", "tokenizer") if self.kind == "llm" else ("detector",)
+        needed += ("cpu",) if self.target == "cpu" else ()
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind} manifest needs {', '.join(missing)}")

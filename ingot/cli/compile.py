@@ -37,6 +37,11 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "--prefill-buckets", type=int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
     )
     parser.add_argument(
+        "--cpu-isa",
+        help="cpu: the vector ISA the native code needs, avx2 or avx512 (a portable artifact for a fleet); "
+        "default native: this CPU's own",
+    )
+    parser.add_argument(
         "--optimization-level", type=int, choices=(0, 1, 2),
         help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
     )
@@ -115,6 +120,7 @@ def _detector_options(args: argparse.Namespace):
         input_size=args.input_size,
         max_batch=args.max_batch,
         emit=tuple(args.emit or ()),
+        cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )
@@ -129,6 +135,7 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
+        cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
     )

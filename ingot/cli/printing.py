@@ -13,7 +13,7 @@ err = Console(stderr=True, highlight=False)
 
 def print_artifacts(artifacts) -> None:
     """`ingot ls`: one row per stored artifact, with why it cannot be served if it cannot."""
-    table = Table("key", "model", "family", "target", "size", "created", "status", box=None)
+    table = Table("key", "model", "family", "target", "cpu isa", "size", "created", "status", box=None)
     for artifact in artifacts:
         m = artifact.manifest
         size = sum(f.size for f in m.files.values()) if m else 0
@@ -22,11 +22,24 @@ def print_artifacts(artifacts) -> None:
             m.model.name if m else "?",
             m.model.family if m else "?",
             m.target if m else "?",
+            (m.cpu.isa if m.cpu else "-") if m else "?",
             f"{size / 1e6:.1f} MB",
             m.created_at if m else "?",
-            artifact.problem or "ok",
+            _status(artifact),
         )
     out.print(table)
+
+
+def _status(artifact) -> str:
+    """Why the artifact cannot be served here, or ok."""
+    from ingot.artifacts.cpu_isa import missing_flags
+
+    cpu = artifact.manifest.cpu if artifact.manifest else None
+    if artifact.problem:
+        return artifact.problem
+    if cpu and missing_flags(cpu):
+        return f"needs {cpu.isa}, which this CPU lacks"
+    return "ok"
 
 
 def print_manifest(path: Path, manifest) -> None:
@@ -35,6 +48,8 @@ def print_manifest(path: Path, manifest) -> None:
     out.print(f"[bold]{manifest.key}[/bold]  {path}")
     out.print(f"model     {m.name} ({m.architecture}, from {m.source_kind})")
     out.print(f"target    {manifest.target}")
+    if manifest.cpu:
+        out.print(f"cpu isa   {_cpu_isa(manifest.cpu)}")
     if manifest.detector:
         d = manifest.detector
         out.print(f"input     {d.input_size}x{d.input_size} RGB, letterboxed; batch sizes {d.batch_sizes}")
@@ -53,6 +68,17 @@ def print_manifest(path: Path, manifest) -> None:
         print_tt_build(manifest)
     if manifest.verification:
         print_verification(manifest.verification)
+
+
+def _cpu_isa(cpu) -> str:
+    """The ISA an artifact needs, and whether this CPU has it."""
+    from ingot.artifacts.cpu_isa import host_isa, missing_flags
+
+    missing = missing_flags(cpu)
+    verdict = f"this CPU ({host_isa() or 'neither avx2 nor avx512'}) " + (
+        "has it" if not missing else f"[red]lacks {', '.join(missing)}[/red]"
+    )
+    return f"{cpu.isa} (-march={cpu.march}; {verdict})"
 
 
 def print_tt_build(manifest) -> None:

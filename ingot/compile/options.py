@@ -1,14 +1,24 @@
 """Compile options: what a user may choose, checked one way (``one_of``, pydantic's bounds) into one-line errors.
-``TargetOptions`` is what every compile chooses (target, dtype, Tenstorrent settings); ``CompileOptions`` (a
-language model) and ``DetectorOptions`` add their own, and the shapes they imply."""
+``TargetOptions`` is what every compile chooses (target, dtype, the cpu target's vector ISA, Tenstorrent settings);
+``CompileOptions`` (a language model) and ``DetectorOptions`` add their own, and the shapes they imply."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
 from ingot.errors import OptionError
 from ingot.models.yolov4.spec import INPUT_SIZES
 from ingot.sizes import ceil_div, powers_of_two
@@ -41,6 +51,17 @@ class TargetOptions(BaseModel):
     # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
     optimization_level: Annotated[int | None, one_of((None, 0, 1, 2), "optimization level must be 0, 1 or 2")] = None
     allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
+    # cpu: the vector ISA its native code is compiled for (avx2, avx512); "native" (the default) is resolved here
+    # to this CPU's, so the cache key names it. None on a Tenstorrent target.
+    cpu_isa: str | None = Field(None, validate_default=True)
+
+    @field_validator("cpu_isa")
+    @classmethod
+    def _resolve_cpu_isa(cls, value: str | None, info: ValidationInfo) -> str | None:
+        target = info.data.get("target")
+        if target is None:  # the target itself was refused
+            return value
+        return resolve_cpu_isa(value, target)
 
     @model_validator(mode="after")
     def _tt_only(self) -> Self:
@@ -119,3 +140,20 @@ class DetectorOptions(TargetOptions):
     def batch_sizes(self) -> list[int]:
         """The fixed batch sizes a batch of images is padded to: 1, 2, 4, ... max_batch."""
         return powers_of_two(1, self.max_batch)
+
+
+def resolve_cpu_isa(value: str | None, target: str) -> str | None:
+    """The ISA ``--cpu-isa value`` compiles ``target``'s native code for: "native" (or nothing) is this CPU's own. A
+    compile runs its programs to verify them, so an ISA this CPU lacks is refused."""
+    if target != "cpu":
+        if value not in (None, "native"):
+            raise ValueError(f"applies to the cpu target, not {target}")
+        return None
+    check_one_of(value or "native", CPU_ISA_CHOICES, "unknown vector ISA {value!r}; choices: {choices}")
+    host = host_isa()
+    if host is None:
+        raise ValueError("this CPU has neither avx2 nor avx512, which the cpu target's native code needs")
+    isa = host if value in (None, "native") else value
+    if not has_isa(isa):
+        raise ValueError(f"this CPU has {host}, not {isa}: it could not verify the programs (use --cpu-isa {host})")
+    return isa

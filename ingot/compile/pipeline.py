@@ -24,6 +24,7 @@ from ingot.artifacts.manifest import (
     TensorSpec,
     VerificationReport,
 )
+from ingot.artifacts.cpu_isa import cpu_requirement
 from ingot.artifacts.integrity import file_entries
 from ingot.artifacts.store import ArtifactStore
 from ingot.artifacts.toolchain import toolchain_versions
@@ -156,7 +157,7 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
         libraries = []
         if target.native_library:
             with progress.stage("build ingot's native library"):
-                libraries = kernels.add_to_artifact(workdir)
+                libraries = kernels.add_to_artifact(workdir, kind.options.cpu_isa)
 
         captured = []
         for plan in plans:
@@ -195,6 +196,7 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                 programs=programs,
                 weights=weights,
                 tt=target.manifest_info(),
+                cpu=cpu_requirement(kind.options.cpu_isa) if kind.options.cpu_isa else None,
                 **kind.manifest_fields(workdir, target),
             )
 

@@ -29,7 +29,8 @@ class ProgramPlan:
     weights, folded and prepacked at compile time (cpu); any other takes them from the artifact's weights file.
     A ``decode_kernel`` program calls ingot's own paged decode attention kernel, and a ``packed_linears`` one
     ingot's own matrix product on weights packed for it: kernels of ingot's native library, which the artifact
-    carries.
+    carries. ``cpu_isa`` is the vector ISA
+    a cpu program is compiled for (ingot.artifacts.cpu_isa); None: not a cpu program.
     """
 
     name: str
@@ -41,6 +42,7 @@ class ProgramPlan:
     frozen: bool = False
     decode_kernel: bool = False
     packed_linears: bool = False
+    cpu_isa: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ingot.artifacts.cpu_isa import check_cpu
 from ingot.artifacts.manifest import Manifest, ProgramSpec
 from ingot.artifacts.unpacked import unpack_directory
 from ingot.errors import ArtifactError, ProgramShapeError
@@ -47,6 +48,7 @@ def load_programs(directory: Path, manifest: Manifest) -> dict[str, CompiledProg
     ``manifest`` comes from ``check_artifact``, which vouched for the files; every path is checked again here to
     lie inside ``directory`` before anything is loaded from it (native code above all). Each package is unpacked
     into a directory of its own that is removed as soon as it has loaded (see ingot.artifacts.unpacked)."""
+    check_cpu(directory.name, manifest)  # native code this CPU cannot run would die of SIGILL: refused first
     files = {spec.name: (_inside(directory, spec.file), [_inside(directory, name) for name in spec.kernels])
              for spec in manifest.programs}  # fmt: skip
     shared = any(not spec.frozen for spec in manifest.programs)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ingot.compile.cpu.packed_linears import pack_linear_weight
-from ingot.compile.kernels import BUILD_DIR, SOURCES, build_kernels
+from ingot.compile.kernels import BUILD_ROOT, SOURCES, build_kernels
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(librar
         cases.append((x, packed, weight, bias, out_features, native))
     torch.save(cases, tmp_path / "cases.pt")
     source = SOURCES[0].parent / "packed_linear.cpp"
-    build = BUILD_DIR.with_name("kernels-avx2")  # apart from the native build
+    build = BUILD_ROOT / "packed-linear-avx2"  # apart from the builds of the library
     build.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-c", AVX2_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ingot.compile.cpu.isa import vector_isa
 from ingot.compile.cpu.packed_linears import empty_packed, pack_weights, use_packed_linears
 from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
 from ingot.compile.options import DetectorOptions
@@ -46,16 +47,20 @@ class CpuTarget:
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
         prefill = ProgramPlan(  # several prompts in one step: more rows for each pass over the weights
-            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), packed_linears=True
+            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), packed_linears=True,
+            cpu_isa=options.cpu_isa,
         )
-        single = ProgramPlan("decode_1", "decode", batch=(1, 1), tokens=(1, 1), decode_kernel=True, packed_linears=True)
+        single = ProgramPlan(
+            "decode_1", "decode", batch=(1, 1), tokens=(1, 1), decode_kernel=True, packed_linears=True,
+            cpu_isa=options.cpu_isa,
+        )
         return [prefill, *_single_and_batched(single, options.max_batch)]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked): one image has a
         static program of its own (faster than a dynamic one at one image), larger batches share one with a
         dynamic batch dimension."""
-        single = ProgramPlan("detect_1", "detect", batch=(1, 1), frozen=True)
+        single = ProgramPlan("detect_1", "detect", batch=(1, 1), frozen=True, cpu_isa=options.cpu_isa)
         return _single_and_batched(single, options.batch_sizes[-1])
 
     def lower_all(
@@ -119,7 +124,7 @@ class CpuTarget:
         module = exported.module(check_guards=False)
         if plan.packed_linears:
             use_packed_linears(module, empty_packed)
-        with warnings.catch_warnings(), torch.no_grad():  # inductor freezes only a graph compiled without grad
+        with warnings.catch_warnings(), torch.no_grad(), vector_isa(plan.cpu_isa):  # freezing needs no grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
             _compile_and_package(module, exported.example_inputs, out_file, configs)
 

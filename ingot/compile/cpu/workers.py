@@ -85,6 +85,6 @@ def _lower_saved(target: Lowers, exported_file: Path, out_file: Path, plan: Prog
     """A worker process's job: one saved exported program to one compiled program."""
     torch._inductor.config.compile_threads = 1  # the workers share the cores already: no pool of its own
     if plan.decode_kernel or plan.packed_linears:
-        load_kernels()  # the program calls ingot's ops: loading it needs them registered
+        load_kernels(plan.cpu_isa)  # the program calls ingot's ops: loading it needs them registered
     exported = torch.export.load(exported_file) if plan.frozen else load_with_empty_weights(exported_file)
     target.lower(exported, out_file, plan)
