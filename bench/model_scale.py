@@ -46,7 +46,7 @@ from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import random_token_prompts
 
 sys.path.insert(0, str(Path(__file__).parent))
-from online_peers import LLAMA_SERVER, wait_ready  # noqa: E402
+from online_peers import LLAMA_SERVER, wait_ready
 
 DECODE_PROMPT_TOKENS = 16
 
@@ -275,9 +275,9 @@ def markdown(results: dict) -> str:
     ]
     for label, key, scale, form in ROWS:
         mine, theirs = ingot.get(key), peer.get(key)
-        cell = lambda v: form.format(v / scale) if v is not None else "-"  # noqa: E731
+        cells = [form.format(v / scale) if v is not None else "-" for v in (mine, theirs)]
         ratio = f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
-        lines.append(f"| {label} | {cell(mine)} | {cell(theirs)} | {ratio} |")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

@@ -87,7 +87,7 @@ def hf_to_gguf(model_dir: Path, out: Path, tokenizer_gguf: Path | None = None) -
     sources: dict[str, tuple[Path, str]] = {}
     for file in files:
         with safe_open(file, framework="numpy") as tensors:
-            for hf_name in tensors.keys():
+            for hf_name in tensors.keys():  # a safetensors handle, not a dict
                 name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise ValueError(f"{hf_name}: no llama.cpp name for this tensor of {arch_name}")
