@@ -41,6 +41,7 @@ from pathlib import Path
 
 import psutil
 
+from ingot.artifacts.store import ArtifactStore
 from ingot.benchmark.online import run_online
 from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import random_token_prompts
@@ -114,9 +115,12 @@ def compile_cold(model: str, cache_dir: Path, compile_args: list[str]) -> dict:
     key = subprocess.run(
         [*ingot, "cache-key", model, *compile_args], env=env, check=True, capture_output=True, text=True
     ).stdout.split()[-1]
-    path = cache_dir / key
+    path = ArtifactStore(cache_dir).path(key)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return {"key": key, "path": str(path), "compile_s": seconds, "compile_peak_rss": peak, "artifact_bytes": size}
+    return {
+        "key": key, "path": str(path), "cache_dir": str(cache_dir), "compile_s": seconds, "compile_peak_rss": peak,
+        "artifact_bytes": size,
+    }  # fmt: skip
 
 
 def free_port() -> int:
@@ -200,7 +204,7 @@ def bench_ingot(artifact: dict, tokenizer, args: argparse.Namespace) -> dict:
         sys.executable, "-m", "ingot.cli", "serve", artifact["key"], "--no-compile", "--port", str(port),
         "--kv-cache-gb", str(args.kv_cache_gb),
     ]  # fmt: skip
-    env = dict(os.environ, INGOT_CACHE_DIR=str(Path(artifact["path"]).parent))
+    env = dict(os.environ, INGOT_CACHE_DIR=artifact["cache_dir"])
     with running(command, port, env) as server:
         warm = tree_rss(server)
         workloads = Workloads(port, manifest.model.name, tokenizer, args)
