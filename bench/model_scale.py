@@ -246,7 +246,7 @@ def bench_llama_server(gguf: Path, context: int, tokenizer, args: argparse.Names
     port = free_port()
     with running(llama_server_command(gguf, port, args.streams, streams_context, args), port) as server:
         result["streams"] = Workloads(port, "model", tokenizer, args).streams()
-        result["streams_rss_after_workloads"] = tree_rss(server)
+        result["rss_after_workloads"] = tree_rss(server)  # the streams server
     return result
 
 
