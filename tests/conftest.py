@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -49,20 +51,31 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
     return ArtifactStore(tmp_path_factory.mktemp("cache"))
 
 
-@pytest.fixture(scope="session")
-def compiled(tiny_model, session_store: ArtifactStore):
-    """compiled(family) -> CompileResult of that tiny family, compiled once per session."""
-    from ingot.compile.llm.kind import compile_model
+class TinyCompiles:
+    """compiled(family) -> CompileResult of that tiny family, compiled once per session; ``progress[family]`` is what
+    its compile printed on stderr (its stages and their steps)."""
 
-    results = {}
+    def __init__(self, tiny_model, store: ArtifactStore) -> None:
+        self.tiny_model = tiny_model
+        self.store = store
+        self.results = {}
+        self.progress: dict[str, str] = {}
 
-    def get(family: str):
-        if family not in results:
+    def __call__(self, family: str):
+        from ingot.compile.llm.kind import compile_model
+
+        if family not in self.results:
             options = CompileOptions.parse(**TINY_OPTIONS)
-            results[family] = compile_model(str(tiny_model(family)), options, session_store, quiet=True)
-        return results[family]
+            printed = io.StringIO()
+            with contextlib.redirect_stderr(printed):  # the progress console writes to sys.stderr as it is now
+                self.results[family] = compile_model(str(self.tiny_model(family)), options, self.store)
+            self.progress[family] = printed.getvalue()
+        return self.results[family]
 
-    return get
+
+@pytest.fixture(scope="session")
+def compiled(tiny_model, session_store: ArtifactStore) -> TinyCompiles:
+    return TinyCompiles(tiny_model, session_store)
 
 
 def run_cli(*args: str, cache_dir: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -92,6 +92,22 @@ def test_ls_inspect_and_verify(compiled, session_store):
     assert "passed" in verify.stdout and "top-1 agreement" in verify.stdout
 
 
+def test_inspect_shows_the_weight_bytes_and_the_expected_serving_memory(compiled, session_store):
+    result = compiled("llama")
+    inspect = run_cli("inspect", result.key, "--kv-cache-gb", "0.5", cache_dir=session_store.root)
+    assert inspect.returncode == 0, inspect.stderr
+    weights = (result.path / "weights.safetensors").stat().st_size
+    # 0.5 GiB of 8 KiB blocks (2 layers x K and V x 16 tokens x 2 heads x 16 dims x 4 bytes): exactly 0.5 GiB
+    kv_cache = 2**29
+    expected = weights + kv_cache + 600_000_000  # the target: weights + KV cache + 0.6 GB
+    printed = " ".join(inspect.stdout.split())
+    assert f"memory weights {weights / 1e6:.0f} MB" in printed
+    assert (
+        f"serving with --kv-cache-gb 0.5: {expected / 1e9:.2f} GB expected (weights + KV cache 537 MB + runtime 600 MB)"
+        in printed
+    )
+
+
 def test_verify_refuses_a_tampered_artifact(compiled, tmp_path):
     copy = tmp_path / "artifact"
     shutil.copytree(compiled("llama").path, copy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ingot.cli.arguments import add_command
+from ingot.cli.arguments import add_command, positive_float
 from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import (
     out, print_artifacts, print_manifest, print_tt_detection_prediction, print_tt_prediction, print_verification,
@@ -20,6 +20,10 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     sub = add_command(commands, "inspect", cmd_inspect, "show an artifact's manifest", [cache_dir])
     sub.add_argument("artifact", help=ARTIFACT_HELP)
     sub.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    sub.add_argument(
+        "--kv-cache-gb", type=positive_float,
+        help="the KV cache (GiB) to size the expected serving memory for, as ingot serve takes it (default 1)",
+    )
     sub = add_command(
         commands, "verify", cmd_verify, "check an artifact's files and re-run its accuracy check", [cache_dir]
     )
@@ -52,6 +56,27 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(manifest.model_dump_json(indent=2))
         return
     print_manifest(path, manifest)
+    _print_memory(manifest, args.kv_cache_gb)
+
+
+def _print_memory(manifest, kv_cache_gb: float | None) -> None:
+    """The weights' bytes, and for a language model `ingot serve` can run, the memory it should hold after warm-up
+    with the given KV cache."""
+    from ingot.runtime.kv_sizing import DEFAULT_KV_CACHE_GB
+    from ingot.runtime.servable import unservable_reason
+    from ingot.runtime.serving_memory import (
+        RUNTIME_OVERHEAD_BYTES, expected_serving_bytes, format_bytes, kv_cache_bytes, weight_bytes,
+    )  # fmt: skip
+
+    line = f"memory    weights {format_bytes(weight_bytes(manifest))}"
+    if manifest.kind == "llm" and unservable_reason(manifest) is None:
+        gib = DEFAULT_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
+        line += (
+            f"; serving with --kv-cache-gb {gib:g}: {format_bytes(expected_serving_bytes(manifest, kv_cache_gb))} "
+            f"expected (weights + KV cache {format_bytes(kv_cache_bytes(manifest, kv_cache_gb))} "
+            f"+ runtime {format_bytes(RUNTIME_OVERHEAD_BYTES)})"
+        )
+    out.print(line)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from ingot import __version__
 from ingot.runtime.engine import Engine
+from ingot.runtime.serving_memory import format_bytes, resident_bytes, weight_bytes
 from ingot.runtime.vision.detector import Detector
 from ingot.server import chat, completions, detections, routes
 from ingot.server.access_log import AccessLogMiddleware
@@ -81,8 +82,21 @@ async def _warm_up(state: ServerState) -> None:
     for served in state.all_served():
         await served.warm_up()
         log.info("%s is warm", served.name)
+    log.info(_memory_after_warm_up(state))
     state.ready = True
     log.info("ready: serving %s", ", ".join(served.name for served in state.all_served()))
+
+
+def _memory_after_warm_up(state: ServerState) -> str:
+    """The process's RSS beside what it serves: every model's weights and the language models' KV caches (their
+    sum plus the runtime's overhead is what `ingot inspect` expects)."""
+    weights = sum(weight_bytes(m.engine.manifest) for m in state.models.values())
+    weights += sum(weight_bytes(d.detector.manifest) for d in state.detectors.values())
+    kv_cache = sum(m.engine.runner.kv_cache.nbytes for m in state.models.values())
+    return (
+        f"RSS {format_bytes(resident_bytes())} after warm-up "
+        f"(weights {format_bytes(weights)}, KV cache {format_bytes(kv_cache)})"
+    )
 
 
 def _report_failure(task: asyncio.Task) -> None:

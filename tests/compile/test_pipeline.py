@@ -1,3 +1,4 @@
+import re
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,33 @@ def test_each_family_compiles_and_matches_the_float32_reference(compiled, family
     assert report.num_tokens >= 256
     assert set(report.programs) == {"prefill", "decode", "prefill (batch 4)", "decode (batch 4)"}
     assert all(value >= 0.9999 for value in report.programs.values())
+
+
+def test_a_compile_shows_each_program_lowered_and_each_verification_step_as_it_goes(compiled):
+    compiled("llama")
+    lines = compiled.progress["llama"].splitlines()
+    step = re.compile(r"  · (.+?) +(\d+\.\d) s$")
+    done = [i for i, line in enumerate(lines) if line.startswith("✓ ")]
+    lowering = next(i for i in done if lines[i].startswith("✓ lower"))
+    verifying = next(i for i in done if lines[i].startswith("✓ verify"))
+
+    def steps(stage_end: int) -> list[str]:
+        """The steps noted under the stage that ended on line ``stage_end``, which are printed before it ends."""
+        start = max(i for i in done if i < stage_end) + 1
+        matches = [step.match(line) for line in lines[start:stage_end]]
+        assert all(matches), lines[start:stage_end]
+        seconds = [float(m.group(2)) for m in matches]
+        assert seconds == sorted(seconds)  # the time since the stage began
+        return [m.group(1) for m in matches]
+
+    assert sorted(steps(lowering)) == ["decode lowered", "decode_1 lowered", "prefill lowered"]
+    verified = steps(verifying)
+    assert verified[0].startswith("reference: ") and verified[1] == "prefill: 32 tokens"
+    decoded = verified[2:-2]
+    assert decoded and all(re.fullmatch(r"decode: \d+/\d+ tokens", text) for text in decoded)
+    total = int(decoded[-1].split("/")[1].split()[0])
+    assert decoded[-1] == f"decode: {total}/{total} tokens"
+    assert verified[-2:] == ["prefill: 4 sequences", "decode: 4 sequences x 4 steps"]
 
 
 def test_artifact_holds_everything_serving_needs(compiled):

@@ -19,7 +19,7 @@ from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.weights import named_tensors
 from ingot.compile.plan import AccuracyBar, LoweredPrograms, ProgramPlan
-from ingot.progress import StageProgress
+from ingot.progress import StageProgress, note
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class CpuTarget:
             if workers == 1:
                 for plan, exported in programs:
                     self.lower(exported, files[plan.name], plan)
+                    note(f"{plan.name} lowered")
             else:
                 lower_in_workers(self, programs, files, workers)
         return {name: (f"{out_dir.name}/{file.name}", None) for name, file in files.items()}

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +19,7 @@ from ingot.compile.kernels import load_kernels
 from ingot.compile.plan import ProgramPlan
 from ingot.compile.weightless import load_with_empty_weights, save_weightless
 from ingot.errors import CompileError
+from ingot.progress import note
 
 
 class Lowers(Protocol):
@@ -59,12 +60,13 @@ def lower_in_workers(
         # spawn, not fork: a forked child inherits the parent's OpenMP thread pool, which hangs it
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, context, initializer=_exit_with, initargs=(os.getpid(),)) as pool:
-            jobs = [
-                pool.submit(_lower_saved, target, saved[plan.name], files[plan.name], plan)
+            jobs = {
+                pool.submit(_lower_saved, target, saved[plan.name], files[plan.name], plan): plan.name
                 for plan, _ in programs
-            ]
-            for job in jobs:
+            }
+            for job in as_completed(jobs):
                 job.result()
+                note(f"{jobs[job]} lowered")
     except BrokenProcessPool as error:
         raise CompileError("a lowering worker died (out of memory?); nothing was published") from error
     finally:

@@ -19,6 +19,7 @@ from ingot.artifacts.manifest import Manifest, VerificationReport
 from ingot.compile.verify.metrics import agreement, pcc
 from ingot.compile.verify.references import LLM_REFERENCE
 from ingot.compile.verify.sample_inputs import verification_tokens
+from ingot.progress import note
 from ingot.runtime.model_runner import ModelRunner
 from ingot.sizes import ceil_div
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 PREFILL_TOKENS = 32
 BATCH_DECODE_STEPS = 4
+DECODE_NOTE_EVERY = 64  # decode steps between progress notes (a 1B model decodes a few steps a second here)
 
 
 def verify_llm(
@@ -40,6 +42,7 @@ def verify_llm(
     tokens = verification_tokens(tokenizer, manifest.buckets.max_context)
     with torch.no_grad():
         expected = reference(torch.tensor([tokens])).logits[0].float()
+    note(f"reference: {len(tokens)} tokens")
 
     block_size = manifest.kv_cache.block_size
     blocks_per_sequence = ceil_div(len(tokens), block_size)
@@ -54,8 +57,12 @@ def verify_llm(
     prefill_tokens = min(PREFILL_TOKENS, manifest.buckets.prefill_tokens[-1], len(tokens) // 2)
     table = block_table(0)
     rows = [_prefill(runner, tokens[:prefill_tokens], table)]
+    note(f"prefill: {prefill_tokens} tokens")
     for position in range(prefill_tokens, len(tokens)):
         rows.append(runner.decode([tokens[position]], [position], [table])[0])
+        done = position + 1 - prefill_tokens
+        if done % DECODE_NOTE_EVERY == 0 or position == len(tokens) - 1:
+            note(f"decode: {done}/{len(tokens) - prefill_tokens} tokens")
     actual = torch.stack(rows)
     compared = expected[prefill_tokens - 1 :]
 
@@ -96,12 +103,14 @@ def _batch_pccs(
     else:
         for length, table in zip(lengths, tables):
             _prefill(runner, tokens[:length], table)
+    note(f"prefill: {batch} sequences")
     actual, wanted = [], []
     for step in range(BATCH_DECODE_STEPS):
         positions = [length + step for length in lengths]
         actual.append(runner.decode([tokens[p] for p in positions], positions, tables))
         wanted.append(expected[positions])
     pccs[f"decode (batch {batch})"] = pcc(torch.stack(actual), torch.stack(wanted))
+    note(f"decode: {batch} sequences x {BATCH_DECODE_STEPS} steps")
     return pccs
 
 
