@@ -1,0 +1,66 @@
+"""Tool-call parsers and the streamed deltas of a choice with tools, without a model."""
+
+from __future__ import annotations
+
+import json
+
+from ingot.server.protocol import FunctionDefinition, Tool
+from ingot.server.tool_stream import ToolCallStream
+from ingot.server.tools import HermesParser, Llama3JsonParser, ToolPlan
+
+TOOLS = [Tool(type="function", function=FunctionDefinition(name="get_weather", parameters={"type": "object"}))]
+
+
+def test_hermes_parser_reads_calls_after_text():
+    text = 'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>\n<tool_call>{"name": "get_weather", "arguments": {"city": "Lima"}}</tool_call>'  # fmt: skip
+    parsed = HermesParser().parse(text)
+    assert parsed.content == "Let me check."
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in parsed.calls] == [
+        ("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Lima"}),
+    ]  # fmt: skip
+    assert len({c.id for c in parsed.calls}) == 2
+
+
+def test_a_malformed_call_stays_text():
+    for text in ('<tool_call>{"name": "f", "arguments": {"a": </tool_call>', "<tool_call>[1]</tool_call>", "plain"):
+        assert HermesParser().parse(text).calls == [] and HermesParser().parse(text).content == text
+    assert Llama3JsonParser().parse("{not json").calls == []
+
+
+def test_llama3_json_parser_reads_parameters():
+    parsed = Llama3JsonParser().parse('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}')
+    assert parsed.content is None
+    assert (parsed.calls[0].function.name, json.loads(parsed.calls[0].function.arguments)) == ("get_weather", {"city": "Oslo"})  # fmt: skip
+
+
+def _stream(plan: ToolPlan, pieces: list[str], finish_reason: str = "stop"):
+    stream = ToolCallStream(plan)
+    deltas = [stream.feed(piece) for piece in pieces]
+    last, reason = stream.finish(finish_reason)
+    return [d for d in [*deltas, last] if d is not None], reason
+
+
+def test_auto_streams_text_then_holds_back_a_call():
+    plan = ToolPlan("auto", TOOLS, parser=HermesParser())
+    pieces = ["Sure", ", <tool", "_call>", '{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}', "</tool_call>"]
+    deltas, reason = _stream(plan, pieces)
+    assert reason == "tool_calls"
+    assert "".join(d.content or "" for d in deltas) == "Sure, "
+    (call,) = [c for d in deltas for c in d.tool_calls or []]
+    assert call.index == 0 and call.id.startswith("call_") and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+
+
+def test_auto_text_that_only_looked_like_a_call_comes_out_whole():
+    plan = ToolPlan("auto", TOOLS, parser=HermesParser())
+    deltas, reason = _stream(plan, ["a <tool", "box> b"])
+    assert reason == "stop" and "".join(d.content for d in deltas) == "a <toolbox> b"
+
+
+def test_named_streams_arguments_as_they_come():
+    plan = ToolPlan("named", TOOLS, named="get_weather")
+    deltas, reason = _stream(plan, ['{"city"', ': "Oslo"}'])
+    calls = [c for d in deltas for c in d.tool_calls]
+    assert reason == "tool_calls"
+    assert calls[0].id and calls[0].function.name == "get_weather" and calls[1].id is None
+    assert "".join(c.function.arguments for c in calls) == '{"city": "Oslo"}'
