@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+import re
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 import xgrammar
 
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
 
 GrammarKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
 
-# The bits of one int32 word of a bitmask, lowest first (xgrammar's layout: token t is bit t % 32 of word t // 32).
-_WORD_BITS = torch.arange(32, dtype=torch.int32)
+
+_LOG_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
 
 
 class GrammarError(RequestError):
@@ -115,8 +117,9 @@ def _describe(spec: GrammarSpec) -> str:
 
 
 def _first_line(error: Exception) -> str:
+    """The engine's reason, without the time and C++ source location it puts first ("[07:35:06] file.cc:12: ")."""
     lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    return _LOG_PREFIX.sub("", lines[0]) if lines else type(error).__name__
 
 
 def mask_logits(logits: torch.Tensor, rows: list[int], states: list[GrammarState]) -> torch.Tensor:
@@ -127,8 +130,13 @@ def mask_logits(logits: torch.Tensor, rows: list[int], states: list[GrammarState
     bitmask = torch.empty((len(states), (vocab + 31) // 32), dtype=torch.int32)
     for index, state in enumerate(states):
         state.fill_mask(bitmask, index)
-    allowed = ((bitmask.unsqueeze(-1) >> _WORD_BITS) & 1).bool().flatten(1)[:, :vocab]
+    # xgrammar's layout: token t is bit t % 32 of word t // 32, so on a little-endian machine the words' bytes,
+    # unpacked lowest bit first, are the tokens in order (numpy's unpackbits: several times torch's shifts).
+    bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, count=vocab, bitorder="little")
+    allowed = torch.from_numpy(bits.view(np.bool_))
+    if len(rows) == logits.shape[0]:
+        return torch.where(allowed, logits, -torch.inf)
     masked = logits.clone()
     index = torch.tensor(rows, dtype=torch.long)
-    masked[index] = masked[index].masked_fill(~allowed, -torch.inf)
+    masked[index] = torch.where(allowed, logits[index], -torch.inf)
     return masked
