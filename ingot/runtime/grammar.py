@@ -102,7 +102,8 @@ class GrammarCompiler:
             return self._compiler.compile_regex(spec.text)
         if spec.kind == "choice":
             choices = json.loads(spec.text)
-            return self._compiler.compile_grammar("root ::= " + " | ".join(json.dumps(c) for c in choices))
+            literals = (json.dumps(choice, ensure_ascii=False) for choice in choices)  # \u escapes stop at the BMP
+            return self._compiler.compile_grammar("root ::= " + " | ".join(literals))
         return self._compiler.compile_grammar(spec.text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -80,3 +81,14 @@ def test_an_invalid_grammar_is_a_request_error_naming_its_field(grammars, spec, 
     with pytest.raises(GrammarError, match=words) as error:
         grammars.compile(spec)
     assert error.value.param == spec.param
+
+
+def test_choices_are_exact_whatever_their_characters(tokenizer, grammars):
+    choices = ["é🦊", 'a"b\\c', "x\ny\u0001"]
+    compiled = grammars.compile(GrammarSpec("choice", json.dumps(choices)))
+    for choice in choices:
+        state = compiled.new_state()
+        assert all(state.accept(token) for token in tokenizer(choice, add_special_tokens=False).input_ids)
+        assert state.accept(tokenizer.eos_token_id)
+    state = compiled.new_state()
+    assert not state.accept(tokenizer("z", add_special_tokens=False).input_ids[0])

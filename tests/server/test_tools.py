@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
-from ingot.server.protocol import FunctionDefinition, Tool
+import pytest
+
+from ingot.server.errors import APIError
+from ingot.server.prompts import chat_prompt
+from ingot.server.protocol import ChatCompletionRequest, FunctionDefinition, Tool
 from ingot.server.tool_stream import ToolCallStream
-from ingot.server.tools import HermesParser, Llama3JsonParser, ToolPlan
+from ingot.server.tools import HermesParser, Llama3JsonParser, ToolPlan, plan_tools
+from tests.tiny_models import CHAT_TEMPLATE, make_tokenizer
 
 TOOLS = [Tool(type="function", function=FunctionDefinition(name="get_weather", parameters={"type": "object"}))]
 
@@ -64,3 +70,62 @@ def test_named_streams_arguments_as_they_come():
     assert reason == "tool_calls"
     assert calls[0].id and calls[0].function.name == "get_weather" and calls[1].id is None
     assert "".join(c.function.arguments for c in calls) == '{"city": "Oslo"}'
+
+
+HERMES_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>"
+    "Answer with <tool_call></tool_call>.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "{% for call in message.get('tool_calls', []) %}<tool_call>{{ call.function | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class FakeEngine(SimpleNamespace):
+    __hash__ = object.__hash__  # as an Engine's: tools.py remembers per engine whether its template renders tools
+
+
+def _engine(template: str) -> FakeEngine:
+    """What prompts and tools read of an engine: the tokenizer, its manifest's flag, the context."""
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = template
+    manifest = SimpleNamespace(tokenizer=SimpleNamespace(has_chat_template=True))
+    return FakeEngine(tokenizer=tokenizer, manifest=manifest, max_context=4096, model_name="tiny")
+
+
+def _request(**fields) -> ChatCompletionRequest:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], "tools": tools, **fields})
+
+
+def test_a_template_that_renders_tools_gets_them_and_its_parser_is_hermes():
+    engine = _engine(HERMES_TEMPLATE)
+    body = _request(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},  # fmt: skip
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ]
+    )
+    plan = plan_tools(engine, body, None)
+    assert plan.mode == "auto" and plan.template_renders_tools and isinstance(plan.parser, HermesParser)
+    prompt = chat_prompt(engine, body.messages, tools=plan)
+    assert '<tools>{"type": "function", "function": {"name": "get_weather"' in prompt
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>' in prompt  # an object
+    assert "Functions you can call" not in prompt and "sunny" in prompt
+
+
+def test_a_template_without_tools_gets_them_in_the_system_message():
+    engine = _engine(CHAT_TEMPLATE)
+    body = _request(
+        tool_choice="required", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    plan = plan_tools(engine, body, None)
+    assert not plan.template_renders_tools
+    prompt = chat_prompt(engine, body.messages, tools=plan)
+    assert prompt.count("<|im_start|>system") == 1
+    assert 'Be brief.\n\nFunctions you can call, with JSON schemas of their arguments:\n{"name":"get_weather"' in prompt
+    assert "answer with a JSON array" in prompt
+    with pytest.raises(APIError, match="--tool-call-parser"):
+        plan_tools(engine, _request(), None)
+    assert isinstance(plan_tools(engine, _request(), "llama3_json").parser, Llama3JsonParser)
