@@ -20,8 +20,8 @@ from ingot.server.protocol import CompletionChoice, CompletionRequest, Completio
 from ingot.server.sampling import check_n, make_choices
 from ingot.server.served import ServedModel
 from ingot.server.state import server_state
-from ingot.server.structured import compile_grammar, requested_grammar
 from ingot.server.streaming import DONE, run_generation, sse, sse_error
+from ingot.server.structured import compile_grammar, requested_grammar
 
 router = APIRouter()
 

@@ -59,7 +59,9 @@ def compile_grammar(engine: Engine, spec: GrammarSpec | None) -> CompiledGrammar
     if spec is None:
         return None
     if len(spec.text) > MAX_GRAMMAR_CHARS:
-        message = f"{spec.param} makes a grammar of {len(spec.text)} characters; at most {MAX_GRAMMAR_CHARS} are allowed"
+        message = (
+            f"{spec.param} makes a grammar of {len(spec.text)} characters; at most {MAX_GRAMMAR_CHARS} are allowed"
+        )
         raise bad_request(message, spec.param)
     return engine.grammars.compile(spec)
 

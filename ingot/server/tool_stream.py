@@ -43,7 +43,7 @@ class ToolCallStream:
         stripped = self._text.lstrip()
         if not stripped:
             return None
-        if stripped.startswith(start) or stripped.startswith("<|python_tag|>"):
+        if stripped.startswith((start, "<|python_tag|>")):
             self._buffering = True
             return None
         return self._content(len(self._text))
@@ -80,5 +80,3 @@ def _held_back(text: str, start: str) -> int:
         if start.startswith(text[-length:]):
             return length
     return 0
-
-

@@ -150,7 +150,9 @@ class ToolPlan:
         if self.mode == "none":
             return ParsedOutput(text), finish_reason
         if self.mode == "named":
-            return ParsedOutput(None, [_call(self.named, text)]), "tool_calls" if finish_reason == "stop" else finish_reason
+            return ParsedOutput(
+                None, [_call(self.named, text)]
+            ), "tool_calls" if finish_reason == "stop" else finish_reason
         if finish_reason != "stop":
             return ParsedOutput(text), finish_reason
         parsed = _parse_required(text) if self.mode == "required" else self.parser.parse(text)
@@ -178,16 +180,18 @@ def plan_tools(engine: Engine, body: ChatCompletionRequest, parser_name: str | N
     """The request's tool mode, checked; 400 for a choice that names no tool or an ``auto`` nothing can parse."""
     tools = body.tools or []
     choice = body.tool_choice if body.tool_choice is not None else ("auto" if tools else "none")
-    if choice != "none" and not tools:
+    if choice == "none":
+        return ToolPlan("none", [])
+    if not tools:
         raise bad_request("tool_choice needs tools", "tool_choice")
     renders = template_renders_tools(engine)
     parallel = body.parallel_tool_calls is not False
-    if choice == "none":
-        return ToolPlan("none", [])
     if not isinstance(choice, str):
         names = [t.function.name for t in tools]
         if choice.function.name not in names:
-            raise bad_request(f"tool_choice names {choice.function.name!r}, which is not among the tools", "tool_choice")
+            raise bad_request(
+                f"tool_choice names {choice.function.name!r}, which is not among the tools", "tool_choice"
+            )
         return ToolPlan("named", tools, named=choice.function.name, template_renders_tools=renders, parallel=parallel)
     if choice == "required":
         return ToolPlan("required", tools, template_renders_tools=renders, parallel=parallel)
@@ -195,7 +199,7 @@ def plan_tools(engine: Engine, body: ChatCompletionRequest, parser_name: str | N
     if parser is None:
         message = (
             f'tool_choice "auto" needs a tool-call parser: the chat template of {engine.model_name} does not say how '
-            'it writes tool calls; start the server with --tool-call-parser (hermes or llama3_json), or use '
+            "it writes tool calls; start the server with --tool-call-parser (hermes or llama3_json), or use "
             'tool_choice "required" or a named function'
         )
         raise bad_request(message, "tool_choice" if body.tool_choice is not None else "tools")

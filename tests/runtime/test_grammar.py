@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ingot.runtime.grammar import GrammarCompiler, GrammarError, GrammarSpec, mask_logits
-from ingot.runtime.sampler import SampleRequest, Sampler
+from ingot.runtime.sampler import Sampler, SampleRequest
 from ingot.runtime.sampling_params import SamplingParams
 from tests.tiny_models import make_tokenizer
 

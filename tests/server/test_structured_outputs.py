@@ -63,7 +63,15 @@ def test_parse_returns_the_pydantic_model(client, server):
 
 def test_sampled_json_schema_outputs_are_valid(client, server):
     """Sampling at temperature 1 from many seeds explores the grammar; every output still validates."""
-    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3}, "on": {"type": "boolean"}}, "required": ["tags", "on"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+            "on": {"type": "boolean"},
+        },
+        "required": ["tags", "on"],
+        "additionalProperties": False,
+    }
     response_format = {"type": "json_schema", "json_schema": {"name": "tags", "schema": schema, "strict": True}}
     chat = client.chat.completions.create(
         model=server.model, messages=HELLO, response_format=response_format, max_tokens=60, n=4, seed=7
@@ -75,9 +83,13 @@ def test_sampled_json_schema_outputs_are_valid(client, server):
 
 def test_json_object_on_completions_is_an_object(client, server):
     completion = client.completions.create(
-        model=server.model, prompt="JSON:", max_tokens=60, n=3, seed=3,
+        model=server.model,
+        prompt="JSON:",
+        max_tokens=60,
+        n=3,
+        seed=3,
         extra_body={"response_format": {"type": "json_object"}},
-    )  # fmt: skip
+    )
     for choice in completion.choices:
         if choice.finish_reason == "stop":
             assert isinstance(json.loads(choice.text), dict)
@@ -96,21 +108,32 @@ def test_an_output_cut_by_max_tokens_finishes_with_length(client, server):
 
 def test_regex_and_choice_through_structured_outputs(client, server):
     regex = client.completions.create(
-        model=server.model, prompt="Code:", max_tokens=20, temperature=0,
+        model=server.model,
+        prompt="Code:",
+        max_tokens=20,
+        temperature=0,
         extra_body={"structured_outputs": {"regex": "[0-9]{3}-[a-z]{2}"}},
-    )  # fmt: skip
+    )
     assert re.fullmatch("[0-9]{3}-[a-z]{2}", regex.choices[0].text)
     assert regex.choices[0].finish_reason == "stop"
-    choices = ["yes", "no", "maybe \"so\""]
+    choices = ["yes", "no", 'maybe "so"']
     chat = client.chat.completions.create(
-        model=server.model, messages=HELLO, max_tokens=20, n=3, seed=1, extra_body={"structured_outputs": {"choice": choices}}
+        model=server.model,
+        messages=HELLO,
+        max_tokens=20,
+        n=3,
+        seed=1,
+        extra_body={"structured_outputs": {"choice": choices}},
     )
     assert all(c.message.content in choices and c.finish_reason == "stop" for c in chat.choices)
     grammar = 'root ::= "(" item ("," item)* ")"\nitem ::= "x" | "y"'
     ebnf = client.completions.create(
-        model=server.model, prompt="List:", max_tokens=30, temperature=0,
+        model=server.model,
+        prompt="List:",
+        max_tokens=30,
+        temperature=0,
         extra_body={"structured_outputs": {"grammar": grammar}},
-    )  # fmt: skip
+    )
     if ebnf.choices[0].finish_reason == "stop":
         assert re.fullmatch(r"\((x|y)(,(x|y))*\)", ebnf.choices[0].text)
     else:
@@ -120,15 +143,68 @@ def test_regex_and_choice_through_structured_outputs(client, server):
 @pytest.mark.parametrize(
     ("path", "body", "param", "words"),
     [
-        (CHAT, {"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format", "JSON schema"),  # fmt: skip
+        (
+            CHAT,
+            {
+                "messages": HELLO,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+                },
+            },
+            "response_format",
+            "JSON schema",
+        ),
         (COMPLETIONS, {"prompt": "hi", "structured_outputs": {"regex": "([a-"}}, "structured_outputs", "regex"),
-        (COMPLETIONS, {"prompt": "hi", "structured_outputs": {"grammar": "root ::= undefined_rule"}}, "structured_outputs", "grammar"),  # fmt: skip
-        (COMPLETIONS, {"prompt": "hi", "structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs", "exactly one"),  # fmt: skip
+        (
+            COMPLETIONS,
+            {"prompt": "hi", "structured_outputs": {"grammar": "root ::= undefined_rule"}},
+            "structured_outputs",
+            "grammar",
+        ),
+        (
+            COMPLETIONS,
+            {"prompt": "hi", "structured_outputs": {"regex": "a", "choice": ["a"]}},
+            "structured_outputs",
+            "exactly one",
+        ),
         (COMPLETIONS, {"prompt": "hi", "structured_outputs": {"json": "{not json"}}, "structured_outputs", "not JSON"),
-        (CHAT, {"messages": HELLO, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "nope"),  # fmt: skip
-        (CHAT, {"messages": HELLO, "tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice", "structured outputs"),  # fmt: skip
-        (CHAT, {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "wrong"}}}}}], "tool_choice": "required"}, "tools", "JSON schema"),  # fmt: skip
-        (CHAT, {"messages": HELLO, "response_format": {"type": "json_object"}, "ignore_eos": True}, "ignore_eos", "ignore_eos"),  # fmt: skip
+        (
+            CHAT,
+            {"messages": HELLO, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "nope",
+        ),
+        (
+            CHAT,
+            {"messages": HELLO, "tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}},
+            "tool_choice",
+            "structured outputs",
+        ),
+        (
+            CHAT,
+            {
+                "messages": HELLO,
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {"type": "object", "properties": {"a": {"type": "wrong"}}},
+                        },
+                    }
+                ],
+                "tool_choice": "required",
+            },
+            "tools",
+            "JSON schema",
+        ),
+        (
+            CHAT,
+            {"messages": HELLO, "response_format": {"type": "json_object"}, "ignore_eos": True},
+            "ignore_eos",
+            "ignore_eos",
+        ),
     ],
 )
 def test_an_invalid_constraint_is_400_naming_the_problem(server, path, body, param, words):
@@ -150,9 +226,14 @@ def test_auto_on_a_template_without_tools_and_no_parser_is_400(server):
 
 def test_required_tool_call_arguments_validate(tool_client, tool_server):
     chat = tool_client.chat.completions.create(
-        model=tool_server.model, messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
-        max_tokens=60, temperature=0,
-    )  # fmt: skip
+        model=tool_server.model,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        temperature=0,
+    )
     choice = chat.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls
@@ -180,9 +261,14 @@ def _reassembled(chunks) -> tuple[list[dict], str | None]:
 )
 def test_streamed_tool_call_deltas_reassemble_to_the_same_call(tool_client, tool_server, tool_choice):
     request = dict(
-        model=tool_server.model, messages=ASK, tools=TOOLS, tool_choice=tool_choice, parallel_tool_calls=False,
-        max_tokens=60, temperature=0,
-    )  # fmt: skip
+        model=tool_server.model,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice=tool_choice,
+        parallel_tool_calls=False,
+        max_tokens=60,
+        temperature=0,
+    )
     whole = tool_client.chat.completions.create(**request).choices[0]
     chunks = list(tool_client.chat.completions.create(**request, stream=True))
     calls, finish_reason = _reassembled(chunks)
@@ -196,9 +282,13 @@ def test_streamed_tool_call_deltas_reassemble_to_the_same_call(tool_client, tool
 
 def test_a_tool_result_continues_the_conversation(tool_client, tool_server):
     first = tool_client.chat.completions.create(
-        model=tool_server.model, messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "weather"}},
-        max_tokens=60, temperature=0,
-    )  # fmt: skip
+        model=tool_server.model,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        max_tokens=60,
+        temperature=0,
+    )
     call = first.choices[0].message.tool_calls[0]
     messages = [
         *ASK,
@@ -215,7 +305,11 @@ def test_a_tool_result_continues_the_conversation(tool_client, tool_server):
 def test_the_tool_call_and_result_reach_the_prompt(server):
     http = server.http()
     call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
-    messages = [*ASK, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "tool_call_id": "call_1", "content": "RESULT-42"}]  # fmt: skip
+    messages = [
+        *ASK,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "RESULT-42"},
+    ]
     tokens = http.post("/tokenize", json={"messages": messages, "return_token_strs": True}).json()
     assert tokens["count"] > 0
     text = "".join(server.engine.tokenizer.convert_tokens_to_string(tokens["token_strs"]))
@@ -224,12 +318,22 @@ def test_the_tool_call_and_result_reach_the_prompt(server):
 
 def test_constrained_and_unconstrained_requests_share_a_batch(client, server):
     """Unconstrained greedy outputs are the same bits alone or beside constrained rows; constrained ones validate."""
-    plain = dict(model=server.model, prompt="The quick brown fox", max_tokens=24, temperature=0, extra_body={"ignore_eos": True})  # fmt: skip
+    plain = dict(
+        model=server.model, prompt="The quick brown fox", max_tokens=24, temperature=0, extra_body={"ignore_eos": True}
+    )
     alone = client.completions.create(**plain).choices[0].text
     constrained = dict(
-        model=server.model, prompt="Answer:", max_tokens=60, temperature=0,
-        extra_body={"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": Answer.model_json_schema()}}},
-    )  # fmt: skip
+        model=server.model,
+        prompt="Answer:",
+        max_tokens=60,
+        temperature=0,
+        extra_body={
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": Answer.model_json_schema()},
+            }
+        },
+    )
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client.completions.create, **(plain if i % 2 else constrained)) for i in range(4)]
         results = [f.result().choices[0] for f in futures]

@@ -18,12 +18,13 @@ TOOLS = [Tool(type="function", function=FunctionDefinition(name="get_weather", p
 
 
 def test_hermes_parser_reads_calls_after_text():
-    text = 'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>\n<tool_call>{"name": "get_weather", "arguments": {"city": "Lima"}}</tool_call>'  # fmt: skip
+    text = 'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>\n<tool_call>{"name": "get_weather", "arguments": {"city": "Lima"}}</tool_call>'
     parsed = HermesParser().parse(text)
     assert parsed.content == "Let me check."
     assert [(c.function.name, json.loads(c.function.arguments)) for c in parsed.calls] == [
-        ("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Lima"}),
-    ]  # fmt: skip
+        ("get_weather", {"city": "Oslo"}),
+        ("get_weather", {"city": "Lima"}),
+    ]
     assert len({c.id for c in parsed.calls}) == 2
 
 
@@ -36,7 +37,10 @@ def test_a_malformed_call_stays_text():
 def test_llama3_json_parser_reads_parameters():
     parsed = Llama3JsonParser().parse('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}')
     assert parsed.content is None
-    assert (parsed.calls[0].function.name, json.loads(parsed.calls[0].function.arguments)) == ("get_weather", {"city": "Oslo"})  # fmt: skip
+    assert (parsed.calls[0].function.name, json.loads(parsed.calls[0].function.arguments)) == (
+        "get_weather",
+        {"city": "Oslo"},
+    )
 
 
 def _stream(plan: ToolPlan, pieces: list[str], finish_reason: str = "stop"):
@@ -95,7 +99,9 @@ def _engine(template: str) -> FakeEngine:
 
 def _request(**fields) -> ChatCompletionRequest:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], "tools": tools, **fields})
+    return ChatCompletionRequest.model_validate(
+        {"messages": [{"role": "user", "content": "hi"}], "tools": tools, **fields}
+    )
 
 
 def test_a_template_that_renders_tools_gets_them_and_its_parser_is_hermes():
@@ -103,7 +109,16 @@ def test_a_template_that_renders_tools_gets_them_and_its_parser_is_hermes():
     body = _request(
         messages=[
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},  # fmt: skip
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         ]
     )
