@@ -135,7 +135,9 @@ async def _events(
             delta = _merged(delta, last)
         if delta is not None or output.logprobs or output.finished:
             logprobs = chat_logprobs(token_text, output.logprobs) if body.logprobs else None
-            choice = ChatChunkChoice(index=index, delta=delta or ChatDelta(), logprobs=logprobs, finish_reason=finish_reason)
+            choice = ChatChunkChoice(
+                index=index, delta=delta or ChatDelta(), logprobs=logprobs, finish_reason=finish_reason
+            )
             yield chunk([choice])
     if body.stream_options is not None and body.stream_options.include_usage:
         yield chunk([], generation.usage())
