@@ -7,11 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from ingot.errors import OptionError
 from ingot.server.errors import APIError
 from ingot.server.prompts import chat_prompt
 from ingot.server.protocol import ChatCompletionRequest, FunctionDefinition, Tool
+from ingot.server.settings import DEFAULT_MAX_TOOLS, TOOL_CALL_PARSERS, ServerSettings
 from ingot.server.tool_stream import ToolCallStream
-from ingot.server.tools import HermesParser, Llama3JsonParser, ToolPlan, plan_tools
+from ingot.server.tools import PARSERS, HermesParser, Llama3JsonParser, ToolPlan, plan_tools
 from tests.tiny_models import CHAT_TEMPLATE, make_tokenizer
 
 TOOLS = [Tool(type="function", function=FunctionDefinition(name="get_weather", parameters={"type": "object"}))]
@@ -144,3 +146,19 @@ def test_a_template_without_tools_gets_them_in_the_system_message():
     with pytest.raises(APIError, match="--tool-call-parser"):
         plan_tools(engine, _request(), None)
     assert isinstance(plan_tools(engine, _request(), "llama3_json").parser, Llama3JsonParser)
+
+
+def test_the_tool_flags_reach_the_server_settings(monkeypatch):
+    monkeypatch.delenv("INGOT_API_KEY", raising=False)
+    from ingot.cli import build_parser
+    from ingot.cli.serve import server_settings
+
+    defaults = server_settings(build_parser().parse_args(["serve"]))
+    assert (defaults.tool_call_parser, defaults.max_tools) == (None, DEFAULT_MAX_TOOLS)
+    given = server_settings(build_parser().parse_args(["serve", "--tool-call-parser", "hermes", "--max-tools", "3"]))
+    assert (given.tool_call_parser, given.max_tools) == ("hermes", 3)
+    assert set(TOOL_CALL_PARSERS) == set(PARSERS)
+    with pytest.raises(OptionError, match="--tool-call-parser"):
+        ServerSettings(tool_call_parser="mistral")
+    with pytest.raises(OptionError, match="--max-tools"):
+        ServerSettings(max_tools=0)
