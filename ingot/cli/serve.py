@@ -69,6 +69,15 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
         "--max-logit-bias", type=positive_int, default=defaults.DEFAULT_MAX_LOGIT_BIAS,
         help=f"logit_bias entries per request (default {defaults.DEFAULT_MAX_LOGIT_BIAS}, OpenAI's)",
     )
+    limits.add_argument(
+        "--max-tools", type=positive_int, default=defaults.DEFAULT_MAX_TOOLS,
+        help=f"tools per chat request (default {defaults.DEFAULT_MAX_TOOLS}, OpenAI's)",
+    )
+    sub.add_argument(
+        "--tool-call-parser", choices=defaults.TOOL_CALL_PARSERS,
+        help='how tool_choice "auto" reads calls from the model\'s text (default: from the chat template, when it '
+        "writes calls as Qwen's <tool_call> or Llama 3's JSON)",
+    )
     connections = sub.add_argument_group("connections")
     connections.add_argument(
         "--timeout-keep-alive", type=positive_float, default=defaults.DEFAULT_TIMEOUT_KEEP_ALIVE,
@@ -98,6 +107,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         timeout_keep_alive=args.timeout_keep_alive,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        max_tools=args.max_tools,
+        tool_call_parser=args.tool_call_parser,
     )
 
 

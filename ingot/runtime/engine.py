@@ -33,6 +33,7 @@ from ingot.errors import ArtifactError, ContextLengthError, IngotError, OptionEr
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.detokenizer import IncrementalDetokenizer, StopStringMatcher
 from ingot.runtime.engine_core import CoreRequest, EngineCore, StepResult
+from ingot.runtime.grammar import GrammarCompiler
 from ingot.runtime.kv_sizing import kv_block_bytes, kv_cache_blocks
 from ingot.runtime.model_runner import ModelRunner
 from ingot.runtime.output_processor import OutputProcessor, RequestState, Sink
@@ -100,6 +101,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._request_ids: set[str] = set()  # of the requests not finished yet, guarded by _wake
+        self._grammars: GrammarCompiler | None = None
+        self._grammars_lock = threading.Lock()
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB), %d tokens in all",
             num_blocks, self.blocks.block_size, num_blocks * kv_block_bytes(manifest.kv_cache) / 2**30,
@@ -123,6 +126,15 @@ class Engine:
     def requests(self) -> dict[str, RequestState]:
         """The requests admitted and not finished yet."""
         return self.outputs.requests
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        """Structured outputs' compiler for this artifact's tokenizer, made on first use (any thread)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                stop_ids = sorted(self.eos_token_ids)
+                self._grammars = GrammarCompiler(self.tokenizer, self.runner.vocab_size, stop_ids)
+            return self._grammars
 
     @classmethod
     def from_artifact(cls, key_or_path: str, cache_dir: str | None = None, **kwargs: object) -> Engine:
@@ -156,7 +168,12 @@ class Engine:
         seq = Sequence(request_id, token_ids, params)
         eos_token_ids = frozenset() if params.ignore_eos else self.eos_token_ids
         sampling = SampleRequest(
-            params, seq.prompt_token_ids, seq.output_token_ids, make_generator(params.seed), list(eos_token_ids)
+            params,
+            seq.prompt_token_ids,
+            seq.output_token_ids,
+            make_generator(params.seed),
+            list(eos_token_ids),
+            grammar=params.grammar.new_state() if params.grammar is not None else None,
         )
         state = RequestState(
             seq=seq,

@@ -23,6 +23,7 @@ from ingot.runtime.threads import call_on_fresh_thread
 
 log = logging.getLogger("ingot.engine")
 
+GRAMMAR_REJECTED = "the sampled token does not fit the request's grammar (min_tokens or a ban left it no allowed token)"
 MODEL_STEP_FAILED = "the model failed while computing this request; the server log has the details"
 SAMPLING_FAILED = "sampling this request's next token failed; the server log has the details"
 
@@ -73,6 +74,7 @@ class EngineCore:
         """Forget a request (finished, failed or aborted) wherever it is, freeing its blocks at once."""
         request = self.requests.pop(request_id, None)
         if request is not None:
+            request.sampling.grammar = None  # its matcher goes now, not when the last reference to the request does
             self.scheduler.finish(request.seq)
 
     def has_work(self) -> bool:
@@ -99,10 +101,15 @@ class EngineCore:
             return []
         requests = [self.requests[scheduled.seqs[i].request_id] for i in rows]
         results = self._sample(logits if len(rows) == len(scheduled.seqs) else logits[rows], requests)
-        for result in results:
-            if result.token is not None:
-                result.seq.append_token(result.token.token_id)
-                self.generation_tokens += 1
+        for request, result in zip(requests, results):
+            if result.token is None:
+                continue
+            grammar = request.sampling.grammar
+            if grammar is not None and not grammar.accept(result.token.token_id):
+                result.token, result.error = None, GRAMMAR_REJECTED
+                continue
+            result.seq.append_token(result.token.token_id)
+            self.generation_tokens += 1
         return results
 
     def _run(self, scheduled: ScheduledStep) -> torch.Tensor:

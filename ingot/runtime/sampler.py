@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ingot.runtime.grammar import GrammarState, mask_logits
 from ingot.runtime.sampling_params import SamplingParams
 
 # A top-p cut usually falls within this many tokens; only a flatter distribution pays for sorting the whole vocabulary.
@@ -24,6 +25,7 @@ class SampleRequest:
     output_token_ids: list[int]
     generator: torch.Generator | None  # the request's own RNG (see make_generator); None = torch's global RNG
     eos_token_ids: list[int]
+    grammar: GrammarState | None = None  # structured outputs: only the tokens it allows next may be sampled
     bias_ids: torch.Tensor = field(init=False)
     bias_values: torch.Tensor = field(init=False)
     banned_ids: torch.Tensor = field(init=False)  # what may not end the output before min_tokens
@@ -57,6 +59,9 @@ class Sampler:
         if logits.dim() != 2 or logits.shape[0] != len(requests):
             raise ValueError(f"logits of shape {tuple(logits.shape)} for {len(requests)} requests")
         logits = logits.float()
+        constrained = [row for row, request in enumerate(requests) if request.grammar is not None]
+        if constrained:  # a masked copy; the logprobs below are the masked distribution's, as in vLLM
+            logits = mask_logits(logits, constrained, [requests[row].grammar for row in constrained])
         tokens = logits.numpy().argmax(axis=1).tolist()  # every plain greedy row, in one pass (numpy's: 7x torch's)
         for row, request in enumerate(requests):
             if not request.params.greedy or _has_penalties(request):

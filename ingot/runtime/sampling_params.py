@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ingot.errors import SamplingParamsError
+
+if TYPE_CHECKING:
+    from ingot.runtime.grammar import CompiledGrammar
 
 MAX_LOGPROBS = 20
 # The sampler computes in float32: a value beyond these has no float32 image (1e308 is finite in JSON and in Python,
@@ -37,6 +41,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # how many top alternatives to return per token
     skip_special_tokens: bool = True
+    grammar: CompiledGrammar | None = None  # structured outputs: the output follows it (compiled by the caller)
 
     def __post_init__(self) -> None:
         """Reject out-of-range values. Written as `low <= x <= high` so that NaN fails too.

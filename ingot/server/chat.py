@@ -31,6 +31,9 @@ from ingot.server.sampling import check_n, make_choices
 from ingot.server.served import ServedModel
 from ingot.server.state import server_state
 from ingot.server.streaming import DONE, run_generation, sse, sse_error
+from ingot.server.structured import compile_grammar, requested_grammar
+from ingot.server.tool_stream import ToolCallStream
+from ingot.server.tools import ToolPlan, plan_tools
 
 router = APIRouter()
 
@@ -45,35 +48,40 @@ async def create_chat_completion(request: Request) -> Response | ChatCompletionR
     _reject_unsupported(body)
     check_n(body.n, served.max_queue)
     # Templating and tokenizing are CPU work: on a worker thread, so that other requests are answered meanwhile.
-    prompt, prompt_ids, choices = await anyio.to_thread.run_sync(_prepare, served, body)
+    prompt, prompt_ids, choices, tools = await anyio.to_thread.run_sync(
+        _prepare, served, body, state.settings.tool_call_parser
+    )
     record = access_record(request)
     if state.settings.log_prompts:
         record.prompt = prompt
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     generation = Generation(served, state.metrics, request_id, choices, len(prompt_ids), record)
     token_text = TokenText(served.engine.tokenizer)
-    results = await run_generation(request, generation, _events(generation, body, token_text) if body.stream else None)
+    events = _events(generation, body, token_text, tools) if body.stream else None
+    results = await run_generation(request, generation, events)
     if isinstance(results, Response):
         return results
+    choices_out = []
+    for index, result in enumerate(results):
+        parsed, finish_reason = tools.parse(result.text, result.finish_reason)
+        message = ChatMessageOut(content=parsed.content, tool_calls=parsed.calls)
+        logprobs = chat_logprobs(token_text, result.logprobs) if body.logprobs else None
+        choices_out.append(ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish_reason))
     return ChatCompletionResponse(
-        id=request_id,
-        created=int(time.time()),
-        model=served.name,
-        choices=[
-            ChatChoice(
-                index=index,
-                message=ChatMessageOut(content=result.text),
-                logprobs=chat_logprobs(token_text, result.logprobs) if body.logprobs else None,
-                finish_reason=result.finish_reason,
-            )
-            for index, result in enumerate(results)
-        ],
-        usage=generation.usage(),
+        id=request_id, created=int(time.time()), model=served.name, choices=choices_out, usage=generation.usage()
     )
 
 
-def _prepare(served: ServedModel, body: ChatCompletionRequest) -> tuple[str, list[int], list[Choice]]:
-    prompt = chat_prompt(served.engine, body.messages, max_chars=served.max_prompt_chars)
+def _prepare(
+    served: ServedModel, body: ChatCompletionRequest, tool_call_parser: str | None
+) -> tuple[str, list[int], list[Choice], ToolPlan]:
+    """Tools, grammar, prompt and choices: template rendering, tokenizing and grammar compiling are CPU work."""
+    tools = plan_tools(served.engine, body, tool_call_parser)
+    tool_grammar, requested = tools.grammar(), requested_grammar(body)
+    if tool_grammar is not None and requested is not None:
+        raise bad_request(f"tool_choice {tools.mode} cannot be combined with structured outputs", "tool_choice")
+    grammar = compile_grammar(served.engine, tool_grammar or requested)
+    prompt = chat_prompt(served.engine, body.messages, max_chars=served.max_prompt_chars, tools=tools)
     prompt_ids = tokenize_text(served.engine, prompt, "messages", max_chars=served.max_prompt_chars)
     choices = make_choices(
         body,
@@ -81,21 +89,16 @@ def _prepare(served: ServedModel, body: ChatCompletionRequest) -> tuple[str, lis
         max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         max_context=served.engine.max_context,
+        grammar=grammar,
     )
-    return prompt, prompt_ids, choices
+    return prompt, prompt_ids, choices, tools
 
 
 def _reject_unsupported(body: ChatCompletionRequest) -> None:
-    if body.tools:
-        raise bad_request("tools are not supported", "tools")
     if body.functions:
-        raise bad_request("functions are not supported", "functions")
-    if body.tool_choice not in (None, "none"):
-        raise bad_request('tool_choice must be "none": tools are not supported', "tool_choice")
+        raise bad_request("functions are not supported; use tools", "functions")
     if body.function_call not in (None, "none"):
-        raise bad_request('function_call must be "none": functions are not supported', "function_call")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise bad_request(f"response_format {body.response_format.type} is not supported", "response_format")
+        raise bad_request('function_call must be "none": functions are not supported; use tools', "function_call")
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true", "top_logprobs")
     if body.top_logprobs is not None and not 0 <= body.top_logprobs <= MAX_LOGPROBS:
@@ -104,8 +107,11 @@ def _reject_unsupported(body: ChatCompletionRequest) -> None:
         raise bad_request("stream_options is only allowed when stream is true", "stream_options")
 
 
-async def _events(generation: Generation, body: ChatCompletionRequest, token_text: TokenText) -> AsyncIterator[str]:
+async def _events(
+    generation: Generation, body: ChatCompletionRequest, token_text: TokenText, tools: ToolPlan
+) -> AsyncIterator[str]:
     created = int(time.time())
+    streams = [ToolCallStream(tools) for _ in generation.choices]
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         return sse(
@@ -122,11 +128,26 @@ async def _events(generation: Generation, body: ChatCompletionRequest, token_tex
             yield sse_error(message)
             yield DONE
             return
-        if output.text or output.logprobs or output.finished:
-            delta = ChatDelta(content=output.text) if output.text else ChatDelta()
+        delta = streams[index].feed(output.text)
+        finish_reason = None
+        if output.finished:
+            last, finish_reason = streams[index].finish(output.finish_reason)
+            delta = _merged(delta, last)
+        if delta is not None or output.logprobs or output.finished:
             logprobs = chat_logprobs(token_text, output.logprobs) if body.logprobs else None
-            choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=output.finish_reason)
+            choice = ChatChunkChoice(
+                index=index, delta=delta or ChatDelta(), logprobs=logprobs, finish_reason=finish_reason
+            )
             yield chunk([choice])
     if body.stream_options is not None and body.stream_options.include_usage:
         yield chunk([], generation.usage())
     yield DONE
+
+
+def _merged(first: ChatDelta | None, second: ChatDelta | None) -> ChatDelta | None:
+    """One delta for a step's text and the held-back end of its choice."""
+    if first is None or second is None:
+        return first or second
+    content = (first.content or "") + (second.content or "") if first.content or second.content else None
+    calls = (first.tool_calls or []) + (second.tool_calls or []) or None
+    return ChatDelta(content=content, tool_calls=calls)

@@ -21,6 +21,7 @@ from ingot.server.sampling import check_n, make_choices
 from ingot.server.served import ServedModel
 from ingot.server.state import server_state
 from ingot.server.streaming import DONE, run_generation, sse, sse_error
+from ingot.server.structured import compile_grammar, requested_grammar
 
 router = APIRouter()
 
@@ -61,9 +62,15 @@ async def create_completion(request: Request) -> Response | CompletionResponse:
 
 
 def _prepare(served: ServedModel, body: CompletionRequest) -> tuple[list[list[int]], list[Choice]]:
+    grammar = compile_grammar(served.engine, requested_grammar(body))
     prompts = completion_prompts(served.engine, body.prompt, served.max_prompt_chars)
     choices = make_choices(
-        body, prompts, max_tokens=body.max_tokens, logprobs=body.logprobs, max_context=served.engine.max_context
+        body,
+        prompts,
+        max_tokens=body.max_tokens,
+        logprobs=body.logprobs,
+        max_context=served.engine.max_context,
+        grammar=grammar,
     )
     return prompts, choices
 

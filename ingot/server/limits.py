@@ -21,6 +21,10 @@ def check_sizes(data: dict, settings: ServerSettings, max_context: int) -> None:
     if isinstance(bias, dict) and len(bias) > settings.max_logit_bias:
         message = f"logit_bias has {len(bias)} entries; at most {settings.max_logit_bias} are allowed"
         raise bad_request(message, "logit_bias")
+    tools = data.get("tools")
+    if isinstance(tools, list) and len(tools) > settings.max_tools:
+        message = f"tools has {len(tools)} tools; at most {settings.max_tools} are allowed"
+        raise bad_request(message, "tools")
     messages = data.get("messages")
     if isinstance(messages, list) and len(messages) > max_context:
         message = f"{len(messages)} messages cannot fit a context of {max_context} tokens"

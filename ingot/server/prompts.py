@@ -8,6 +8,7 @@ from ingot.errors import ContextLengthError, RequestError
 from ingot.runtime.engine import Engine
 from ingot.server.errors import APIError, bad_request
 from ingot.server.protocol import ChatMessage
+from ingot.server.tools import ToolPlan, json_or_text, render_call, tools_system_text
 
 # How many characters a normalizer may fold into one (NFC composes up to three code points into one character).
 NORMALIZATION_SLACK = 4
@@ -79,25 +80,62 @@ def _check_fits(prompt_tokens: int, max_context: int) -> None:
 
 
 def chat_prompt(
-    engine: Engine, messages: list[ChatMessage], add_generation_prompt: bool = True, max_chars: int | None = None
+    engine: Engine,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    max_chars: int | None = None,
+    tools: ToolPlan | None = None,
 ) -> str:
     """The conversation rendered by the artifact's own chat template, ending with the assistant's turn opened;
-    messages whose text alone is longer than ``max_chars`` are refused before rendering."""
+    messages whose text alone is longer than ``max_chars`` are refused before rendering. ``tools`` go through the
+    template when it renders tools, else into a system message (see ``tools.py``)."""
     if not engine.manifest.tokenizer.has_chat_template:
         raise bad_request(f"{engine.model_name} has no chat template; use /v1/completions", "messages")
-    conversation = [_message_dict(message) for message in messages]
+    native = tools is not None and tools.template_renders_tools
+    conversation = [_message_dict(message, tools, native) for message in messages]
+    extra = {}
+    if tools is not None and tools.mode != "none":
+        if native:
+            extra["tools"] = [tool.model_dump(exclude_none=True) for tool in tools.tools]
+        else:
+            conversation = _with_system_text(conversation, tools_system_text(tools))
     check_text_length(sum(len(m["content"]) for m in conversation), max_chars, engine.max_context, "messages")
     try:
         return engine.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=add_generation_prompt, tokenize=False
+            conversation, add_generation_prompt=add_generation_prompt, tokenize=False, **extra
         )
     except TemplateError as error:  # templates raise to reject e.g. a conversation whose roles do not alternate
         raise bad_request(f"the chat template rejected the messages: {error}", "messages") from None
 
 
-def _message_dict(message: ChatMessage) -> dict[str, str]:
-    content = message.content if isinstance(message.content, str) else "\n".join(p.text for p in message.content)
-    rendered = {"role": message.role, "content": content}
+def _message_dict(message: ChatMessage, tools: ToolPlan | None, native: bool) -> dict:
+    """A message as chat templates take it. Earlier tool calls are Hugging Face's ``tool_calls`` (arguments as an
+    object) for a template that renders tools, else written into the content as the model would have written them."""
+    if message.content is None:
+        content = ""
+    elif isinstance(message.content, str):
+        content = message.content
+    else:
+        content = "\n".join(p.text for p in message.content)
+    rendered: dict = {"role": message.role, "content": content}
     if message.name is not None:
         rendered["name"] = message.name
+    if message.tool_call_id is not None:
+        rendered["tool_call_id"] = message.tool_call_id
+    for call in message.tool_calls or []:
+        if native:
+            arguments = json_or_text(call.function.arguments)
+            function = {"name": call.function.name, "arguments": arguments}
+            rendered.setdefault("tool_calls", []).append({"id": call.id, "type": "function", "function": function})
+        else:
+            text = render_call(tools, call.function.name, call.function.arguments)
+            rendered["content"] = f"{rendered['content']}\n{text}" if rendered["content"] else text
     return rendered
+
+
+def _with_system_text(conversation: list[dict], text: str) -> list[dict]:
+    """``text`` at the end of the conversation's system message, or in a new one first."""
+    if conversation and conversation[0]["role"] == "system":
+        first = conversation[0]
+        return [{**first, "content": f"{first['content']}\n\n{text}"}, *conversation[1:]]
+    return [{"role": "system", "content": text}, *conversation]

@@ -26,6 +26,28 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Request):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema")  # None: any JSON object
+    strict: bool | None = None  # the schema is always enforced, strict or not
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Request):
+    """vLLM's ``structured_outputs``: exactly one constraint on the output."""
+
+    json_: dict | str | None = Field(None, alias="json")  # a JSON schema, as an object or as its text
+    regex: str | None = None
+    choice: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = None  # EBNF (xgrammar's GBNF dialect)
+    json_object: bool | None = None
+
+
 class SamplingFields(_Request):
     """What both generation endpoints share. None means "the SamplingParams default"."""
 
@@ -49,6 +71,8 @@ class SamplingFields(_Request):
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
     user: str | None = None  # accepted for compatibility; identifies the end user to the operator only
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
 
 def _prompt_form(prompt: object) -> str:
@@ -85,15 +109,54 @@ class TextPart(_Request):
     text: str
 
 
+class FunctionCall(_Request):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None  # None only for an assistant message with tool_calls
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _fits_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is required, except in an assistant message with tool_calls")
+        return self
 
 
-class ResponseFormat(_Request):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict | None = None
+class FunctionDefinition(_Request):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema; None: no arguments
+    strict: bool | None = None  # the schema is always enforced when the grammar generates the call
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -101,11 +164,10 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens; wins when both are given
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    response_format: ResponseFormat | None = None  # only {"type": "text"}
-    # Tool calling is not supported; these are accepted only so that their absence or "none" is not an error.
-    tools: list[dict] | None = None
-    tool_choice: str | dict | None = None
-    parallel_tool_calls: bool | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None: "auto" with tools
+    parallel_tool_calls: bool | None = None  # with "required": False asks for exactly one call
+    # The deprecated functions API is not supported; accepted only so that its absence or "none" is not an error.
     functions: list[dict] | None = None
     function_call: str | dict | None = None
 
@@ -179,16 +241,28 @@ class ChatLogprobs(BaseModel):
     content: list[TokenLogprob]
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] = Field(default_factory=list, exclude_if=lambda calls: not calls)
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletionResponse(BaseModel):
@@ -200,18 +274,34 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = Field(None, exclude_if=lambda name: name is None)
+    arguments: str
+
+
+class ToolCallDelta(BaseModel):
+    """OpenAI's incremental tool call: the first delta of a call has its id, type and name; the arguments' text
+    may follow in pieces."""
+
+    index: int
+    id: str | None = Field(None, exclude_if=lambda id: id is None)
+    type: Literal["function"] | None = Field(None, exclude_if=lambda type: type is None)
+    function: FunctionCallDelta
+
+
 class ChatDelta(BaseModel):
     """A streamed message fragment: OpenAI sends the role once, then content pieces, omitting what is absent."""
 
     role: Literal["assistant"] | None = Field(None, exclude_if=lambda role: role is None)
     content: str | None = Field(None, exclude_if=lambda content: content is None)
+    tool_calls: list[ToolCallDelta] | None = Field(None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

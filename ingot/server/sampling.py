@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ingot.runtime.grammar import CompiledGrammar
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.server.errors import bad_request
 from ingot.server.generation import Choice
@@ -35,19 +36,28 @@ def make_choices(
     max_tokens: int | None,
     logprobs: int | None,
     max_context: int,
+    grammar: CompiledGrammar | None = None,
 ) -> list[Choice]:
     """n choices per prompt, prompt-major (OpenAI's choice order). With a seed, choice i draws from seed + i, so the
     choices of one request differ while the request as a whole stays reproducible."""
     given = {name: getattr(body, name) for name in _PASSED_THROUGH if getattr(body, name) is not None}
     logit_bias = _logit_bias(body.logit_bias)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if grammar is not None and body.ignore_eos:  # the grammar ends an output with EOS, which ignore_eos would not end
+        raise bad_request("ignore_eos cannot be combined with structured outputs or tool calls", "ignore_eos")
     choices = []
     for prompt in prompts:
         limit = max_tokens if max_tokens is not None else max(1, min(max_context - len(prompt), DEFAULT_MAX_TOKENS_CAP))
         for i in range(body.n):
             seed = None if body.seed is None else body.seed + i
             params = SamplingParams(
-                max_tokens=limit, logprobs=logprobs, seed=seed, logit_bias=logit_bias, stop=stop, **given
+                max_tokens=limit,
+                logprobs=logprobs,
+                seed=seed,
+                logit_bias=logit_bias,
+                stop=stop,
+                grammar=grammar,
+                **given,
             )
             choices.append(Choice(prompt, params))
     return choices

@@ -15,6 +15,8 @@ DEFAULT_MAX_LOGIT_BIAS = 300  # OpenAI's limit; each entry costs an add per toke
 DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open between requests (uvicorn's default)
 DEFAULT_READ_TIMEOUT = 30.0  # seconds a client has to send a request's headers, and then its body
 DEFAULT_MAX_CONNECTIONS = 256  # open connections; more are answered 503 and closed
+DEFAULT_MAX_TOOLS = 128  # OpenAI's limit on a request's tools; each is compiled into a grammar or rendered
+TOOL_CALL_PARSERS = ("hermes", "llama3_json")  # vLLM's names for the families server/tools.py parses
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class ServerSettings:
     timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
     read_timeout: float = DEFAULT_READ_TIMEOUT  # exceeded: 408 and the connection closed
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # uvicorn's limit_concurrency
+    max_tools: int = DEFAULT_MAX_TOOLS
+    tool_call_parser: str | None = None  # None: the one the chat template's family writes, if recognised
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
@@ -43,11 +47,15 @@ class ServerSettings:
             "--max-stop-sequences": self.max_stop_sequences,
             "--max-logit-bias": self.max_logit_bias,
             "--max-connections": self.max_connections,
+            "--max-tools": self.max_tools,
             "--timeout-keep-alive": self.timeout_keep_alive,
             "--read-timeout": self.read_timeout,
         }
         for option, value in at_least_one.items():
             if value is not None and not (value >= 1 and math.isfinite(value)):  # `not >=` refuses NaN too
                 raise OptionError(f"{option} must be at least 1, not {value}")
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_CALL_PARSERS:
+            choices = ", ".join(TOOL_CALL_PARSERS)
+            raise OptionError(f"--tool-call-parser must be one of {choices}, not {self.tool_call_parser!r}")
         if not (self.shutdown_timeout >= 0 and math.isfinite(self.shutdown_timeout)):
             raise OptionError(f"--shutdown-timeout must be 0 or more, not {self.shutdown_timeout}")

@@ -110,3 +110,33 @@ def server(serve) -> LiveServer:
 @pytest.fixture(scope="session")
 def client(server: LiveServer) -> openai.OpenAI:
     return server.client()
+
+
+@pytest.fixture(scope="session")
+def long_engine(tiny_model, session_store) -> Iterator[Engine]:
+    """The tiny llama compiled with 1024 tokens of context: tools described in a system message take ~90 tokens
+    per tool with the tiny tokenizer, more than the shared 256-token artifact leaves room for."""
+    from ingot.compile.llm.kind import compile_model
+    from ingot.compile.options import CompileOptions
+
+    options = CompileOptions.parse(max_batch=4, max_context=1024, prefill_buckets=(16, 32, 64))
+    path = compile_model(str(tiny_model("llama")), options, session_store, quiet=True).path
+    engine = Engine(path, check_artifact(path), num_blocks=256)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_long(long_engine):
+    """serve_long(**settings) -> a started LiveServer over the long-context engine."""
+    servers: list[LiveServer] = []
+
+    def start(**settings: object) -> LiveServer:
+        server = LiveServer(long_engine, ServerSettings(**settings))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

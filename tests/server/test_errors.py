@@ -67,7 +67,7 @@ def assert_reveals_nothing(text: str) -> None:
         (CHAT, {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         (CHAT, {"messages": HELLO, "tool_choice": "auto"}, "tool_choice"),
         (CHAT, {"messages": HELLO, "functions": [{"name": "f"}]}, "functions"),
-        (CHAT, {"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
+        (CHAT, {"messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format"),
         (CHAT, {"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
         (CHAT, {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         (CHAT, {"max_tokens": 4}, "messages"),
