@@ -49,10 +49,11 @@ class CpuTarget:
             frozen=not options.shared_weights,
         )
         decode = dict(kind="decode", tokens=(1, 1), decode_kernel=True)
+        logits = ProgramPlan("logits", "logits", batch=(1, buckets[-1]))  # prompt logprobs: hidden rows -> logits
         if options.shared_weights:
-            return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode)]
+            return [prefill, ProgramPlan("decode", batch=(1, options.max_batch), **decode), logits]
         single = ProgramPlan("decode_1", batch=(1, 1), frozen=True, packed_linears=True, **decode)
-        return [prefill, *_single_and_batched(single, options.max_batch)]
+        return [prefill, *_single_and_batched(single, options.max_batch), logits]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked): one image has a
