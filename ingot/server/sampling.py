@@ -35,6 +35,7 @@ def make_choices(
     max_tokens: int | None,
     logprobs: int | None,
     max_context: int,
+    prompt_logprobs: int | None = None,
 ) -> list[Choice]:
     """n choices per prompt, prompt-major (OpenAI's choice order). With a seed, choice i draws from seed + i, so the
     choices of one request differ while the request as a whole stays reproducible."""
@@ -47,7 +48,8 @@ def make_choices(
         for i in range(body.n):
             seed = None if body.seed is None else body.seed + i
             params = SamplingParams(
-                max_tokens=limit, logprobs=logprobs, seed=seed, logit_bias=logit_bias, stop=stop, **given
+                max_tokens=limit, logprobs=logprobs, seed=seed, logit_bias=logit_bias, stop=stop,
+                prompt_logprobs=prompt_logprobs, **given,
             )
             choices.append(Choice(prompt, params))
     return choices
