@@ -6,7 +6,7 @@ import torch
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.compile.verify.references import reference_model
-from ingot.errors import SamplingParamsError
+from ingot.errors import RequestError, SamplingParamsError
 from ingot.runtime.engine import Engine
 from ingot.runtime.sampling_params import SamplingParams
 
@@ -115,3 +115,19 @@ def test_max_tokens_zero_needs_prompt_logprobs():
     with pytest.raises(SamplingParamsError, match="prompt_logprobs"):
         SamplingParams(max_tokens=0, prompt_logprobs=21)
     assert SamplingParams(max_tokens=0, prompt_logprobs=0).max_tokens == 0
+
+
+def test_an_artifact_without_a_logits_program_serves_but_cannot_score(artifact):
+    """Older artifacts (and targets that plan no logits program): outputs are read by name, scoring is refused."""
+    manifest = check_artifact(artifact)
+    without = manifest.model_copy(update={"programs": [p for p in manifest.programs if p.kind != "logits"]})
+    engine = Engine(artifact, without, num_blocks=32)
+    try:
+        assert not engine.runner.scores_prompts
+        (plain,) = engine.generate([SHORT], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+        assert len(plain.token_ids) == 3
+        with pytest.raises(RequestError, match="cannot score prompts") as refused:
+            engine.generate([SHORT], SCORE)
+        assert refused.value.param == "prompt_logprobs"
+    finally:
+        engine.shutdown()
