@@ -68,7 +68,7 @@ class ProgramSpec(_Strict):
     """One compiled program and the shape range it accepts; the runtime checks calls against it."""
 
     name: str
-    kind: Literal["prefill", "decode", "detect"]
+    kind: Literal["prefill", "decode", "logits", "detect"]  # logits: hidden states [rows, hidden] to logits
     file: ArtifactPath | Literal[""]  # "": a TT program that fell back to the CPU (no .ttnn)
     batch: tuple[int, int]
     tokens: tuple[int, int] | None = None  # None: the program takes images, not tokens

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # types only: torch stays out of a plan
 @dataclass(frozen=True)
 class ProgramPlan:
     """A program to capture: its kind and the (inclusive) batch and token ranges it must accept (a detector's
-    programs take images: no tokens).
+    programs take images: no tokens; a ``logits`` program takes rows of final hidden states, ``batch`` of them).
 
     ``blocks`` (block-table width) and ``cache_blocks`` (KV-cache blocks) are dynamic when None; a
     device target that needs static shapes fixes them. A ``frozen`` program carries its own copy of the
@@ -34,7 +34,7 @@ class ProgramPlan:
     """
 
     name: str
-    kind: Literal["prefill", "decode", "detect"]
+    kind: Literal["prefill", "decode", "logits", "detect"]
     batch: tuple[int, int]
     tokens: tuple[int, int] | None = None
     blocks: int | None = None

@@ -54,12 +54,14 @@ class BlockManager:
     def allocate(self, seq: Sequence) -> bool:
         """Blocks for all of ``seq``'s tokens, reusing cached prefix blocks; False if they do not fit.
 
-        The last token is never taken from the cache: its logits start (or resume) the reply.
+        The last token is never taken from the cache: its logits start (or resume) the reply. Nothing is, for a
+        sequence that scores its prompt: prompt logprobs come from running every prompt token (vLLM's rule too).
         """
         bs = self.block_size
         matched: list[int] = []
         keys: list[bytes] = []
-        for index in range((seq.num_tokens - 1) // bs):
+        reusable = not seq.scores_prompt
+        for index in range((seq.num_tokens - 1) // bs if reusable else 0):
             key = block_key(keys[-1] if keys else None, seq.token_ids[index * bs : (index + 1) * bs])
             block = self.cached.get(key)
             if block is None:
@@ -76,7 +78,7 @@ class BlockManager:
         seq.block_table = matched + [self._take_fresh() for _ in range(fresh)]
         seq.block_keys = keys
         seq.num_computed_tokens = len(matched) * bs
-        self.prefix_query_tokens += seq.num_tokens
+        self.prefix_query_tokens += seq.num_tokens if reusable else 0
         self.prefix_hit_tokens += seq.num_computed_tokens
         return True
 

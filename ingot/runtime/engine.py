@@ -164,6 +164,9 @@ class Engine:
         if len(token_ids) + params.max_tokens > self.max_context:
             raise ContextLengthError(len(token_ids), params.max_tokens, self.max_context)
         params.validate_vocab(self.runner.vocab_size)
+        if params.prompt_logprobs is not None and not self.runner.scores_prompts:
+            message = f"{self.model_name}'s artifact cannot score prompts (it has no logits program): compile it again"
+            raise RequestError(message, param="prompt_logprobs")
         request_id = request_id or uuid.uuid4().hex
         seq = Sequence(request_id, token_ids, params)
         eos_token_ids = frozenset() if params.ignore_eos else self.eos_token_ids
@@ -366,5 +369,6 @@ def _completion(request_id: str, outputs: list[RequestOutput]) -> Completion:
         finish_reason=last.finish_reason or "abort",
         prompt_tokens=last.prompt_tokens,
         logprobs=[lp for o in outputs for lp in o.logprobs],
+        prompt_logprobs=outputs[0].prompt_logprobs,
         error=last.error,
     )

@@ -16,6 +16,7 @@ import torch
 from ingot.artifacts.manifest import Manifest
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.model_runner import ModelRunner
+from ingot.runtime.prompt_logprobs import score_prompt_chunk
 from ingot.runtime.sampler import SampledToken, Sampler, SampleRequest
 from ingot.runtime.scheduler import ScheduledStep, Scheduler
 from ingot.runtime.sequence import Sequence
@@ -26,12 +27,13 @@ log = logging.getLogger("ingot.engine")
 GRAMMAR_REJECTED = "the sampled token does not fit the request's grammar (min_tokens or a ban left it no allowed token)"
 MODEL_STEP_FAILED = "the model failed while computing this request; the server log has the details"
 SAMPLING_FAILED = "sampling this request's next token failed; the server log has the details"
+PROMPT_LOGPROBS_FAILED = "computing this request's prompt logprobs failed; the server log has the details"
 
 
 @dataclass
 class StepResult:
     """A request's news from one step: the token it sampled, or (``error``, in words fit for its client) why it
-    has failed."""
+    has failed; neither: its prompt has run and it asked for no tokens (``max_tokens`` 0, scoring the prompt)."""
 
     seq: Sequence
     token: SampledToken | None = None
@@ -82,7 +84,8 @@ class EngineCore:
 
     def step(self) -> list[StepResult]:
         """One scheduled step, a prefill chunk or a decode batch: a result for every sequence that now has a new
-        token (not those part-way through their prompt) and for every one that failed."""
+        token (not those part-way through their prompt), for every one whose prompt has run and that asked for no
+        token, and for every one that failed."""
         scheduled = self.scheduler.schedule()
         if scheduled is None:
             return []
@@ -91,17 +94,20 @@ class EngineCore:
             if seq.scheduled_time is None:
                 seq.scheduled_time = now
         try:
-            logits = self._run(scheduled)
+            logits, failed = self._run(scheduled)
         except Exception:  # not one request's fault that we can tell: the step's requests have no usable state
             ids = ", ".join(seq.request_id for seq in scheduled.seqs)
             log.exception("the model's %s step failed; failing its requests %s", scheduled.kind, ids)
             return [StepResult(seq, error=MODEL_STEP_FAILED) for seq in scheduled.seqs]
-        rows = [i for i, s in enumerate(scheduled.seqs) if s.num_uncomputed == 0]  # not part-way through a prompt
+        results = [StepResult(seq, error=PROMPT_LOGPROBS_FAILED) for seq in failed]
+        done = [i for i, s in enumerate(scheduled.seqs) if s.num_uncomputed == 0 and s not in failed]  # prompt run
+        results += [StepResult(scheduled.seqs[i]) for i in done if not scheduled.seqs[i].params.max_tokens]
+        rows = [i for i in done if scheduled.seqs[i].params.max_tokens]
         if not rows:
-            return []
+            return results
         requests = [self.requests[scheduled.seqs[i].request_id] for i in rows]
-        results = self._sample(logits if len(rows) == len(scheduled.seqs) else logits[rows], requests)
-        for request, result in zip(requests, results):
+        sampled = self._sample(logits if len(rows) == len(scheduled.seqs) else logits[rows], requests)
+        for request, result in zip(requests, sampled):
             if result.token is None:
                 continue
             grammar = request.sampling.grammar
@@ -110,14 +116,22 @@ class EngineCore:
                 continue
             result.seq.append_token(result.token.token_id)
             self.generation_tokens += 1
+        results += sampled
         return results
 
-    def _run(self, scheduled: ScheduledStep) -> torch.Tensor:
+    def _run(self, scheduled: ScheduledStep) -> tuple[torch.Tensor, list[Sequence]]:
+        """The step's logits, and the sequences whose prompt logprobs could not be computed (failed alone)."""
         seqs = scheduled.seqs
+        failed = []
         if scheduled.kind == "prefill":
             starts = [s.num_computed_tokens for s in seqs]
             chunks = [s.token_ids[start : start + n] for s, start, n in zip(seqs, starts, scheduled.num_tokens)]
-            logits = self.runner.prefill(chunks, starts, [s.block_table for s in seqs])
+            tables = [s.block_table for s in seqs]
+            if any(s.scores_prompt for s in seqs):
+                logits, hidden = self.runner.prefill_with_hidden_states(chunks, starts, tables)
+                failed = self._score_prompts(seqs, starts, scheduled.num_tokens, hidden)
+            else:
+                logits = self.runner.prefill(chunks, starts, tables)
         else:
             logits = self.runner.decode(
                 [s.token_ids[-1] for s in seqs], [s.num_tokens - 1 for s in seqs], [s.block_table for s in seqs]
@@ -125,7 +139,22 @@ class EngineCore:
         for seq, n in zip(seqs, scheduled.num_tokens):
             seq.num_computed_tokens += n
             self.blocks.seal(seq)
-        return logits
+        return logits, failed
+
+    def _score_prompts(
+        self, seqs: list[Sequence], starts: list[int], num_tokens: list[int], hidden: torch.Tensor
+    ) -> list[Sequence]:
+        """Prompt logprobs of the scoring sequences' chunks, each on its own: one that fails fails its request."""
+        failed = []
+        for row, (seq, start, n) in enumerate(zip(seqs, starts, num_tokens)):
+            if not seq.scores_prompt:
+                continue
+            try:
+                score_prompt_chunk(self.runner, seq, start, hidden[row, :n])
+            except Exception:
+                log.exception("prompt logprobs of request %s failed; failing it alone", seq.request_id)
+                failed.append(seq)
+        return failed
 
     def _sample(self, logits: torch.Tensor, requests: list[CoreRequest]) -> list[StepResult]:
         """The batch in one call; if that raises, row by row, so that only the requests whose rows fail fail."""

@@ -34,16 +34,27 @@ class OutputProcessor:
     def add(self, request: RequestState) -> None:
         self.requests[request.seq.request_id] = request
 
-    def process(self, request: RequestState, token: SampledToken) -> RequestOutput:
+    def process(self, request: RequestState, token: SampledToken | None) -> RequestOutput:
         """The output for a request's newest token (already appended to its sequence); its ``finish_reason`` is
-        set when the token ends the request, which ``finish`` then completes."""
+        set when the token ends the request, which ``finish`` then completes. No token: the request asked for
+        none (its prompt scored), and its prompt has run. The first output carries the prompt logprobs."""
         seq = request.seq
         now = time.monotonic()
-        if seq.first_token_time is None:
+        first = seq.first_token_time is None
+        if first:
             seq.first_token_time = now
         else:
             request.token_times.append(now - seq.last_token_time)
         seq.last_token_time = now
+        output = self._output(request, token)
+        if first:
+            output.prompt_logprobs = seq.prompt_logprobs
+        return output
+
+    def _output(self, request: RequestState, token: SampledToken | None) -> RequestOutput:
+        seq = request.seq
+        if token is None:
+            return RequestOutput(seq.request_id, "", [], finish_reason="length")
 
         params = seq.params
         completed = len(seq.output_token_ids)

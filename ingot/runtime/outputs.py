@@ -8,6 +8,16 @@ from ingot.runtime.sampler import SampledToken
 
 
 @dataclass(frozen=True)
+class PromptLogprob:
+    """A prompt token's log-probability given the tokens before it (of the raw logits, as the sampler's logprobs)."""
+
+    token_id: int
+    logprob: float
+    rank: int  # 1 + how many tokens the model found more likely (vLLM's rank)
+    top_logprobs: list[tuple[int, float]]  # the requested alternatives, highest first
+
+
+@dataclass(frozen=True)
 class RequestMetrics:
     """Seconds, measured on the engine's clock; what vLLM's latency histograms observe."""
 
@@ -28,6 +38,7 @@ class RequestOutput:
     finish_reason: str | None = None  # "stop", "length", "abort" or "error"
     prompt_tokens: int = 0  # set on the final output
     logprobs: list[SampledToken] = field(default_factory=list)
+    prompt_logprobs: list[PromptLogprob | None] | None = None  # on the first output, when the request asked
     metrics: RequestMetrics | None = None
     error: str | None = None  # on an "error" finish: what failed, in words fit for the client (the log has the rest)
 
@@ -42,4 +53,5 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     logprobs: list[SampledToken] = field(default_factory=list)
+    prompt_logprobs: list[PromptLogprob | None] | None = None  # when the request asked: the first token's is None
     error: str | None = None  # on an "error" finish: what failed

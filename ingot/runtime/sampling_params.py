@@ -40,6 +40,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # how many top alternatives to return per token
+    prompt_logprobs: int | None = None  # each prompt token's logprob, with this many top alternatives
     skip_special_tokens: bool = True
     grammar: CompiledGrammar | None = None  # structured outputs: the output follows it (compiled by the caller)
 
@@ -50,7 +51,9 @@ class SamplingParams:
         repetition_penalty both sides) by float32's finite normal range: the values the sampler can compute with.
         """
         _check("n", self.n >= 1, self.n, ">= 1")
-        _check("max_tokens", self.max_tokens >= 1, self.max_tokens, ">= 1")
+        # 0 with prompt_logprobs: the prompt is scored and nothing generated (what evaluation harnesses ask)
+        scoring = self.prompt_logprobs is not None
+        _check("max_tokens", self.max_tokens >= (0 if scoring else 1), self.max_tokens, ">= 0" if scoring else ">= 1")
         min_tokens_ok = 0 <= self.min_tokens <= self.max_tokens
         _check("min_tokens", min_tokens_ok, self.min_tokens, f"in [0, max_tokens={self.max_tokens}]")
         _check("temperature", 0 <= self.temperature <= FLOAT32_MAX, self.temperature, f"in [0, {FLOAT32_MAX:.4g}]")
@@ -63,6 +66,9 @@ class SamplingParams:
         _check("frequency_penalty", -2 <= self.frequency_penalty <= 2, self.frequency_penalty, "in [-2, 2]")
         if self.logprobs is not None:
             _check("logprobs", 0 <= self.logprobs <= MAX_LOGPROBS, self.logprobs, f"in [0, {MAX_LOGPROBS}]")
+        if scoring:
+            ok = 0 <= self.prompt_logprobs <= MAX_LOGPROBS
+            _check("prompt_logprobs", ok, self.prompt_logprobs, f"in [0, {MAX_LOGPROBS}]")
         for token, bias in self.logit_bias.items():
             _check("logit_bias", -100 <= bias <= 100, bias, f"in [-100, 100] (token {token})")
         if self.seed is not None:  # torch.Generator.manual_seed accepts exactly this range

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ingot.runtime.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # a type only: the scheduler needs no torch
+    from ingot.runtime.outputs import PromptLogprob
 
 
 @dataclass(eq=False)
@@ -22,11 +26,21 @@ class Sequence:
     first_token_time: float | None = None
     last_token_time: float | None = None
     output_token_ids: list[int] = field(init=False, default_factory=list)  # one list for the request's lifetime
+    # each prompt token's logprob so far (the first token's is None), when the request asks for them
+    prompt_logprobs: list[PromptLogprob | None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if not self.token_ids:
             self.token_ids = list(self.prompt_token_ids)
         self.output_token_ids = self.token_ids[len(self.prompt_token_ids) :]
+        if self.params.prompt_logprobs is not None:
+            self.prompt_logprobs = [None]
+
+    @property
+    def scores_prompt(self) -> bool:
+        """The request wants prompt logprobs not all computed yet: its prompt must run through the model (not come
+        from the prefix cache), since they are made from the hidden states of its prefill."""
+        return self.prompt_logprobs is not None and len(self.prompt_logprobs) < len(self.prompt_token_ids)
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)

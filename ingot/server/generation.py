@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from ingot.runtime.outputs import RequestOutput
+from ingot.runtime.outputs import PromptLogprob, RequestOutput
 from ingot.runtime.relay import LoopRelay, relay_for
 from ingot.runtime.sampler import SampledToken
 from ingot.runtime.sampling_params import SamplingParams
@@ -127,6 +127,7 @@ class ChoiceResult:
 
     text: str = ""
     logprobs: list[SampledToken] = field(default_factory=list)
+    prompt_logprobs: list[PromptLogprob | None] | None = None  # when the request scored its prompt
     finish_reason: str | None = None
 
 
@@ -137,6 +138,8 @@ async def collect(generation: Generation) -> list[ChoiceResult]:
         result = results[index]
         result.text += output.text
         result.logprobs.extend(output.logprobs)
+        if output.prompt_logprobs is not None:
+            result.prompt_logprobs = output.prompt_logprobs
         result.finish_reason = output.finish_reason
         message = failure(output)
         if message is not None:

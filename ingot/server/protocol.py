@@ -99,7 +99,14 @@ Prompt = Annotated[
 class CompletionRequest(SamplingFields):
     prompt: Prompt
     logprobs: int | None = None
-    echo: bool | None = None  # not supported: rejected unless false
+    # Scoring prompts (what evaluation harnesses ask for): echo returns the prompt before the completion, with its
+    # tokens' logprobs when logprobs is set (max_tokens may then be 0); prompt_logprobs is vLLM's field for them.
+    echo: bool | None = Field(
+        None, description="return the prompt before the completion (with its tokens' logprobs when logprobs is set)"
+    )
+    prompt_logprobs: int | None = Field(
+        None, description="vLLM's: each prompt token's logprob with this many alternatives, in choices[].prompt_logprobs"
+    )
     suffix: str | None = None  # not supported: rejected unless empty
     best_of: int | None = None  # only best_of == n (no extra candidates are generated)
 
@@ -206,9 +213,17 @@ class Usage(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token, which nothing predicts
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+
+class PromptTokenLogprob(BaseModel):
+    """vLLM's prompt_logprobs entry for one token."""
+
+    logprob: float
+    rank: int
+    decoded_token: str
 
 
 class CompletionChoice(BaseModel):
@@ -216,6 +231,10 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    # vLLM's: per prompt token (None for the first), token id -> its entry; the prompt token and the alternatives
+    prompt_logprobs: list[dict[str, PromptTokenLogprob] | None] | None = Field(
+        None, exclude_if=lambda value: value is None
+    )
 
 
 class CompletionResponse(BaseModel):

@@ -37,6 +37,7 @@ def make_choices(
     logprobs: int | None,
     max_context: int,
     grammar: CompiledGrammar | None = None,
+    prompt_logprobs: int | None = None,
 ) -> list[Choice]:
     """n choices per prompt, prompt-major (OpenAI's choice order). With a seed, choice i draws from seed + i, so the
     choices of one request differ while the request as a whole stays reproducible."""
@@ -51,13 +52,8 @@ def make_choices(
         for i in range(body.n):
             seed = None if body.seed is None else body.seed + i
             params = SamplingParams(
-                max_tokens=limit,
-                logprobs=logprobs,
-                seed=seed,
-                logit_bias=logit_bias,
-                stop=stop,
-                grammar=grammar,
-                **given,
+                max_tokens=limit, logprobs=logprobs, seed=seed, logit_bias=logit_bias, stop=stop, grammar=grammar,
+                prompt_logprobs=prompt_logprobs, **given,
             )
             choices.append(Choice(prompt, params))
     return choices

@@ -64,3 +64,20 @@ def test_smollm2_batched_greedy_equals_one_at_a_time_and_transformers(smollm2):
     for ids, completion in zip(prompt_ids, together):
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=64, min_new_tokens=64, do_sample=False)
         assert completion.token_ids == expected[0, len(ids) :].tolist()
+
+
+def test_smollm2_prompt_logprobs_match_transformers(smollm2):
+    """What an evaluation harness scores: each prompt token's logprob, against transformers' float32 model."""
+    engine = Engine(smollm2.path, smollm2.manifest, num_blocks=64)
+    try:
+        ids = engine.tokenize(QUESTIONS[2])
+        (scored,) = engine.generate([ids], SamplingParams(max_tokens=0, prompt_logprobs=1))
+    finally:
+        engine.shutdown()
+    reference = reference_model(smollm2.path, smollm2.manifest)
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0].float().log_softmax(dim=-1)
+    assert scored.prompt_logprobs[0] is None and len(scored.prompt_logprobs) == len(ids)
+    got = torch.tensor([entry.logprob for entry in scored.prompt_logprobs[1:]])
+    want = expected[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    assert torch.allclose(got, want, atol=1e-3)

@@ -19,7 +19,7 @@ def test_each_family_compiles_and_matches_the_float32_reference(compiled, family
     assert report.pcc >= 0.9999
     assert report.top1_agreement >= 0.99
     assert report.num_tokens >= 256
-    assert set(report.programs) == {"prefill", "decode", "prefill (batch 4)", "decode (batch 4)"}
+    assert set(report.programs) == {"prefill", "decode", "logits", "prefill (batch 4)", "decode (batch 4)"}
     assert all(value >= 0.9999 for value in report.programs.values())
 
 
@@ -74,7 +74,14 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert "kernels/ingot_kernels.so" in files
     # every program's matrix products run on the library's packed_linear, prefill's too
     calls = {p.name: _mentions(result.path / p.file, b"packed_linear") for p in manifest.programs}
-    assert calls == {"prefill": True, "decode_1": True, "decode": True}
+    assert calls == {"prefill": True, "decode_1": True, "decode": True, "logits": True}
+    # prompt logprobs: prefill returns every token's hidden states, the logits program turns rows of them into logits
+    assert [t.name for t in manifest.program("prefill").outputs] == ["logits", "hidden_states"]
+    logits = manifest.program("logits")
+    assert (logits.kind, logits.batch, logits.frozen) == ("logits", (1, 64), False)
+    assert [(t.name, t.shape) for t in logits.inputs + logits.outputs] == [
+        ("hidden_states", ["rows", 64]), ("logits", ["rows", 384])
+    ]
 
 
 def _mentions(package: Path, name: bytes) -> bool:
@@ -96,7 +103,7 @@ def test_one_sequence_gets_no_batched_decode_program():
     from ingot.compile.cpu.target import CPU
 
     single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
-    assert [(p.name, p.batch) for p in single] == [("prefill", (1, 1)), ("decode_1", (1, 1))]
+    assert [(p.name, p.batch) for p in single] == [("prefill", (1, 1)), ("decode_1", (1, 1)), ("logits", (1, 64))]
 
 
 def test_every_program_reads_one_copy_of_the_weights(compiled, tiny_model):

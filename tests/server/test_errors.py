@@ -57,7 +57,7 @@ def assert_reveals_nothing(text: str) -> None:
         (COMPLETIONS, {"prompt": [999999]}, "prompt"),
         (COMPLETIONS, {"prompt": []}, "prompt"),
         (COMPLETIONS, {"prompt": ""}, "prompt"),
-        (COMPLETIONS, {"prompt": "hi", "echo": True}, "echo"),
+        (COMPLETIONS, {"prompt": "hi", "echo": True, "prompt_logprobs": 21}, "prompt_logprobs"),
         (COMPLETIONS, {"prompt": "hi", "suffix": "end"}, "suffix"),
         (COMPLETIONS, {"prompt": "hi", "best_of": 2}, "best_of"),
         (COMPLETIONS, {"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),

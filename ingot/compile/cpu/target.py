@@ -54,7 +54,10 @@ class CpuTarget:
             "decode_1", "decode", batch=(1, 1), tokens=(1, 1), decode_kernel=True, packed_linears=True,
             cpu_isa=options.cpu_isa,
         )
-        return [prefill, *_single_and_batched(single, options.max_batch)]
+        logits = ProgramPlan(  # prompt logprobs: rows of hidden states -> logits, on the packed LM head
+            "logits", "logits", batch=(1, buckets[-1]), packed_linears=True, cpu_isa=options.cpu_isa
+        )
+        return [prefill, *_single_and_batched(single, options.max_batch), logits]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked): one image has a

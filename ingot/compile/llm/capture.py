@@ -6,7 +6,7 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from ingot.artifacts.manifest import KVCacheLayout, TensorSpec
-from ingot.compile.llm.step_module import CausalLMStep
+from ingot.compile.llm.step_module import CausalLMStep, LogitsHead
 from ingot.compile.plan import ProgramPlan
 
 # The number of cache blocks is chosen at serve time (--kv-cache-gb), so it is always dynamic.
@@ -30,8 +30,14 @@ def _dim(name: str, low: int, high: int) -> Dim | None:
 def capture_program(
     step: CausalLMStep, plan: ProgramPlan, layout: KVCacheLayout, max_blocks: int
 ) -> tuple[ExportedProgram, list[TensorSpec], list[TensorSpec]]:
-    """Export ``step`` for ``plan``; returns the program and its input and output signatures."""
-    step = CausalLMStep(step.model, decode_kernel=plan.decode_kernel)
+    """Export ``step`` for ``plan``; returns the program and its input and output signatures.
+
+    Outputs: ``logits`` [batch, vocab]; a prefill program also ``hidden_states`` [batch, tokens, hidden] (see
+    CausalLMStep). A ``logits`` plan is the output head alone (``capture_logits``)."""
+    if plan.kind == "logits":
+        return capture_logits(step, plan)
+    prefill = plan.kind == "prefill"
+    step = CausalLMStep(step.model, decode_kernel=plan.decode_kernel, hidden_states=prefill)
     batch = _example(*plan.batch, avoid=set())
     tokens = _example(*plan.tokens, avoid={batch})
     blocks = plan.blocks or _example(1, max_blocks, avoid={batch, tokens})
@@ -80,5 +86,32 @@ def capture_program(
         "kv_cache": cache_shape,
     }
     inputs = [TensorSpec(name=name, dtype=dtypes[name], shape=shape) for name, shape in shapes.items()]
-    outputs = [TensorSpec(name="logits", dtype=dtypes["kv_cache"], shape=[B, step.model.lm_head.out_features])]
+    hidden_size = step.model.config.hidden_size
+    outputs = [TensorSpec(name="logits", dtype=dtypes["kv_cache"], shape=[B, _vocab_size(step)])]
+    if prefill:
+        outputs.append(TensorSpec(name="hidden_states", dtype=dtypes["kv_cache"], shape=[B, T, hidden_size]))
     return exported, inputs, outputs
+
+
+def capture_logits(
+    step: CausalLMStep, plan: ProgramPlan
+) -> tuple[ExportedProgram, list[TensorSpec], list[TensorSpec]]:
+    """Export the model's output head for ``plan``: ``hidden_states`` [rows, hidden] -> ``logits`` [rows, vocab],
+    rows in ``plan.batch``."""
+    head = LogitsHead(step)
+    hidden_size = step.model.config.hidden_size
+    dtype = next(step.model.parameters()).dtype
+    example = torch.zeros(_example(*plan.batch, avoid={hidden_size}), hidden_size, dtype=dtype)
+    rows = _dim("rows", *plan.batch)
+    dynamic = {"hidden": {0: rows}} if rows is not None else None
+    with torch.no_grad():
+        exported = torch.export.export(head, (example,), dynamic_shapes=dynamic)
+    R = "rows" if rows is not None else plan.batch[0]
+    name = str(dtype).removeprefix("torch.")
+    inputs = [TensorSpec(name="hidden_states", dtype=name, shape=[R, hidden_size])]
+    outputs = [TensorSpec(name="logits", dtype=name, shape=[R, _vocab_size(step)])]
+    return exported, inputs, outputs
+
+
+def _vocab_size(step: CausalLMStep) -> int:
+    return step.model.config.vocab_size

@@ -3,7 +3,7 @@ teacher-forced.
 
 The reference runs the whole text in one forward pass. The artifact runs it the way serving does (through the
 runtime's ModelRunner: the one place compile imports the runtime, on purpose): a prefill chunk, then one decode
-step per token on the paged cache, then a full batch of sequences of mixed lengths, prefilled together where a
+step per token on the paged cache (and the logits program on the prefill's hidden states), then a full batch of sequences of mixed lengths, prefilled together where a
 program takes them and decoded together. PCC, max abs error and top-1/top-5 agreement compare the logits.
 """
 
@@ -56,7 +56,8 @@ def verify_llm(
     # Sequence 0 alone: one prefill chunk, then teacher-forced decode to the end of the text.
     prefill_tokens = min(PREFILL_TOKENS, manifest.buckets.prefill_tokens[-1], len(tokens) // 2)
     table = block_table(0)
-    rows = [_prefill(runner, tokens[:prefill_tokens], table)]
+    first, hidden = runner.prefill_with_hidden_states([tokens[:prefill_tokens]], [0], [table])  # one chunk
+    rows = [first[0]]
     note(f"prefill: {prefill_tokens} tokens")
     for position in range(prefill_tokens, len(tokens)):
         rows.append(runner.decode([tokens[position]], [position], [table])[0])
@@ -67,6 +68,8 @@ def verify_llm(
     compared = expected[prefill_tokens - 1 :]
 
     programs = {"prefill": pcc(actual[0], compared[0]), "decode": pcc(actual[1:], compared[1:])}
+    if runner.scores_prompts:  # the logits program, on every prompt position's hidden states (prompt logprobs)
+        programs["logits"] = pcc(runner.logits(hidden[0, :prefill_tokens]), expected[:prefill_tokens])
     if max_batch > 1:
         programs.update(_batch_pccs(runner, tokens, expected, block_table, max_batch))
 
