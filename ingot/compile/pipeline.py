@@ -9,6 +9,7 @@ hit answers in well under two seconds.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,7 +186,11 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
         with progress.stage(kind.save_stage):
             tensors = target.weights(module, [(plan, exported) for plan, exported, _, _ in captured])
             weights = save_weights(tensors, workdir / "weights.safetensors")
-            del captured, tensors  # what the programs read is in the weights file now
+            # What the programs read is in the weights file now. The packed copies were registered on modules
+            # that live in reference cycles (an fx graph and its module): collect them before verification maps
+            # the file, or a 1B model's build holds its weights three times over.
+            del captured, tensors
+            gc.collect()
             manifest = Manifest(
                 kind=kind.name,
                 key=key,
