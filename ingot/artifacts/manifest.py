@@ -118,9 +118,19 @@ class TokenizerInfo(_Strict):
     has_chat_template: bool
 
 
+class PackedLinear(_Strict):
+    """Linears of the model stored as one tensor of 48-column panels, the layout ingot's matrix product reads
+    (cpu): what they were, so that a reference model can be rebuilt from the artifact alone."""
+
+    weights: list[str]  # the model's weight names, in the order of their output rows
+    out_features: list[int]
+    biases: list[str | None]  # their bias names (None: no bias); stored concatenated under the packed name + "_bias"
+
+
 class WeightsInfo(_Strict):
     file: ArtifactPath
     aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
+    packed: dict[str, PackedLinear] = {}  # a stored tensor's name -> the linears packed into it
 
 
 class Preprocess(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -13,7 +13,8 @@ err = Console(stderr=True, highlight=False)
 
 def print_artifacts(artifacts) -> None:
     """`ingot ls`: one row per stored artifact, with why it cannot be served if it cannot."""
-    table = Table("key", "model", "family", "target", "cpu isa", "size", "created", "status", box=None)
+    key = Column("key", no_wrap=True, min_width=24)  # whole, whatever the terminal's width: it is what users copy
+    table = Table(key, "model", "family", "target", "cpu isa", "size", "created", "status", box=None)
     for artifact in artifacts:
         m = artifact.manifest
         size = sum(f.size for f in m.files.values()) if m else 0

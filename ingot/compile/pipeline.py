@@ -184,12 +184,12 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                 write(workdir)
 
         with progress.stage(kind.save_stage):
-            tensors = target.weights(module, [(plan, exported) for plan, exported, _, _ in captured])
-            weights = save_weights(tensors, workdir / "weights.safetensors")
+            program_weights = target.weights(module, [(plan, exported) for plan, exported, _, _ in captured])
+            weights = save_weights(program_weights, workdir / "weights.safetensors")
             # What the programs read is in the weights file now. The packed copies were registered on modules
             # that live in reference cycles (an fx graph and its module): collect them before verification maps
             # the file, or a 1B model's build holds its weights three times over.
-            del captured, tensors
+            del captured, program_weights
             gc.collect()
             manifest = Manifest(
                 kind=kind.name,

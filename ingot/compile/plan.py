@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # types only: torch stays out of a plan
     import torch
     from torch.export import ExportedProgram
 
+    from ingot.compile.weights import ProgramWeights
+
 
 @dataclass(frozen=True)
 class ProgramPlan:
@@ -92,7 +94,7 @@ class Target(Protocol):
         """Lower every captured program into ``out_dir``."""
         ...
 
-    def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> dict[str, torch.Tensor]:
+    def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> ProgramWeights:
         """What the artifact's weights file holds, by the names the programs read them by."""
         ...
 

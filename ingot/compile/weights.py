@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from ingot.artifacts.manifest import WeightsInfo
+from ingot.artifacts.manifest import PackedLinear, WeightsInfo
 
 
-def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> WeightsInfo:
+@dataclass
+class ProgramWeights:
+    """What a target's programs read: tensors by the names the programs use, and which of them are packed linears."""
+
+    tensors: dict[str, torch.Tensor]
+    packed: dict[str, PackedLinear] = field(default_factory=dict)
+
+
+def save_weights(weights: ProgramWeights, path: Path) -> WeightsInfo:
     """Store each tensor once; a name that shares another's tensor (lm_head tied to the embedding) becomes an
     alias."""
+    tensors = weights.tensors
     stored: dict[str, torch.Tensor] = {}
     by_storage: dict[tuple[int, tuple[int, ...]], str] = {}
     aliases: dict[str, str] = {}
@@ -23,7 +33,7 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> WeightsInfo:
             continue
         stored[name] = tensor.contiguous()
     save_file(stored, path)
-    return WeightsInfo(file=path.name, aliases=aliases)
+    return WeightsInfo(file=path.name, aliases=aliases, packed=weights.packed)
 
 
 def named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ def test_a_compile_shows_each_program_lowered_and_each_verification_step_as_it_g
         assert seconds == sorted(seconds)  # the time since the stage began
         return [m.group(1) for m in matches]
 
-    assert sorted(steps(lowering)) == ["decode lowered", "decode_1 lowered", "prefill lowered"]
+    assert sorted(steps(lowering)) == ["decode lowered", "decode_1 lowered", "logits lowered", "prefill lowered"]
     verified = steps(verifying)
     assert verified[0].startswith("reference: ") and verified[1] == "prefill: 32 tokens"
     decoded = verified[2:-2]
@@ -125,7 +125,12 @@ def test_every_program_reads_one_copy_of_the_weights(compiled, tiny_model):
     read = {name: set(program.constant_names()) for name, program in programs.items()}
     assert set.union(*read.values()) <= names
     packed = {name for name in names if name.startswith("packed_")}
+    assert read.pop("logits") == {"packed_model_lm_head_weight"}  # the output head alone, for prompt logprobs
     assert all(packed <= constants for constants in read.values())
+    # what the packed tensors hold is recorded, so a reference model can be rebuilt from the artifact alone
+    packed_linears = result.manifest.weights.packed
+    assert set(packed_linears) == packed
+    assert packed_linears["packed_model_lm_head_weight"].weights == ["model.lm_head.weight"]
 
 
 def test_second_compile_is_a_cache_hit_that_does_no_work(compiled, tiny_model, session_store):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import fx
 
+from ingot.artifacts.manifest import PackedLinear
 from ingot.sizes import ceil_div
 
 PACK_WIDTH = 48  # columns per packed panel of the kernel
@@ -44,9 +45,15 @@ def empty_packed(_: str, weights: list[torch.Tensor]) -> torch.Tensor:
     return torch.empty(packed_shape(sum(w.shape[0] for w in weights), weights[0].shape[1]), dtype=weights[0].dtype)
 
 
-def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> int:
+def unpack_linear_weight(packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """The inverse of ``pack_linear_weight``: [ceil(N / 48), K, 48] -> [N, K]."""
+    panels, in_features, _ = packed.shape
+    return packed.transpose(1, 2).reshape(panels * PACK_WIDTH, in_features)[:out_features]
+
+
+def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> dict[str, PackedLinear]:
     """Rewrite the float32 ``aten.linear`` calls whose weights are the module's own into ``ingot.packed_linear``;
-    returns how many kernel calls the graph has now. Linears that read the same input (q/k/v, gate/up) become
+    returns each packed tensor's name with the linears it holds (one kernel call each). Linears that read the same input (q/k/v, gate/up) become
     one call on their weights concatenated, its output split: fewer, wider products for the kernel's threads to
     share. A packed tensor is named after its first weight, so every program of a model names it alike. An
     embedding that shares its weight with a packed linear (a tied LM head) gathers its rows from the panels.
@@ -60,12 +67,18 @@ def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> i
             by_input[node.args[0]].append(node)
 
     packed_by_weight: dict[int, str] = {}  # a lone linear's weight tensor -> its packed buffer (for a tied embedding)
+    groups: dict[str, PackedLinear] = {}
     for source, linears in by_input.items():
         weights = [_attr(module, node.args[1]) for node in linears]
         biases = [None if _bias(node) is None else _attr(module, _bias(node)) for node in linears]
         widths = [weight.shape[0] for weight in weights]
         name = "packed_" + linears[0].args[1].target.replace(".", "_")
         module.register_buffer(name, pack(name, weights))
+        groups[name] = PackedLinear(
+            weights=[node.args[1].target for node in linears],
+            out_features=widths,
+            biases=[None if _bias(node) is None else _bias(node).target for node in linears],
+        )
         if len(linears) == 1:
             packed_by_weight[id(weights[0])] = name
         bias_name = None
@@ -92,7 +105,7 @@ def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> i
     module.delete_all_unused_submodules()
     _delete_unused_attributes(module)
     module.recompile()
-    return len(by_input)
+    return groups
 
 
 def _embed_from_panels(module: fx.GraphModule, packed_by_weight: dict[int, str]) -> None:

@@ -17,7 +17,7 @@ from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
 from ingot.compile.options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
-from ingot.compile.weights import named_tensors
+from ingot.compile.weights import ProgramWeights, named_tensors
 from ingot.compile.plan import AccuracyBar, LoweredPrograms, ProgramPlan
 from ingot.progress import StageProgress, note
 
@@ -94,11 +94,11 @@ class CpuTarget:
 
     def weights(
         self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]]
-    ) -> dict[str, torch.Tensor]:
+    ) -> ProgramWeights:
         """The tensors the programs read, by the names they read them by: a language model's linears packed once
         (every program runs the same pass, so they share each packed tensor), the rest as the model has them."""
         if not any(plan.packed_linears for plan, _ in programs):
-            return named_tensors(module)
+            return ProgramWeights(named_tensors(module))
         packed: dict[str, torch.Tensor] = {}
 
         def pack_once(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
@@ -106,14 +106,14 @@ class CpuTarget:
                 packed[name] = pack_weights(name, weights)
             return packed[name]
 
-        tensors: dict[str, torch.Tensor] = {}
+        result = ProgramWeights({})
         for plan, exported in programs:
             program = exported.module(check_guards=False)
             if plan.packed_linears:
-                use_packed_linears(program, pack_once)
+                result.packed.update(use_packed_linears(program, pack_once))
             read = [node.target for node in program.graph.find_nodes(op="get_attr")]
-            tensors.update({name: _attr(program, name) for name in read})
-        return tensors
+            result.tensors.update({name: _attr(program, name) for name in read})
+        return result
 
     def lower(self, exported: torch.export.ExportedProgram, out_file: Path, plan: ProgramPlan) -> None:
         """A program with ``packed_linears`` reads its weights from the artifact's weights file (the runtime hands

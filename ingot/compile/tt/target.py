@@ -14,7 +14,7 @@ from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.plan import LoweredPrograms, ProgramPlan
 from ingot.compile.tt import plugin
-from ingot.compile.weights import named_tensors
+from ingot.compile.weights import ProgramWeights, named_tensors
 from ingot.compile.tt.lowering import lower_programs
 from ingot.compile.tt.specs import DeviceSpec, model_shapes
 from ingot.progress import StageProgress
@@ -97,9 +97,9 @@ class TtTarget:
             lowered[r.name] = (f"{out_dir.name}/{r.files['ttnn']}" if "ttnn" in r.files else "", info)
         return lowered
 
-    def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> dict[str, torch.Tensor]:
+    def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> ProgramWeights:
         """The model's own tensors: each program's weights go to the device in the formats its policy names."""
-        return named_tensors(module)
+        return ProgramWeights(named_tensors(module))
 
     def manifest_info(self) -> TtTargetInfo:
         return TtTargetInfo(spec=self.spec.as_dict(), device_verification=DEVICE_VERIFICATION.format(device=self.spec.device))

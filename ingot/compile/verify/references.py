@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from ingot.artifacts.manifest import Manifest
+from ingot.artifacts.manifest import Manifest, PackedLinear
+from ingot.compile.cpu.packed_linears import unpack_linear_weight
 from ingot.errors import ArtifactError
 from ingot.models.yolov4.network import YOLOv4
 
@@ -26,11 +27,26 @@ def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
     weights = load_file(directory / manifest.weights.file)
     for alias, owner in manifest.weights.aliases.items():
         weights[alias] = weights[owner]
+    for name, linears in manifest.weights.packed.items():
+        weights.update(_unpacked(weights.pop(name), weights.pop(f"{name}_bias", None), linears))
     state = {name.removeprefix(STEP_PREFIX): tensor for name, tensor in weights.items()}
+    if config.tie_word_embeddings and "lm_head.weight" in state:  # the programs read the embedding from the head
+        state.setdefault("model.embed_tokens.weight", state["lm_head.weight"])
     missing, _ = model.load_state_dict(state, strict=False)
     if missing:
         raise ArtifactError(f"{directory.name}: weights lack {missing[0]}")
     return model.eval()
+
+
+def _unpacked(packed: torch.Tensor, bias: torch.Tensor | None, linears: PackedLinear) -> dict[str, torch.Tensor]:
+    """The model's own weights (and biases) of linears stored packed together."""
+    weights = unpack_linear_weight(packed, sum(linears.out_features)).split(linears.out_features)
+    tensors = dict(zip(linears.weights, weights))
+    if bias is not None:
+        for name, part in zip(linears.biases, bias.split(linears.out_features)):
+            if name is not None:
+                tensors[name] = part
+    return tensors
 
 
 def detector_reference(directory: Path, manifest: Manifest) -> torch.nn.Module:
