@@ -132,7 +132,7 @@ def test_two_concurrent_compiles_make_one_artifact(tiny_model, tmp_path):
     assert len(artifacts) == 1
     assert list((tmp_path / "building").iterdir()) == []
     programs = Manifest.read(artifacts[0]).programs
-    assert [p.name for p in programs] == ["prefill", "decode_1", "logits"]
+    assert [p.name for p in programs] == ["prefill", "decode", "logits"]
 
 
 def test_killed_compile_leaves_nothing_and_gc_cleans_up(tiny_model, tmp_path):

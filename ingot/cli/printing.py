@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Column, Table
 
-out = Console(highlight=False)
+# Piped output (scripts, grep) gets whole rows, not a table squeezed to 80 columns with its cells cut short.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, highlight=False)
 
 

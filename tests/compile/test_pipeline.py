@@ -40,7 +40,7 @@ def test_a_compile_shows_each_program_lowered_and_each_verification_step_as_it_g
         assert seconds == sorted(seconds)  # the time since the stage began
         return [m.group(1) for m in matches]
 
-    assert sorted(steps(lowering)) == ["decode lowered", "decode_1 lowered", "logits lowered", "prefill lowered"]
+    assert sorted(steps(lowering)) == ["decode lowered", "logits lowered", "prefill lowered"]
     verified = steps(verifying)
     assert verified[0].startswith("reference: ") and verified[1] == "prefill: 32 tokens"
     decoded = verified[2:-2]
@@ -63,18 +63,17 @@ def test_artifact_holds_everything_serving_needs(compiled):
     assert set(manifest.toolchain) >= {"ingot", "torch", "transformers"}
     assert manifest.buckets.prefill_tokens == [16, 32, 64] and manifest.buckets.decode_batch == [1, 2, 4]
     decode = manifest.program("decode")
-    assert decode.batch == (2, 4) and decode.tokens == (1, 1)
+    assert decode.batch == (1, 4) and decode.tokens == (1, 1)  # one program for every batch: the same bits in any
     assert manifest.program("prefill").batch == (1, 4)  # prompts arriving together share a prefill step
     assert [t.name for t in decode.inputs][-1] == "kv_cache"
-    # every program reads the one weights file; decode of one sequence has a static program of its own
+    # every program reads the one weights file
     assert not any(p.frozen for p in manifest.programs)
-    assert manifest.program("decode_1").batch == (1, 1)
     # ingot's native library runs every program (and holds the decode attention kernel): the artifact carries it
     assert all(p.kernels == ["kernels/ingot_kernels.so"] for p in manifest.programs)
     assert "kernels/ingot_kernels.so" in files
     # every program's matrix products run on the library's packed_linear, prefill's too
     calls = {p.name: _mentions(result.path / p.file, b"packed_linear") for p in manifest.programs}
-    assert calls == {"prefill": True, "decode_1": True, "decode": True, "logits": True}
+    assert calls == {"prefill": True, "decode": True, "logits": True}
     # prompt logprobs: prefill returns every token's hidden states, the logits program turns rows of them into logits
     assert [t.name for t in manifest.program("prefill").outputs] == ["logits", "hidden_states"]
     logits = manifest.program("logits")
@@ -99,11 +98,11 @@ def test_compiling_leaves_no_copy_of_the_programs_in_inductors_cache(compiled):
     assert not [path for path in Path(cache_dir()).rglob("*.so") if ".wrapper" in path.name]
 
 
-def test_one_sequence_gets_no_batched_decode_program():
+def test_a_max_batch_of_one_plans_one_sequence_programs():
     from ingot.compile.cpu.target import CPU
 
     single = CPU.plan(CompileOptions.parse(**{**TINY_OPTIONS, "max_batch": 1}))
-    assert [(p.name, p.batch) for p in single] == [("prefill", (1, 1)), ("decode_1", (1, 1)), ("logits", (1, 64))]
+    assert [(p.name, p.batch) for p in single] == [("prefill", (1, 1)), ("decode", (1, 1)), ("logits", (1, 64))]
 
 
 def test_every_program_reads_one_copy_of_the_weights(compiled, tiny_model):

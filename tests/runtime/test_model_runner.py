@@ -76,7 +76,7 @@ def test_out_of_range_calls_are_refused_before_running(runner, call, message):
 
 
 def test_a_sequences_decode_logits_are_the_same_bits_alone_or_in_a_batch(runner):
-    """decode_1 and the batched decode program sum every row alike: what else is in a step changes nothing."""
+    """One decode program for every batch size, summing every row alike: what else is in a step changes nothing."""
     runner.prefill([[11, 12, 13], [21, 22]], [0, 0], [[6], [7]])
     alone = runner.decode([14], [3], [[6]])[0]
     batched = runner.decode([14, 23, 31], [3, 2, 0], [[6], [7], [8]])[0]

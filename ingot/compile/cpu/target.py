@@ -29,9 +29,9 @@ class CpuTarget:
 
     A language model's programs take its weights as inputs, one copy in the weights file for all of them, in the
     layout ingot's matrix product reads (see packed_linears.py): prefill runs up to ``max_batch`` prompts at once
-    (more rows for each pass over the weights), decode a few rows; one sequence has a static decode program of
-    its own, and since every program sums a row the same way, a sequence's logits do not depend on what else is
-    in the step. A detector's programs are frozen instead: batch norms fold into the convolutions and oneDNN gets
+    (more rows for each pass over the weights), decode one row per sequence, one program for every batch size,
+    so a sequence's logits do not depend on what else is in the step (a static program for one sequence, as the
+    frozen artifacts had, differed from the batched one in the last bits). A detector's programs are frozen instead: batch norms fold into the convolutions and oneDNN gets
     its weights prepacked, a copy per program (a detector is small). The artifact carries ingot's native library,
     which runs its programs (and holds the decode attention kernel and the matrix product)."""
 
@@ -50,14 +50,14 @@ class CpuTarget:
             "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), packed_linears=True,
             cpu_isa=options.cpu_isa,
         )
-        single = ProgramPlan(
-            "decode_1", "decode", batch=(1, 1), tokens=(1, 1), decode_kernel=True, packed_linears=True,
+        decode = ProgramPlan(  # one program for every batch: a row's logits are the same bits at any batch size
+            "decode", "decode", batch=(1, options.max_batch), tokens=(1, 1), decode_kernel=True, packed_linears=True,
             cpu_isa=options.cpu_isa,
         )
         logits = ProgramPlan(  # prompt logprobs: rows of hidden states -> logits, on the packed LM head
             "logits", "logits", batch=(1, buckets[-1]), packed_linears=True, cpu_isa=options.cpu_isa
         )
-        return [prefill, *_single_and_batched(single, options.max_batch), logits]
+        return [prefill, decode, logits]
 
     def detector_plan(self, options: DetectorOptions) -> list[ProgramPlan]:
         """Frozen programs (batch norms folded into the convolutions, oneDNN weights prepacked): one image has a
