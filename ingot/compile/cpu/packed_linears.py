@@ -73,7 +73,7 @@ def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> d
         biases = [None if _bias(node) is None else _attr(module, _bias(node)) for node in linears]
         widths = [weight.shape[0] for weight in weights]
         name = "packed_" + linears[0].args[1].target.replace(".", "_")
-        module.register_buffer(name, pack(name, weights))
+        _register_weight(module, name, pack(name, weights))
         groups[name] = PackedLinear(
             weights=[node.args[1].target for node in linears],
             out_features=widths,
@@ -85,7 +85,7 @@ def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> d
         if any(bias is not None for bias in biases):
             bias_name = f"{name}_bias"
             filled = [torch.zeros(w) if b is None else b.detach() for b, w in zip(biases, widths)]
-            module.register_buffer(bias_name, torch.cat(filled))
+            _register_weight(module, bias_name, torch.cat(filled))
         with graph.inserting_before(linears[0]):
             packed = graph.get_attr(name)
             bias = graph.get_attr(bias_name) if bias_name else None
@@ -106,6 +106,12 @@ def use_packed_linears(module: fx.GraphModule, pack: Packer = pack_weights) -> d
     _delete_unused_attributes(module)
     module.recompile()
     return groups
+
+
+def _register_weight(module: fx.GraphModule, name: str, tensor: torch.Tensor) -> None:
+    """A parameter, not a buffer: AOTInductor clones every buffer a program reads (a buffer may be mutated), which
+    would copy each packed weight into every lowering worker's memory."""
+    module.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
 
 
 def _embed_from_panels(module: fx.GraphModule, packed_by_weight: dict[int, str]) -> None:
