@@ -85,12 +85,12 @@ constexpr int kExponents = F == Format::kBfp8 ? kPanel : kPanel / 2;
 template <Format F>
 constexpr int kCodeShift = F == Format::kBfp4 ? 28 : 0;
 
-// The bfp4 code of value ``i`` of a block at ``block``, and its shift left to the top of an int32.
-inline int bfp4_shift(int i) { return 28 - 4 * (i / 2); }
+// The bfp4 code of value ``i`` of the block at ``block``: nibble i / 2 of word i % 2, moved to the top of an int32
+// and back down with its sign.
 inline int32_t bfp4_code(const uint8_t* block, int i) {
   uint32_t word;
   std::memcpy(&word, block + 4 * (i % 2), sizeof word);
-  return static_cast<int32_t>(word << bfp4_shift(i)) >> 28;
+  return static_cast<int32_t>(word << (28 - 4 * (i / 2))) >> 28;
 }
 
 // The weight of column ``column`` in ``record``, one at a time: for CPUs without the vector paths below.
