@@ -14,6 +14,7 @@ import torch
 from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.packed_linears import pack_linear_weight, unpack_linear_weight
 from ingot.compile.kernels import BUILD_ROOT, SOURCES, build_kernels
+from tests.compile.test_packed_formats import extreme_weights
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,12 @@ def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(librar
             native = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt.value)
             decoded = unpack_linear_weight(packed, out_features, fmt).contiguous()
             cases.append((x, packed, fmt.value, decoded, bias, out_features, native))
+        weight = extreme_weights(101, 40)  # times the identity: the decoded weights themselves, bit for bit
+        packed = pack_linear_weight(weight, fmt)
+        native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 101, None, fmt.value)
+        decoded = unpack_linear_weight(packed, 101, fmt).contiguous()
+        assert torch.equal(native, decoded.T)
+        cases.append((torch.eye(40), packed, fmt.value, decoded, None, 101, native))
     torch.save(cases, tmp_path / "cases.pt")
     source = SOURCES[0].parent / "packed_linear.cpp"
     build = BUILD_ROOT / "packed-linear-avx2"  # apart from the builds of the library

@@ -84,6 +84,30 @@ def test_packed_memory_follows_the_format(fmt):
     assert empty_packed("w", [torch.empty(96, 64), torch.empty(384, 64)], fmt).nbytes == packed.nbytes
 
 
+def extreme_weights(out_features: int, in_features: int) -> torch.Tensor:
+    """Blocks of tiny weights (near float32's smallest normal), of huge ones, of ordinary ones, and mixed."""
+    generator = torch.Generator().manual_seed(out_features)
+    weight = torch.randn(out_features, in_features, generator=generator)
+    weight[:16] *= 2.0**-122
+    weight[16:32] *= 2.0**120
+    weight[48:] *= 2.0 ** torch.randint(-120, 121, (out_features - 48, 1), generator=generator).float()
+    return weight
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_kernel_multiplies_by_exactly_the_decoded_weights(library, fmt):
+    """Times the identity, a product is the weights themselves, bit for bit: decoded in registers (a row at a
+    time) and from a decoded panel (all rows at once) alike."""
+    weight = extreme_weights(101, 40)
+    packed = pack_linear_weight(weight, fmt)
+    decoded = unpack_linear_weight(packed, 101, fmt)
+    identity = torch.eye(40)
+    together = torch.ops.ingot.packed_linear(identity, packed, 101, None, fmt.value)
+    alone = torch.cat([torch.ops.ingot.packed_linear(row[None], packed, 101, None, fmt.value) for row in identity])
+    assert torch.equal(_bits(together), _bits(decoded.T))
+    assert torch.equal(_bits(alone), _bits(decoded.T))
+
+
 ROWS = [1, 3, 8, 33, 200]
 
 

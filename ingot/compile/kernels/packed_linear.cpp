@@ -25,11 +25,11 @@
 //         block is nibble i / 2 of the block's 32-bit word i % 2 (little-endian; nibble n is bits 4n to 4n + 3),
 //         so that one 8-byte load broadcast to every lane holds each lane's code at a shift of its own; then the
 //         3 exponents; a weight is code * 2^(exponent - 127 - 2).
-// Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2 adds to
-// the exponent field). Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads
-// the format's bytes from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row
-// block would decode each weight once per tile, so it decodes its panel's chunk once into a float32 scratch
-// buffer (in L2) and runs the float32 tiles on it.
+// Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2
+// multiplies by two, each product a normal float). Decode steps (a row block of at most one tile's rows) decode
+// in registers, so a step reads the format's bytes from memory and nothing else: bfp8 is 3.8x fewer bytes than
+// fp32, bfp4 7.1x. A larger row block would decode each weight once per tile, so it decodes its panel's chunk
+// once into a float32 scratch buffer (in L2) and runs the float32 tiles on it.
 //
 // Every row is summed in the same order however many rows the step has, so a sequence's logits do not depend on
 // what else is in the batch: a tile sums k in order, one fused multiply-add per k, from zero, and a partial sum
@@ -134,14 +134,34 @@ inline Vec scaled(__m512i codes, uint8_t exponent) {
   return _mm512_scalef_ps(_mm512_cvtepi32_ps(codes), _mm512_set1_ps(kScales<F>.values[exponent]));
 }
 #elif defined(CPU_CAPABILITY_AVX2)
-// Codes (int32 lanes) times 2^(exponent - bias), exactly: added to the exponent field, a zero code kept +0.
+constexpr float power_of_two(int n) {
+  double value = 1;
+  for (; n > 0; --n) value *= 2;
+  for (; n < 0; ++n) value /= 2;
+  return static_cast<float>(value);
+}
+
+// By exponent byte, two powers of two whose product scales a block format's decoded codes: each a normal float,
+// and so is a code times the first (AVX2 has no scalef; a single factor would be subnormal for tiny blocks).
+template <Format F>
+struct ScaleTables {
+  float first[256], second[256];
+  constexpr ScaleTables() : first(), second() {
+    for (int e = 0; e < 256; ++e) {
+      const int total = e - kExponentBias<F> - kCodeShift<F>, part = total < -100 ? -100 : total;
+      first[e] = power_of_two(part);
+      second[e] = power_of_two(total - part);
+    }
+  }
+};
+template <Format F>
+constexpr ScaleTables<F> kScales{};
+
+// Codes (int32 lanes) times 2^(exponent - bias), exactly: every product is a normal float.
 template <Format F>
 inline Vec scaled(__m256i codes, uint8_t exponent) {
-  const __m256i value = _mm256_castps_si256(_mm256_cvtepi32_ps(codes));
-  const __m256i zero = _mm256_cmpeq_epi32(codes, _mm256_setzero_si256());
-  const int shift = int{exponent} - kExponentBias<F> - kCodeShift<F>;
-  const __m256i bits = _mm256_add_epi32(value, _mm256_set1_epi32(shift * (1 << 23)));
-  return _mm256_castsi256_ps(_mm256_andnot_si256(zero, bits));
+  const __m256 first = _mm256_mul_ps(_mm256_cvtepi32_ps(codes), _mm256_set1_ps(kScales<F>.first[exponent]));
+  return _mm256_mul_ps(first, _mm256_set1_ps(kScales<F>.second[exponent]));
 }
 #endif
 
