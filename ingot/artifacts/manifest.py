@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.errors import ArtifactError
 
 SCHEMA_VERSION = 2  # 2: a cpu artifact names the CPU it needs (``cpu``)
@@ -125,6 +126,7 @@ class PackedLinear(_Strict):
     weights: list[str]  # the model's weight names, in the order of their output rows
     out_features: list[int]
     biases: list[str | None]  # their bias names (None: no bias); stored concatenated under the packed name + "_bias"
+    format: WeightFormat = WeightFormat.FP32  # what the packed tensor's records hold (biases stay float32)
 
 
 class WeightsInfo(_Strict):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.isa import vector_isa
 from ingot.compile.cpu.packed_linears import empty_packed, pack_weights, use_packed_linears
 from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
@@ -101,9 +102,9 @@ class CpuTarget:
             return ProgramWeights(named_tensors(module))
         packed: dict[str, torch.Tensor] = {}
 
-        def pack_once(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
+        def pack_once(name: str, weights: list[torch.Tensor], fmt: WeightFormat) -> torch.Tensor:
             if name not in packed:
-                packed[name] = pack_weights(name, weights)
+                packed[name] = pack_weights(name, weights, fmt)
             return packed[name]
 
         result = ProgramWeights({})
