@@ -11,7 +11,7 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "kv_cache_dtype")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
@@ -33,6 +33,10 @@ def compile_options_parent() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        help="cpu: the KV cache's keys and values in fp32 (default) or bf16 (half the bytes: twice the tokens)",
+    )
     parser.add_argument(
         "--prefill-buckets", type=int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
     )
@@ -135,6 +139,7 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
+        kv_cache_dtype=args.kv_cache_dtype,
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,

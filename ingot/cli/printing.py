@@ -60,7 +60,8 @@ def print_manifest(path: Path, manifest) -> None:
         out.print(f"anchors   {' '.join(f'{w}x{h}' for w, h in d.anchors)}")
     else:
         out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
-        out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+        kv = manifest.kv_cache
+        out.print(f"context   {manifest.buckets.max_context} tokens, KV cache {kv.dtype} in blocks of {kv.block_size}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
     for p in manifest.programs:

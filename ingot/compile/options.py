@@ -26,6 +26,8 @@ from ingot.sizes import ceil_div, powers_of_two
 TARGETS = ("cpu", "p150", "n150", "n300")
 BLOCK_SIZES = (8, 16, 32, 64, 128)
 EMITS = ("onnx",)
+# --kv-cache-dtype (vLLM's flag) -> the dtype of the cache tensor, as the manifest's kv_cache.dtype records it
+KV_CACHE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 ONNX_FILE = "model.onnx"  # what --emit onnx adds to a detector's artifact
 
 
@@ -39,6 +41,9 @@ def check_one_of(value: object, choices: Collection, message: str) -> object:
 def one_of(choices: Collection, message: str) -> AfterValidator:
     """A field's validator (``Annotated[int, one_of(...)]``): the value must be one of ``choices``."""
     return AfterValidator(lambda value: check_one_of(value, choices, message))
+
+
+KvCacheDtype = Annotated[str, one_of(KV_CACHE_DTYPES, "unknown KV-cache dtype {value!r}; choices: {choices}")]
 
 
 class TargetOptions(BaseModel):
@@ -90,6 +95,8 @@ class CompileOptions(TargetOptions):
     max_context: int = Field(2048, ge=64, le=131072)
     block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+    # keys and values as the cache stores them (bf16: half the bytes, so twice the tokens and half attention's reads)
+    kv_cache_dtype: KvCacheDtype = "fp32"
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +116,12 @@ class CompileOptions(TargetOptions):
             raise ValueError(f"prefill bucket {buckets[-1]} exceeds max context {self.max_context}")
         return self
 
+    @model_validator(mode="after")
+    def _kv_cache_dtype_on_cpu(self) -> CompileOptions:
+        if self.kv_cache_dtype != "fp32" and self.target != "cpu":
+            raise ValueError(f"--kv-cache-dtype {self.kv_cache_dtype} applies to the cpu target, not {self.target}")
+        return self
+
     @property
     def decode_batches(self) -> list[int]:
         return powers_of_two(1, self.max_batch)
@@ -116,6 +129,11 @@ class CompileOptions(TargetOptions):
     @property
     def max_blocks_per_sequence(self) -> int:
         return ceil_div(self.max_context, self.block_size)
+
+    @property
+    def kv_cache_torch_dtype(self) -> str:
+        """The KV cache's dtype by torch's name (``float32``, ``bfloat16``), as the manifest records it."""
+        return KV_CACHE_DTYPES[self.kv_cache_dtype]
 
 
 class DetectorOptions(TargetOptions):

@@ -1,5 +1,6 @@
 """ingot's native kernels against the computations they replace: paged decode attention against attention
-written out over a gathered context, the packed matrix product against ``linear``."""
+written out over a gathered context (over a float32 or a bfloat16 cache), the packed matrix product against
+``linear``; and the AVX2 build of each on this machine."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def library() -> Path:
 
 
 def _reference(query, kv_cache, layer, tables, lengths, scale):
-    """Each sequence's context gathered through its block table, softmax attention in float64."""
+    """Each sequence's context gathered through its block table, softmax attention in float64 (over a bfloat16
+    cache's values exactly: each converts to float32, then float64, without rounding)."""
     _, _, _, block_size, kv_heads, head_dim = kv_cache.shape
     group = query.shape[1] // kv_heads
     out = torch.empty_like(query, dtype=torch.float64)
@@ -37,23 +39,39 @@ def _reference(query, kv_cache, layer, tables, lengths, scale):
     return out
 
 
-@pytest.mark.parametrize(
-    "heads, kv_heads, head_dim, block_size",
-    # groups of 3, 1, 4, 2, 7, and 16 (two passes of 8 query rows); every head dim the kernel takes
-    [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)],
-)
-def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size):
+# groups of 3, 1, 4, 2, 7, and 16 (two passes of 8 query rows); every head dim the kernel takes
+ATTENTION_SHAPES = [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)]
+
+
+def _attention_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
+    """The kernel's arguments (layer 1 of a cache of ``dtype``) for five sequences: one token, a block boundary, a
+    partial block, the full table but one, the full table."""
     generator = torch.Generator().manual_seed(heads * head_dim)
     layers, num_blocks, batch, width = 2, 40, 5, 6
-    kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator)
+    kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator).to(dtype)
     query = torch.randn(batch, heads, head_dim, generator=generator)
     tables = torch.randperm(num_blocks, generator=generator)[: batch * width].reshape(batch, width)
-    # one token, a block boundary, a partial block, the full table
     lengths = torch.tensor([1, block_size, block_size + 3, width * block_size - 1, width * block_size])
-    scale = head_dim**-0.5
-    out = torch.ops.ingot.paged_decode_attention(query, kv_cache, 1, tables, lengths, scale)
-    expected = _reference(query, kv_cache, 1, tables, lengths, scale)
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    return query, kv_cache, 1, tables, lengths, head_dim**-0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads, kv_heads, head_dim, block_size", ATTENTION_SHAPES)
+def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size, dtype):
+    """A bfloat16 cache (--kv-cache-dtype bf16) is read as it is stored: float32 attention over its values."""
+    case = _attention_case(heads, kv_heads, head_dim, block_size, dtype)
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), _reference(*case), atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_reads_a_bfloat16_cache_as_the_float32_cache_of_its_values(library):
+    """Widening bfloat16 to float32 is exact, so the kernel gives the same bits over either cache of the same
+    values."""
+    query, kv_cache, layer, tables, lengths, scale = _attention_case(8, 2, 64, 16, torch.bfloat16)
+    narrow = torch.ops.ingot.paged_decode_attention(query, kv_cache, layer, tables, lengths, scale)
+    wide = torch.ops.ingot.paged_decode_attention(query, kv_cache.float(), layer, tables, lengths, scale)
+    assert torch.equal(narrow, wide)
 
 
 def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tmp_path):
@@ -181,5 +199,42 @@ def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(librar
     assert result.returncode == 0, result.stderr[-3000:]
     code = subprocess.run(
         ["objdump", "-d", str(build / "ingot_packed_linear_avx2.so")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks
+
+
+AVX2_ATTENTION_CHECK = """
+import sys, torch
+from torch.utils import cpp_extension
+source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+cpp_extension.load("ingot_paged_attention_avx2", [source], extra_cflags=flags, build_directory=build,
+                   is_python_module=False)
+for case, expected in torch.load(cases):
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+"""
+
+
+def test_paged_attention_built_for_avx2_matches_the_reference_over_either_cache(library, tmp_path):
+    """The AVX2 build (8-float vectors; bfloat16 widened 8 at a time), built alone in a fresh process (this one has
+    the native build's ops), against the same float64 reference."""
+    cases = [
+        (case, _reference(*case))
+        for dtype in (torch.float32, torch.bfloat16)
+        for case in [_attention_case(*shape, dtype) for shape in ATTENTION_SHAPES]
+    ]
+    torch.save(cases, tmp_path / "cases.pt")
+    source = SOURCES[0].parent / "paged_attention.cpp"
+    build = BUILD_ROOT / "paged-attention-avx2"  # apart from the builds of the library
+    build.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", AVX2_ATTENTION_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    code = subprocess.run(
+        ["objdump", "-d", str(build / "ingot_paged_attention_avx2.so")], capture_output=True, text=True, check=True
     ).stdout
     assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks

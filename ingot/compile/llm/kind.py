@@ -83,7 +83,7 @@ class LanguageModelKind:
             num_kv_heads=config.num_key_value_heads,
             head_dim=head_dim,
             block_size=options.block_size,
-            dtype=options.dtype,
+            dtype=options.kv_cache_torch_dtype,
         )
         return self.step
 
@@ -130,9 +130,9 @@ class LanguageModelKind:
         """Run the artifact against the float32 model; on a device target nothing runs here (no report)."""
         if target.accuracy is None:
             return manifest
-        from ingot.compile.verify.llm import verify_llm
+        from ingot.compile.verify.llm import llm_bar, verify_llm
 
-        bar = target.accuracy
+        bar = llm_bar(target.accuracy, manifest)
         report = verify_llm(workdir, manifest, self.loaded.model, self.loaded.tokenizer, bar.min_pcc, bar.min_top1)
         return manifest.model_copy(update={"verification": report})
 

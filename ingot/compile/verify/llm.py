@@ -9,12 +9,14 @@ program takes them and decoded together. PCC, max abs error and top-1/top-5 agre
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from ingot.artifacts.manifest import Manifest, VerificationReport
+from ingot.compile.plan import AccuracyBar
 from ingot.compile.verify.metrics import agreement, pcc
 from ingot.compile.verify.references import LLM_REFERENCE
 from ingot.compile.verify.sample_inputs import verification_tokens
@@ -28,6 +30,19 @@ if TYPE_CHECKING:
 PREFILL_TOKENS = 32
 BATCH_DECODE_STEPS = 4
 DECODE_NOTE_EVERY = 64  # decode steps between progress notes (a 1B model decodes a few steps a second here)
+# A bfloat16 KV cache keeps 8 significant bits of every key and value, which flips near-tied top-1 choices: on
+# SmolLM2 (eager, the verification text) logits PCC 0.9999962 and top-5 100%, but top-1 99.06% (3 of 320 tokens),
+# at the edge of the float32 bar's 99%. So it owes Tenstorrent's bar instead, logits PCC >= 0.99 (what tt-metal
+# holds its models to, with their bfloat16 or bfloat8_b caches; --weight-format's smaller formats owe it too), with
+# no top-1 bar: top-1 agreement is reported.
+NARROW_KV_CACHE_BAR = {"min_pcc": 0.99, "min_top1": 0.0}
+
+
+def llm_bar(target_bar: AccuracyBar, manifest: Manifest) -> AccuracyBar:
+    """What a language model's verification owes: its target's bar, loosened for a KV cache narrower than float32."""
+    if manifest.kv_cache.dtype == "float32":
+        return target_bar
+    return dataclasses.replace(target_bar, **NARROW_KV_CACHE_BAR)
 
 
 def verify_llm(

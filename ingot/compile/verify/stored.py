@@ -13,7 +13,7 @@ from ingot.artifacts.manifest import DetectionVerificationReport, VerificationRe
 from ingot.compile.options import ONNX_FILE
 from ingot.compile.targets import get_target
 from ingot.compile.verify.detector import verify_detector
-from ingot.compile.verify.llm import verify_llm
+from ingot.compile.verify.llm import llm_bar, verify_llm
 from ingot.compile.verify.references import detector_reference, reference_model
 
 
@@ -31,4 +31,5 @@ def verify_stored(directory: Path) -> VerificationReport | DetectionVerification
         return verify_detector(directory, manifest, reference, bar.min_detection_pcc, onnx_file, bar.min_onnx_pcc)
     tokenizer = AutoTokenizer.from_pretrained(directory / manifest.tokenizer.directory)
     reference = reference_model(directory, manifest)
+    bar = llm_bar(bar, manifest)
     return verify_llm(directory, manifest, reference, tokenizer, bar.min_pcc, bar.min_top1)
