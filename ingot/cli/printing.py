@@ -101,10 +101,10 @@ def print_tt_descriptor(descriptor) -> None:
     out.print(f"system descriptor {descriptor.file} (sha256 {descriptor.sha256[:16]}...): {descriptor.origin}")
     stamp = descriptor.restamped
     if stamp:
+        out.print(f"  re-stamped from {stamp.repository} {stamp.path} at {stamp.commit[:10]}")
         out.print(
-            f"  re-stamped from {stamp.repository} {stamp.path} at {stamp.commit[:10]} (sha256 "
-            f"{stamp.original_sha256[:16]}..., {stamp.license}); one field changed: {stamp.field} "
-            f"{stamp.original[:12]}... -> {stamp.replacement[:12]}..."
+            f"  original sha256 {stamp.original_sha256[:16]}..., {stamp.license}; one field changed: "
+            f"{stamp.field} {stamp.original[:12]}... -> {stamp.replacement[:12]}..."
         )
 
 

@@ -97,6 +97,7 @@ def test_inspect_and_verify_show_the_check(tt_compiled, session_store):
 # its torch program computes, exported for JAX's CPU backend in place of the lowered one.
 PERTURB = """
 import sys, jax
+from pathlib import Path
 path = Path(sys.argv[1])
 original = jax.export.deserialize(bytearray(path.read_bytes()))
 def perturbed(weights, inputs):
