@@ -49,11 +49,32 @@ class TensorSpec(_Strict):
     shape: list[int | str]
 
 
+class OutputAgreement(_Strict):
+    """One output of a program run two ways on the same inputs."""
+
+    pcc: float
+    max_abs_error: float
+
+
+class ConversionCheck(_Strict):
+    """A TT program's JAX function (what was lowered to TT-NN), run on JAX's CPU backend, against the torch program
+    it was converted from, on the same inputs: the artifact's weights and, for a language-model step, a filled
+    KV cache with scattered block tables and padding (see ingot.compile.verify.tt_conversion)."""
+
+    outputs: dict[str, OutputAgreement]  # output name -> agreement; the KV cache: the slots outside the padding block
+    pcc: float  # the lowest over the outputs
+    max_abs_error: float  # the largest over the outputs
+    min_pcc: float
+    passed: bool
+
+
 class TtProgramInfo(_Strict):
     """A program lowered for a Tenstorrent target: how, with what, and what it is made of."""
 
     status: Literal["lowered", "cpu-fallback"]  # cpu-fallback: ops did not lower (file is "", no .ttnn)
-    ttnn_ops: dict[str, int]  # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from
+    # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from; an activation fused into another op's
+    # attributes counts as "ttnn.<activation> (fused)" (see ingot.compile.tt.ops)
+    ttnn_ops: dict[str, int]
     unlowered_ops: list[str] = []
     error: str | None = None
     dumps: list[ArtifactPath] = []  # TTIR / TTNN MLIR files beside the .ttnn
@@ -63,6 +84,9 @@ class TtProgramInfo(_Strict):
     toolchain: dict[str, str]  # plugin and frontend versions, system descriptor sha256
     optimization_level: int
     seconds: float
+    torch_program: ArtifactPath | None = None  # the torch.export program it was converted from, without weights
+    jax_program: ArtifactPath | None = None  # its JAX function exported for JAX's CPU backend (jax.export)
+    conversion: ConversionCheck | None = None  # None: not checked (a cpu-fallback program, an older artifact)
 
 
 class ProgramSpec(_Strict):
@@ -215,12 +239,35 @@ class TtDetectionPrediction(_Strict):
     applied: dict[str, int]  # "<tensor kind> <format>" -> how many tensors were stored in it
 
 
+class Restamp(_Strict):
+    """A file taken from another repository with one field rewritten: where from, under which license, what changed."""
+
+    repository: str
+    commit: str
+    path: str
+    license: str
+    original_sha256: str
+    field: str
+    original: str
+    replacement: str
+
+
+class SystemDescriptorInfo(_Strict):
+    """The system descriptor a Tenstorrent artifact was compiled against (compile-only mode), and where it is from."""
+
+    file: str  # its name in ingot/compile/tt/descriptors
+    sha256: str
+    origin: str
+    restamped: Restamp | None = None  # a descriptor of another repository's, with one field rewritten
+
+
 class TtTargetInfo(_Strict):
     """What a Tenstorrent artifact was compiled for, why it is not verified on this host, and (a detector) its
     accuracy predicted on the CPU in the device's number formats."""
 
     spec: dict  # the device spec (ingot.compile.tt.specs.DeviceSpec)
     device_verification: str
+    descriptor: SystemDescriptorInfo | None = None  # None: an artifact built before ingot recorded it
     predicted: list[TtDetectionPrediction] = []
 
 

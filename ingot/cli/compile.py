@@ -29,7 +29,7 @@ def compile_options_parent() -> argparse.ArgumentParser:
     """MODEL and the options that make its artifact key, which `compile` and `cache-key` share."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
-    parser.add_argument("--target", help="cpu (default), p150, n150, n300")
+    parser.add_argument("--target", help="cpu (default), p150, n150, n300 (Wormhole: optimization level 0)")
     parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
@@ -52,6 +52,11 @@ def compile_options_parent() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-cpu-fallback", action="store_true",
         help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
+    )
+    parser.add_argument(
+        "--allow-unverified", action="store_true",
+        help="Tenstorrent targets: record a program whose JAX conversion disagrees with its torch program "
+        "(PCC < 0.9999 on JAX's CPU backend) instead of failing the compile",
     )
     detector = parser.add_argument_group("detectors (yolov4)")
     detector.add_argument("--weights", help="yolov4.weights (Darknet) or the pytorch-YOLOv4 port's .pth/.safetensors")
@@ -127,6 +132,7 @@ def _detector_options(args: argparse.Namespace):
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
+        allow_unverified=args.allow_unverified or None,
     )
 
 
@@ -143,4 +149,5 @@ def _options(args: argparse.Namespace):
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
+        allow_unverified=args.allow_unverified or None,
     )

@@ -86,16 +86,33 @@ def _cpu_isa(cpu) -> str:
 
 
 def print_tt_build(manifest) -> None:
-    """A Tenstorrent artifact's programs, its device verification, and the accuracy predicted when it was built."""
+    """A Tenstorrent artifact's descriptor, programs, conversion check, device verification, and the accuracy
+    predicted when it was built."""
+    if manifest.tt.descriptor:
+        print_tt_descriptor(manifest.tt.descriptor)
     print_tt_programs(manifest)
+    print_conversion_checks(manifest)
     out.print(f"verification: {manifest.tt.device_verification}")
     for prediction in manifest.tt.predicted:
         print_tt_detection_prediction(prediction)
 
 
+def print_tt_descriptor(descriptor) -> None:
+    """The system descriptor compiled against, and where it is from (a re-stamped one: from where, what changed)."""
+    out.print(f"system descriptor {descriptor.file} (sha256 {descriptor.sha256[:16]}...): {descriptor.origin}")
+    stamp = descriptor.restamped
+    if stamp:
+        out.print(f"  re-stamped from {stamp.repository} {stamp.path} at {stamp.commit[:10]}")
+        out.print(
+            f"  original sha256 {stamp.original_sha256[:16]}..., {stamp.license}; one field changed: "
+            f"{stamp.field} {stamp.original[:12]}... -> {stamp.replacement[:12]}..."
+        )
+
+
 def print_tt_programs(manifest) -> None:
-    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart)."""
-    from ingot.compile.tt.ops import BOOKKEEPING
+    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart, activations fused into
+    another op counted as their own, marked "(fused)")."""
+    from ingot.compile.tt.ops import BOOKKEEPING, is_fused
 
     tt = manifest.tt.spec
     title = f"TT-NN programs for {tt['device']} (optimization level {manifest.programs[0].tt.optimization_level})"
@@ -106,7 +123,31 @@ def print_tt_programs(manifest) -> None:
         listing = ", ".join(f"{op.removeprefix('ttnn.')} {n}" for op, n in compute.items())
         if info.status != "lowered":
             listing = "not lowered: " + ", ".join(info.unlowered_ops)
-        table.add_row(p.name, info.status, str(sum(info.ttnn_ops.values())), listing)
+        ops = sum(n for op, n in info.ttnn_ops.items() if not is_fused(op))
+        table.add_row(p.name, info.status, str(ops), listing)
+    out.print(table)
+
+
+def print_conversion_checks(manifest) -> None:
+    """Per program: its JAX function on JAX's CPU backend against its torch program, output by output."""
+    checked = [p for p in manifest.programs if p.tt and p.tt.conversion]
+    if not checked:
+        out.print("conversion check: none recorded (an artifact built before ingot checked TT conversions)")
+        return
+    title = "conversion check: each program's JAX function (what was lowered) on JAX's CPU backend vs its torch program"
+    table = Table("program", "output", "PCC", "max abs error", "result", box=None, title=title)
+    allowed = manifest.options.get("allow_unverified")
+    for p in checked:
+        check = p.tt.conversion
+        verdict = "[green]passed[/green]" if check.passed else "[red]FAILED[/red]"
+        if not check.passed and allowed:
+            verdict += " (recorded: --allow-unverified)"
+        for i, (name, agreement) in enumerate(check.outputs.items()):
+            shown = f"{name} (written slots)" if name == "kv_cache" else name
+            table.add_row(
+                p.name if i == 0 else "", shown, f"{agreement.pcc:.8f}", f"{agreement.max_abs_error:.3g}",
+                f"{verdict} (>= {check.min_pcc})" if i == 0 else "",
+            )  # fmt: skip
     out.print(table)
 
 

@@ -56,6 +56,7 @@ class TargetOptions(BaseModel):
     # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
     optimization_level: Annotated[int | None, one_of((None, 0, 1, 2), "optimization level must be 0, 1 or 2")] = None
     allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
+    allow_unverified: bool = False  # Tenstorrent targets: record a failed conversion check instead of failing
     # cpu: the vector ISA its native code is compiled for (avx2, avx512); "native" (the default) is resolved here
     # to this CPU's, so the cache key names it. None on a Tenstorrent target.
     cpu_isa: str | None = Field(None, validate_default=True)
@@ -74,6 +75,8 @@ class TargetOptions(BaseModel):
             raise ValueError("--optimization-level applies to Tenstorrent targets (p150), not cpu")
         if self.target == "cpu" and self.allow_cpu_fallback:
             raise ValueError("--allow-cpu-fallback applies to Tenstorrent targets (p150), not cpu")
+        if self.target == "cpu" and self.allow_unverified:
+            raise ValueError("--allow-unverified applies to Tenstorrent targets (p150), not cpu")
         return self
 
     @classmethod
