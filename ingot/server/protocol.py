@@ -74,6 +74,11 @@ class SamplingFields(_Request):
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
 
+    @property
+    def include_usage(self) -> bool:
+        """A stream's chunks carry ``usage`` (null until the last one, which has only the usage)."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
 
 def _prompt_form(prompt: object) -> str:
     """Which of OpenAI's four prompt forms this is, from its first element, so that only that form is validated
@@ -243,7 +248,7 @@ class CompletionResponse(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = Field(None, exclude_if=lambda usage: usage is None)
+    usage: Usage | None = None  # None only in a stream's chunks, which leave it out unless include_usage
 
 
 class TopLogprob(BaseModel):
@@ -329,7 +334,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = Field(None, exclude_if=lambda usage: usage is None)
+    usage: Usage | None = None  # left out unless include_usage
 
 
 class ModelCard(BaseModel):

@@ -14,7 +14,7 @@ import torch
 
 from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.packed_linears import pack_linear_weight, unpack_linear_weight
-from ingot.compile.kernels import BUILD_ROOT, SOURCES, build_kernels
+from ingot.compile.kernels import build_kernels, library_file
 from tests.compile.test_packed_formats import extreme_weights
 
 
@@ -150,26 +150,26 @@ def test_packed_linear_gives_a_row_the_same_bits_in_any_batch(library, in_featur
             assert torch.equal(torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, b)[0], batches[300][row])
 
 
-AVX2_FLAGS = ["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+# In a process of its own: this one has loaded the native build, whose ops an AVX2 build would register again.
 AVX2_CHECK = """
 import sys, torch
-from torch.utils import cpp_extension
-source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-cpp_extension.load("ingot_packed_linear_avx2", [source], extra_cflags=flags, build_directory=build,
-                   is_python_module=False)
-for x, packed, fmt, weight, bias, out_features, expected in torch.load(cases):
+from ingot.compile.kernels import build_kernels
+build_kernels("avx2")
+linears, attention = torch.load(sys.argv[1])
+for x, packed, fmt, weight, bias, out_features, expected in linears:
     out = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt)
     atol = 1e-4 * max(1.0, x.shape[-1] / 1000)
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), atol=atol, rtol=1e-5)
     assert torch.equal(out, expected), f"{fmt}: not the bits of the AVX-512 build"
+for case, expected in attention:
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
 """
 
 
-def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(library, tmp_path):
-    """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernel's 256-bit path, 4 x 24 tiles, which this
-    machine runs too; it sums each row in the same order, so it gives the very bits of the native build. So do
-    weights stored in Tenstorrent's formats, which it decodes 8 columns at a time."""
-    generator = torch.Generator().manual_seed(1)
+def _linear_cases(generator: torch.Generator) -> list[tuple]:
+    """Every format at every shape, against the native build's output; and times the identity, the decoded
+    weights themselves, bit for bit."""
     cases = []
     for fmt in WeightFormat:
         for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
@@ -180,61 +180,31 @@ def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(librar
             native = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt.value)
             decoded = unpack_linear_weight(packed, out_features, fmt).contiguous()
             cases.append((x, packed, fmt.value, decoded, bias, out_features, native))
-        weight = extreme_weights(101, 40)  # times the identity: the decoded weights themselves, bit for bit
+        weight = extreme_weights(101, 40)
         packed = pack_linear_weight(weight, fmt)
         native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 101, None, fmt.value)
         decoded = unpack_linear_weight(packed, 101, fmt).contiguous()
         assert torch.equal(native, decoded.T)
         cases.append((torch.eye(40), packed, fmt.value, decoded, None, 101, native))
-    torch.save(cases, tmp_path / "cases.pt")
-    source = SOURCES[0].parent / "packed_linear.cpp"
-    build = BUILD_ROOT / "packed-linear-avx2"  # apart from the builds of the library
-    build.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-c", AVX2_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    code = subprocess.run(
-        ["objdump", "-d", str(build / "ingot_packed_linear_avx2.so")], capture_output=True, text=True, check=True
-    ).stdout
-    assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks
+    return cases
 
 
-AVX2_ATTENTION_CHECK = """
-import sys, torch
-from torch.utils import cpp_extension
-source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-cpp_extension.load("ingot_paged_attention_avx2", [source], extra_cflags=flags, build_directory=build,
-                   is_python_module=False)
-for case, expected in torch.load(cases):
-    out = torch.ops.ingot.paged_decode_attention(*case)
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
-"""
-
-
-def test_paged_attention_built_for_avx2_matches_the_reference_over_either_cache(library, tmp_path):
-    """The AVX2 build (8-float vectors; bfloat16 widened 8 at a time), built alone in a fresh process (this one has
-    the native build's ops), against the same float64 reference."""
-    cases = [
+def test_the_library_built_for_avx2_matches_the_references_and_the_native_build(library, tmp_path):
+    """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernels' 256-bit paths, which this machine runs
+    too. packed_linear (4 x 24 tiles; Tenstorrent's formats decoded 8 columns at a time) sums each row in the same
+    order, so it gives the very bits of the native build; the decode attention (8-float vectors, bfloat16 widened
+    8 at a time) matches the same float64 reference over either cache."""
+    attention = [
         (case, _reference(*case))
         for dtype in (torch.float32, torch.bfloat16)
         for case in [_attention_case(*shape, dtype) for shape in ATTENTION_SHAPES]
     ]
-    torch.save(cases, tmp_path / "cases.pt")
-    source = SOURCES[0].parent / "paged_attention.cpp"
-    build = BUILD_ROOT / "paged-attention-avx2"  # apart from the builds of the library
-    build.mkdir(parents=True, exist_ok=True)
+    torch.save((_linear_cases(torch.Generator().manual_seed(1)), attention), tmp_path / "cases.pt")
     result = subprocess.run(
-        [sys.executable, "-c", AVX2_ATTENTION_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, "-c", AVX2_CHECK, str(tmp_path / "cases.pt")], capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
     code = subprocess.run(
-        ["objdump", "-d", str(build / "ingot_paged_attention_avx2.so")], capture_output=True, text=True, check=True
+        ["objdump", "-d", str(library_file("avx2"))], capture_output=True, text=True, check=True
     ).stdout
     assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks
