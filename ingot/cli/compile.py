@@ -11,7 +11,7 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "weight_format", "allow_low_accuracy")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
@@ -40,6 +40,17 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "--cpu-isa",
         help="cpu: the vector ISA the native code needs, avx2 or avx512 (a portable artifact for a fleet); "
         "default native: this CPU's own",
+    )
+    parser.add_argument(
+        "--weight-format",
+        help="cpu: the number format linear weights are stored in: fp32 (default), bf16, bfp8, bfp4 (Tenstorrent's "
+        "bfloat16, bfloat8_b, bfloat4_b), or a Tenstorrent policy choosing per layer: accuracy (bf16 attention, bfp8 "
+        "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down)",
+    )
+    parser.add_argument(
+        "--allow-low-accuracy", action="store_true",
+        help="with --weight-format other than fp32: publish an artifact whose logits PCC against float32 is below "
+        "Tenstorrent's 0.99, recording it in its report, instead of failing the compile",
     )
     parser.add_argument(
         "--optimization-level", type=int, choices=(0, 1, 2),
@@ -138,4 +149,6 @@ def _options(args: argparse.Namespace):
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
+        weight_format=args.weight_format,
+        allow_low_accuracy=args.allow_low_accuracy or None,
     )

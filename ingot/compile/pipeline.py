@@ -208,7 +208,7 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
         with progress.stage(kind.verify_stage(target)):
             manifest = kind.verify(target, workdir, manifest)
     report = manifest.verification
-    if report is not None and not report.passed:
+    if report is not None and not report.accepted:
         raise VerificationError(kind.failure(report))
     return publish(workdir, manifest)
 
