@@ -126,6 +126,7 @@ class PackedLinear(_Strict):
     weights: list[str]  # the model's weight names, in the order of their output rows
     out_features: list[int]
     biases: list[str | None]  # their bias names (None: no bias); stored concatenated under the packed name + "_bias"
+    format: WeightFormat = WeightFormat.FP32  # what the packed tensor's records hold (biases stay float32)
 
 
 class WeightsInfo(_Strict):

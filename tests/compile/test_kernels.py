@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ingot.compile.cpu.packed_linears import pack_linear_weight
+from ingot.artifacts.weight_format import WeightFormat
+from ingot.compile.cpu.packed_linears import pack_linear_weight, unpack_linear_weight
 from ingot.compile.kernels import BUILD_ROOT, SOURCES, build_kernels
 
 
@@ -137,26 +138,29 @@ from torch.utils import cpp_extension
 source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 cpp_extension.load("ingot_packed_linear_avx2", [source], extra_cflags=flags, build_directory=build,
                    is_python_module=False)
-for x, packed, weight, bias, out_features, expected in torch.load(cases):
-    out = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
+for x, packed, fmt, weight, bias, out_features, expected in torch.load(cases):
+    out = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt)
     atol = 1e-4 * max(1.0, x.shape[-1] / 1000)
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), atol=atol, rtol=1e-5)
-    assert torch.equal(out, expected), "not the bits of the AVX-512 build"
+    assert torch.equal(out, expected), f"{fmt}: not the bits of the AVX-512 build"
 """
 
 
 def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(library, tmp_path):
     """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernel's 256-bit path, 4 x 24 tiles, which this
-    machine runs too; it sums each row in the same order, so it gives the very bits of the native build."""
+    machine runs too; it sums each row in the same order, so it gives the very bits of the native build. So do
+    weights stored in Tenstorrent's formats, which it decodes 8 columns at a time."""
     generator = torch.Generator().manual_seed(1)
     cases = []
-    for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
-        weight = torch.randn(out_features, in_features, generator=generator)
-        bias = torch.randn(out_features, generator=generator)
-        x = torch.randn(rows, in_features, generator=generator)
-        packed = pack_linear_weight(weight)
-        native = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
-        cases.append((x, packed, weight, bias, out_features, native))
+    for fmt in WeightFormat:
+        for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
+            weight = torch.randn(out_features, in_features, generator=generator)
+            bias = torch.randn(out_features, generator=generator)
+            x = torch.randn(rows, in_features, generator=generator)
+            packed = pack_linear_weight(weight, fmt)
+            native = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt.value)
+            decoded = unpack_linear_weight(packed, out_features, fmt).contiguous()
+            cases.append((x, packed, fmt.value, decoded, bias, out_features, native))
     torch.save(cases, tmp_path / "cases.pt")
     source = SOURCES[0].parent / "packed_linear.cpp"
     build = BUILD_ROOT / "packed-linear-avx2"  # apart from the builds of the library

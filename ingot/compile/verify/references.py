@@ -42,7 +42,7 @@ def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
 
 def _unpacked(packed: torch.Tensor, bias: torch.Tensor | None, linears: PackedLinear) -> dict[str, torch.Tensor]:
     """The model's own weights (and biases) of linears stored packed together."""
-    weights = unpack_linear_weight(packed, sum(linears.out_features)).split(linears.out_features)
+    weights = unpack_linear_weight(packed, sum(linears.out_features), linears.format).split(linears.out_features)
     tensors = dict(zip(linears.weights, weights))
     if bias is not None:
         for name, part in zip(linears.biases, bias.split(linears.out_features)):
