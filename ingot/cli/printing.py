@@ -81,9 +81,7 @@ def weight_formats(manifest) -> str:
     choice = manifest.options.get("weight_format", "fp32")
     linears: dict[str, int] = {}
     for packed in manifest.weights.packed.values():
-        fmt = getattr(packed, "format", "fp32")
-        fmt = getattr(fmt, "value", fmt)
-        linears[fmt] = linears.get(fmt, 0) + len(packed.weights)
+        linears[packed.format.value] = linears.get(packed.format.value, 0) + len(packed.weights)
     parts = [f"{count} {fmt}" for fmt, count in sorted(linears.items())]
     line = f"{choice}: linears " + ", ".join(parts) if parts else choice
     rounded: dict[str, int] = {}

@@ -47,7 +47,7 @@ def create_app(
             name: ServedDetector(
                 name, detector, settings.max_queue,
                 image_pixel_limit(detector.info.input_size, settings.max_image_pixels),
-            )  # fmt: skip
+            )
             for name, detector in detectors.items()
         },
     )

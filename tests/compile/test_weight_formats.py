@@ -120,7 +120,7 @@ def test_every_linear_is_stored_in_bfp8_and_the_weights_file_shrinks_with_the_fo
     assert set(manifest.weights.rounded.values()) == {BF16} and len(manifest.weights.rounded) == 2 * 2 + 1
     assert not any("embed_tokens" in name for name in load_file(bfp8.path / manifest.weights.file))
     stored = load_file(bfp8.path / manifest.weights.file)
-    for name, group in manifest.weights.packed.items():
+    for name in manifest.weights.packed:
         panels, in_features, _ = stored[name].shape
         assert stored[name].nbytes == panels * PACK_WIDTH * in_features * BFP8.bytes_per_value
     fp32 = compiled("llama").manifest
@@ -129,11 +129,12 @@ def test_every_linear_is_stored_in_bfp8_and_the_weights_file_shrinks_with_the_fo
     assert 0.25 < size / fp32_size < 0.3  # 17/64 for the linears, the norms (0.7% of the values) still 4 bytes
 
 
-def test_bfp8_verifies_against_float32_beside_tenstorrents_numbers(bfp8):
+def test_bfp8_verifies_against_float32_beside_tenstorrents_numbers(bfp8, compiled):
     report = bfp8.manifest.verification
     assert report.reference == LLM_REFERENCE and report.weight_format == "bfp8"
-    assert report.passed and report.min_pcc == 0.99 and report.min_top1 == 0.0
-    assert 0.99 <= report.pcc < 0.99999  # the format costs something, and is held to Tenstorrent's bar
+    assert report.passed and report.min_pcc == 0.99 and report.min_top1 == 0.0 and report.pcc >= 0.99
+    # against the original weights, which the format changed: far from fp32's last-bit differences
+    assert report.max_abs_error > 100 * compiled("llama").manifest.verification.max_abs_error
     assert report.tenstorrent.min_pcc == 0.99 and report.tenstorrent.reported_model == "Llama-3.1-8B"
     assert report.tenstorrent.reported_top1 is None  # one format for all: no tt-metal mode to compare with
 

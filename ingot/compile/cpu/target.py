@@ -146,7 +146,7 @@ def _attr(module: torch.nn.Module, name: str) -> torch.Tensor:
 
 def _formats(plan: ProgramPlan, program: torch.nn.Module) -> dict[str, WeightFormat]:
     """The format of each of the program's tensors that ``plan.weight_format`` stores in one."""
-    every = dict(remove_duplicate=False)  # a tied LM head is read by its own name too
+    every = {"remove_duplicate": False}  # a tied LM head is read by its own name too
     names = [name for name, _ in itertools.chain(program.named_parameters(**every), program.named_buffers(**every))]
     return tensor_formats(plan.weight_format, names)
 
