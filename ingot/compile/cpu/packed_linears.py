@@ -111,9 +111,9 @@ def _records(columns: torch.Tensor, fmt: WeightFormat) -> torch.Tensor:
     codes = torch.ldexp(values, (_exponent_bias(fmt) - exponents).unsqueeze(-1).double()).round().to(torch.int32)
     if fmt is WeightFormat.BFP8:
         codes = codes.to(torch.int8).view(torch.uint8).reshape(columns.shape)
-    else:  # a sign bit above the magnitude; a block's values j and j + 8 share byte j
-        nibbles = (codes.abs() | torch.where(codes < 0, 8, 0)).reshape(blocks[:-1] + (2, BLOCK // 2))
-        codes = (nibbles[..., 0, :] | (nibbles[..., 1, :] << 4)).to(torch.uint8).flatten(-2)
+    else:  # two's complement nibbles; a block's value 2k + w is nibble k of its 32-bit word w
+        nibbles = (codes & 15).reshape(blocks[:-1] + (4, 2, 2))  # [..., block, k // 2, k % 2, w]
+        codes = (nibbles[..., 0, :] | (nibbles[..., 1, :] << 4)).transpose(-1, -2).flatten(-3).to(torch.uint8)
     return torch.cat([codes, exponents.to(torch.uint8)], dim=-1)
 
 
@@ -131,9 +131,9 @@ def _codes(records: torch.Tensor, fmt: WeightFormat) -> torch.Tensor:
     """The signed codes of every column of block-format records, as int32 [..., 48]."""
     if fmt is WeightFormat.BFP8:
         return _signed_byte(records[..., :PACK_WIDTH])
-    halves = records[..., : PACK_WIDTH // 2].reshape(records.shape[:-1] + (_BLOCKS, 1, BLOCK // 2)).to(torch.int32)
-    nibbles = torch.cat([halves & 15, halves >> 4], dim=-2).flatten(-3)
-    return _signed_nibble(nibbles)
+    words = records[..., : PACK_WIDTH // 2].reshape(records.shape[:-1] + (_BLOCKS, 2, 4)).to(torch.int32)
+    nibbles = torch.stack([words & 15, words >> 4], dim=-1).flatten(-2)  # [..., block, w, k]
+    return _signed_nibble(nibbles.transpose(-1, -2).flatten(-3))
 
 
 def _signed_byte(codes: torch.Tensor) -> torch.Tensor:
@@ -143,8 +143,8 @@ def _signed_byte(codes: torch.Tensor) -> torch.Tensor:
 
 
 def _signed_nibble(nibbles: torch.Tensor) -> torch.Tensor:
-    """A sign bit above a 3-bit magnitude -> int32."""
-    return torch.where(nibbles >= 8, 8 - nibbles, nibbles)
+    """4-bit two's complement -> int32."""
+    return nibbles - ((nibbles >> 3) << 4)
 
 
 def _exponents_at(fmt: WeightFormat) -> int:
@@ -176,9 +176,9 @@ def embedding_rows(packed: torch.Tensor, ids: torch.Tensor, fmt: str) -> torch.T
     if fmt is WeightFormat.BFP8:
         codes = _signed_byte(packed[panel, :, column])
     else:
-        within = column % BLOCK
-        halves = packed[panel, :, block * (BLOCK // 2) + within % (BLOCK // 2)].to(torch.int32)
-        codes = _signed_nibble((halves >> (within // (BLOCK // 2) * 4).unsqueeze(-1)) & 15)
+        word, nibble = column % 2, column % BLOCK // 2  # value 2k + w of a block is nibble k of its word w
+        pairs = packed[panel, :, block * (BLOCK // 2) + word * 4 + nibble // 2].to(torch.int32)
+        codes = _signed_nibble((pairs >> (nibble % 2 * 4).unsqueeze(-1)) & 15)
     return _scaled(codes, exponents, fmt)
 
 
