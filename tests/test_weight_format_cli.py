@@ -30,15 +30,16 @@ def test_a_bad_weight_format_is_a_one_line_error(tiny_model, tmp_path):
     assert not (tmp_path / "artifacts").exists()
 
 
-def test_ls_inspect_and_verify_show_the_weight_format(bfp8, session_store, capsys):
-    assert main(["ls", "--cache-dir", str(session_store.root)]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(bfp8.key))
+def test_ls_inspect_and_verify_show_the_weight_format(bfp8, session_store):
+    listed = run_cli("ls", cache_dir=session_store.root)
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(bfp8.key))
     assert " bfp8 " in row
-    assert main(["inspect", str(bfp8.path)]) == 0
-    assert "weights   bfp8: linears 15 bfp8; other tensors rounded to bf16 (5)" in capsys.readouterr().out
-    assert main(["verify", str(bfp8.path)]) == 0
-    printed = capsys.readouterr().out
+    inspected = run_cli("inspect", str(bfp8.path), cache_dir=session_store.root).stdout
+    assert "weights   bfp8: linears 15 bfp8; other tensors rounded to bf16 (5)" in inspected
+    verified = run_cli("verify", str(bfp8.path), cache_dir=session_store.root)
+    assert verified.returncode == 0, verified.stderr
     # what the compile measured against the original weights, then the re-run against the decoded ones
+    printed = verified.stdout
     assert printed.index("against the original float32 weights") < printed.index("on the artifact's decoded weights")
     assert "weights bfp8" in printed and "tt-metal reports (Llama-3.1-8B)" in printed
 
