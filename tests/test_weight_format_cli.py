@@ -32,7 +32,7 @@ def test_a_bad_weight_format_is_a_one_line_error(tiny_model, tmp_path):
 
 def test_ls_inspect_and_verify_show_the_weight_format(bfp8, session_store):
     listed = run_cli("ls", cache_dir=session_store.root)
-    row = next(line for line in listed.stdout.splitlines() if line.startswith(bfp8.key))
+    row = next(line for line in listed.stdout.splitlines() if line.strip().startswith(bfp8.key))
     assert " bfp8 " in row
     inspected = run_cli("inspect", str(bfp8.path), cache_dir=session_store.root).stdout
     assert "weights   bfp8: linears 15 bfp8; other tensors rounded to bf16 (5)" in inspected
