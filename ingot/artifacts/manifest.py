@@ -157,6 +157,9 @@ class WeightsInfo(_Strict):
     file: ArtifactPath
     aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
     packed: dict[str, PackedLinear] = {}  # a stored tensor's name -> the linears packed into it
+    # float32 tensors whose values are rounded to a format by --weight-format (norm weights, an untied embedding,
+    # biases): name -> that format (see ingot/compile/weight_formats.py)
+    rounded: dict[str, WeightFormat] = {}
 
 
 class Preprocess(_Strict):
@@ -197,6 +200,16 @@ class FileEntry(_Strict):
     size: int
 
 
+class TenstorrentAcceptance(_Strict):
+    """Tenstorrent's acceptance numbers for a language model's logits against its float32 reference: PCC, and the
+    teacher-forced top-1/top-5 tt-metal reports for ``reported_model`` in a mode (None: no mode to compare with)."""
+
+    min_pcc: float
+    reported_model: str
+    reported_top1: float | None
+    reported_top5: float | None
+
+
 class VerificationReport(_Strict):
     reference: str
     num_tokens: int
@@ -209,7 +222,16 @@ class VerificationReport(_Strict):
     min_pcc: float
     min_top1: float
     programs: dict[str, float]  # program name -> PCC of its logits against the reference
-    passed: bool
+    passed: bool  # every bar above was met
+    weight_format: str = "fp32"  # the artifact's --weight-format
+    # a weight format other than fp32: Tenstorrent's numbers, beside which the report is shown
+    tenstorrent: TenstorrentAcceptance | None = None
+    allowed_below_bar: bool = False  # not passed, and published anyway (--allow-low-accuracy)
+
+    @property
+    def accepted(self) -> bool:
+        """Passed, or let through by --allow-low-accuracy: the artifact may be published and served."""
+        return self.passed or self.allowed_below_bar
 
 
 class TtDetectionAcceptance(_Strict):
@@ -287,6 +309,10 @@ class DetectionVerificationReport(_Strict):
     onnx_pcc: float | None = None  # the exported ONNX in onnxruntime against the reference, when emitted
     min_onnx_pcc: float | None = None
     passed: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.passed
 
 
 class Manifest(_Strict):

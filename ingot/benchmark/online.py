@@ -28,6 +28,18 @@ def request_body(endpoint: str, model: str, prompt: str, output_len: int, extra:
     return body | (extra or {})
 
 
+def served_metadata(base_url: str, model: str, api_key: str | None = None) -> dict:
+    """What an ingot server's /v1/models says of ``model`` (its artifact, target, weight format); {} from a server
+    that says nothing (another server, or one that cannot be reached yet)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        cards = httpx.get(base_url.rstrip("/") + "/v1/models", headers=headers, timeout=30).json()["data"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+    card = next((c for c in cards if isinstance(c, dict) and c.get("id") == model), {})
+    return card.get("metadata") or {}
+
+
 async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: int) -> RequestRecord:
     record = RequestRecord(prompt_tokens=prompt_tokens)
     start = last = time.perf_counter()

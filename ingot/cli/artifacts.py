@@ -99,6 +99,10 @@ def cmd_verify(args: argparse.Namespace) -> None:
         _verify_tt_conversion(path, manifest)
         out.print(f"verification: {manifest.tt.device_verification if manifest.tt else 'not available'}")
     else:
+        recorded = manifest.verification
+        if recorded is not None and getattr(recorded, "weight_format", "fp32") != "fp32":
+            out.print("recorded at compile, against the original float32 weights (which the artifact no longer holds):")
+            print_verification(recorded)
         print_verification(report)
         if not report.passed:
             raise IngotError("verification failed")

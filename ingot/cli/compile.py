@@ -11,14 +11,17 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "kv_cache_dtype")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "kv_cache_dtype", "weight_format", "allow_low_accuracy")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
 def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
     options = compile_options_parent()
     sub = add_command(
-        commands, "compile", cmd_compile, "compile a model into a verified artifact (a cache hit does nothing)",
+        commands,
+        "compile",
+        cmd_compile,
+        "compile a model into a verified artifact (a cache hit does nothing)",
         parents=[cache_dir, options],
     )
     sub.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
@@ -46,15 +49,31 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "default native: this CPU's own",
     )
     parser.add_argument(
-        "--optimization-level", type=int, choices=(0, 1, 2),
+        "--weight-format",
+        help="cpu: the number format linear weights are stored in: fp32 (default), bf16, bfp8, bfp4 (Tenstorrent's "
+        "bfloat16, bfloat8_b, bfloat4_b), or a Tenstorrent policy choosing per layer: accuracy (bf16 attention, bfp8 "
+        "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down)",
+    )
+    parser.add_argument(
+        "--allow-low-accuracy",
+        action="store_true",
+        help="with --weight-format other than fp32: publish an artifact whose logits PCC against float32 is below "
+        "Tenstorrent's 0.99, recording it in its report, instead of failing the compile",
+    )
+    parser.add_argument(
+        "--optimization-level",
+        type=int,
+        choices=(0, 1, 2),
         help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
     )
     parser.add_argument(
-        "--allow-cpu-fallback", action="store_true",
+        "--allow-cpu-fallback",
+        action="store_true",
         help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
     )
     parser.add_argument(
-        "--allow-unverified", action="store_true",
+        "--allow-unverified",
+        action="store_true",
         help="Tenstorrent targets: record a program whose JAX conversion disagrees with its torch program "
         "(PCC < 0.9999 on JAX's CPU backend) instead of failing the compile",
     )
@@ -150,4 +169,6 @@ def _options(args: argparse.Namespace):
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
         allow_unverified=args.allow_unverified or None,
+        weight_format=args.weight_format,
+        allow_low_accuracy=args.allow_low_accuracy or None,
     )

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingot.artifacts.store import ArtifactStore, default_cache_dir
 from ingot.errors import IngotError, OptionError
+
+if TYPE_CHECKING:  # a type only: the options module is imported when a key is computed
+    from ingot.compile.options import CompileOptions
 
 
 def check_cache_dir(cache_dir: str | None) -> None:
@@ -42,13 +46,14 @@ def find_artifact(store: ArtifactStore, name: str) -> Path:
     return store.resolve(name)
 
 
-def default_artifact_key(model: str) -> str:
-    """The key of ``model``'s artifact with the default compile options (what `ingot serve MODEL` compiles)."""
+def default_artifact_key(model: str, options: CompileOptions | None = None) -> str:
+    """The key of ``model``'s artifact with the default compile options, or ``options`` (what `ingot serve MODEL`
+    compiles)."""
     from ingot.compile.options import CompileOptions
     from ingot.compile.pipeline import cache_key
     from ingot.models.source import resolve_source
 
-    return cache_key(resolve_source(model).digests(), CompileOptions())
+    return cache_key(resolve_source(model).digests(), options or CompileOptions())
 
 
 def newest_detector_artifact(store: ArtifactStore, model: str) -> Path:

@@ -52,6 +52,16 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     )
     sub.add_argument("--no-compile", action="store_true", help="serve only models already compiled; never compile")
     sub.add_argument(
+        "--weight-format",
+        help="a MODEL named as a model (not an artifact) means its artifact with these weights, compiled on a miss: "
+        "fp32 (default), bf16, bfp8, bfp4, accuracy or performance (see ingot compile --help)",
+    )
+    sub.add_argument(
+        "--served-model-name", action="append", metavar="NAME",
+        help="the name clients use for a MODEL instead of its model's name; once per MODEL, in order (e.g. to serve "
+        "two artifacts of one model together)",
+    )
+    sub.add_argument(
         "--shutdown-timeout", type=finite_float, default=defaults.DEFAULT_SHUTDOWN_TIMEOUT,
         help="seconds in-flight requests get to finish after SIGTERM",
     )
@@ -147,18 +157,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.server.run import bind_socket, serve
 
     settings = server_settings(args)
+    models = args.models or ["smollm2-135m"]
+    names = _served_names(args.served_model_name, len(models))
+    options = _compile_options(args)
     store = open_store(args)
     with bind_socket(args.host, args.port) as sock:
         artifacts: dict[str, tuple[Path, Manifest]] = {}
-        for model in args.models or ["smollm2-135m"]:
-            path = _artifact_path(store, model, args)
+        for model, name in zip(models, names):
+            path = _artifact_path(store, model, args, options)
             manifest = check_artifact(path)
             refusal = unservable_reason(manifest)
             if refusal:
                 raise IngotError(refusal)
-            if manifest.model.name in artifacts:
-                raise OptionError(f"two models are named {manifest.model.name}; served models need distinct names")
-            artifacts[manifest.model.name] = (path, manifest)
+            name = name or manifest.model.name
+            if name in artifacts:
+                raise OptionError(
+                    f"two models are named {name}: serve them under distinct names with --served-model-name "
+                    "(once per MODEL, in order)"
+                )
+            artifacts[name] = (path, manifest)
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         engines: dict[str, Engine] = {}
@@ -179,7 +196,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serve(engines, settings, sock, detectors)
 
 
-def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace) -> Path:
+def _served_names(names: list[str] | None, models: int) -> list[str | None]:
+    """The name each MODEL is served under (None: its model's own)."""
+    if names is None:
+        return [None] * models
+    if len(names) != models:
+        raise OptionError(f"--served-model-name: give one name per MODEL ({models} models, {len(names)} names)")
+    if not all(name.strip() and name.isprintable() for name in names):
+        raise OptionError("--served-model-name: a name is printable text, not empty")
+    return names
+
+
+def _compile_options(args: argparse.Namespace):
+    """The compile options a MODEL named as a model means (its artifact's key; compiled with them on a miss)."""
+    from ingot.compile.options import CompileOptions
+
+    return CompileOptions.parse(weight_format=args.weight_format)
+
+
+def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace, options) -> Path:
     """A registry's artifact (``oci://REF``, pulled on a cache miss); a built-in model's artifact (a language
     model's default-options one, compiled on a miss; a detector's newest: compiling one needs its weights); else an
     artifact key, prefix or path; else a model directory or file whose default-options artifact is compiled on a
@@ -199,19 +234,20 @@ def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace) -
         except ArtifactError:
             if not Path(model).expanduser().exists():
                 raise
-    key = default_artifact_key(model)
+    key = default_artifact_key(model, options)
     if not store.has(key):
         if args.no_compile:
             raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
-        _compile_in_child(model, store)
+        _compile_in_child(model, store, options.weight_format)
     return store.path(key)
 
 
-def _compile_in_child(model: str, store: ArtifactStore) -> None:
+def _compile_in_child(model: str, store: ArtifactStore, weight_format: str) -> None:
     """``ingot compile MODEL`` in a child process: a compile holds the model's weights more than once and inductor
     besides, and a process never gives all of that back, so a server that compiled in its own process would carry
     it for its whole life. The child prints its progress and, if it fails, its one-line error."""
     command = [sys.executable, "-m", "ingot.cli", "compile", model, "--cache-dir", str(store.root)]
+    command += ["--weight-format", weight_format]
     status = subprocess.call(command)
     if status != 0:
         raise SystemExit(status)

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
+from ingot.artifacts.weight_format import WEIGHT_FORMAT_CHOICES
 from ingot.errors import OptionError
 from ingot.models.yolov4.spec import INPUT_SIZES
 from ingot.sizes import ceil_div, powers_of_two
@@ -100,6 +101,13 @@ class CompileOptions(TargetOptions):
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
     # keys and values as the cache stores them (bf16: half the bytes, so twice the tokens and half attention's reads)
     kv_cache_dtype: KvCacheDtype = "fp32"
+    # cpu: the number format each linear's weight is stored in: one for all (fp32, bf16, bfp8, bfp4), or a
+    # Tenstorrent policy's per-layer choice (accuracy, performance); see ingot/compile/weight_formats.py
+    weight_format: Annotated[
+        str, one_of(WEIGHT_FORMAT_CHOICES, "unknown weight format {value!r}; choices: {choices}")
+    ] = "fp32"
+    # a weight format whose verification misses PCC 0.99 is recorded in the report instead of failing the compile
+    allow_low_accuracy: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +131,14 @@ class CompileOptions(TargetOptions):
     def _kv_cache_dtype_on_cpu(self) -> CompileOptions:
         if self.kv_cache_dtype != "fp32" and self.target != "cpu":
             raise ValueError(f"--kv-cache-dtype {self.kv_cache_dtype} applies to the cpu target, not {self.target}")
+        return self
+
+    @model_validator(mode="after")
+    def _weight_format(self) -> CompileOptions:
+        if self.target != "cpu" and self.weight_format != "fp32":
+            raise ValueError(f"--weight-format applies to the cpu target; a {self.target} artifact stores fp32 for now")
+        if self.allow_low_accuracy and self.weight_format == "fp32":
+            raise ValueError("--allow-low-accuracy applies to a --weight-format other than fp32 (which must match)")
         return self
 
     @property

@@ -337,14 +337,25 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None  # left out unless include_usage
 
 
+class ModelMetadata(BaseModel):
+    """ingot's own: the artifact behind a served name, so that a client can tell two artifacts of one model apart
+    (e.g. its fp32 and bfp8 weights, served together under --served-model-name)."""
+
+    artifact: str  # the artifact's key
+    model: str  # the model it was compiled from
+    target: str
+    weight_format: str | None  # a language model's --weight-format (fp32, bf16, bfp8, bfp4, accuracy, performance)
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "ingot"
-    root: str
+    root: str  # the model the artifact was compiled from (id, unless --served-model-name renamed it)
     parent: str | None = None
     max_model_len: int | None  # None for a detection model
+    metadata: ModelMetadata
 
 
 class ModelList(BaseModel):

@@ -52,6 +52,7 @@ def verify_llm(
     tokenizer: PreTrainedTokenizerBase,
     min_pcc: float,
     min_top1: float,
+    reference_name: str = LLM_REFERENCE,
 ) -> VerificationReport:
     tokens = verification_tokens(tokenizer, manifest.buckets.max_context)
     with torch.no_grad():
@@ -89,7 +90,7 @@ def verify_llm(
     report = agreement(actual, compared)
     passed = report["pcc"] >= min_pcc and report["top1_agreement"] >= min_top1 and min(programs.values()) >= min_pcc
     return VerificationReport(
-        reference=LLM_REFERENCE,
+        reference=reference_name,
         num_tokens=len(tokens),
         prefill_tokens=prefill_tokens,
         decode_steps=len(tokens) - prefill_tokens,
@@ -97,6 +98,7 @@ def verify_llm(
         min_top1=min_top1,
         programs=programs,
         passed=passed,
+        weight_format=manifest.options.get("weight_format", "fp32"),
         **report,
     )
 
