@@ -8,7 +8,7 @@ Imports nothing heavy: the cache key is computed from it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ingot.errors import OptionError
 from ingot.sizes import ceil_div
@@ -55,16 +55,11 @@ _WORMHOLE_LEVELS = (
 
 
 def _wormhole(target: str, chips: str) -> DeviceSpec:
-    return DeviceSpec(
+    return replace(
+        BLACKHOLE_P150,
         target=target,
         device=f"Tenstorrent Wormhole {target} ({chips})",
         arch="wormhole_b0",
-        max_concurrency=32,
-        max_context=8192,
-        prefill_bucket_multiple=32,
-        data_format="float32",
-        policy="accuracy",
-        optimization_level=0,
         max_optimization_level=0,
         higher_levels_refused=_WORMHOLE_LEVELS,
     )
