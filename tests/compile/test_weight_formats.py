@@ -61,7 +61,7 @@ def test_the_cache_key_differs_per_weight_format(tiny_model):
 
 def _untied_llama() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(**COMMON, **FAMILIES["llama3"][2])).eval()
+    return LlamaForCausalLM(LlamaConfig(**COMMON, **FAMILIES["llama3"][1])).eval()
 
 
 def test_a_policy_stores_attention_mlp_head_and_norms_in_its_formats():
