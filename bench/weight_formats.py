@@ -1,0 +1,136 @@
+"""ingot's weight formats beside llama.cpp's nearest formats, in one run: decode, prefill, 32 streams and memory.
+
+    python bench/weight_formats.py MODEL [--work-dir DIR] [--formats bf16,bfp8,bfp4] [--llama-types BF16,Q8_0,Q4_1]
+        [--kv-cache-dtype bf16] [--json FILE] [--markdown FILE] [--llama-server PATH] [...model_scale's workload options]
+
+MODEL as for bench/model_scale.py (the demo or a shape such as `llama-3.2-1b`). ingot: one artifact per
+`--weight-format` (compiled into DIR/cache unless already there, with `--allow-low-accuracy`: a random-weight shape
+measures speed only; the accuracy is the compile's verification report). llama.cpp: llama-server on the F32 GGUF of
+the same weights quantized to each of --llama-types by the gguf package's quantizers
+(`ingot.benchmark.gguf_f32.quantized_gguf`: every matrix in the type, vectors in F32, as `llama-quantize --pure`).
+Each server gets as many KV-cache tokens as ingot's cache holds; llama-server's f16 cache has the bytes per token of
+ingot's bf16 one. The workloads, medians and memory readings are model_scale's.
+
+Pairs compared (Tenstorrent format -> llama.cpp's nearest): bf16 -> BF16, bfp8 -> Q8_0, bfp4 -> Q4_1.
+Needs a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import gguf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_scale import ROWS, bench_ingot, bench_llama_server, compile_cold, prepare_model
+from online_peers import LLAMA_SERVER
+
+NEAREST = {"fp32": "F32", "bf16": "BF16", "bfp8": "Q8_0", "bfp4": "Q4_1"}
+SPEED_ROWS = [row for row in ROWS if row[1] in ("decode_b1", "prefill", "streams")]
+MEMORY_ROWS = [row for row in ROWS if row[1] in ("weight_bytes", "rss_after_warm_up", "expected_rss", "rss_after_workloads")]
+
+
+def llama_gguf(f32: Path, quant: str) -> Path:
+    from ingot.benchmark.gguf_f32 import quantized_gguf
+
+    if quant == "F32":
+        return f32
+    out = f32.with_name(f32.name.replace("-f32.gguf", f"-{quant}.gguf"))
+    if not out.exists():
+        quantized_gguf(f32, out, gguf.GGMLQuantizationType[quant])
+    return out
+
+
+def markdown(results: dict) -> str:
+    settings = results["settings"]
+    ingot, llama = results["ingot"], results["llama-server"]
+    lines = [
+        f"{results['model']}: kv-cache-gb {settings['kv_cache_gb']} (ingot's KV cache {settings['kv_cache_dtype']}, "
+        f"llama-server's {settings['llama_kv_type']}), prefill {settings['prefill_tokens']} tokens, {settings['streams']} "
+        f"streams of {settings['stream_input_len']}+{settings['stream_output_len']} tokens, {settings['threads']} threads, "
+        f"median of {settings['repeats']}",
+        "",
+        "| | " + " | ".join(f"ingot {f} / llama.cpp {NEAREST[f]}" for f in ingot) + " |",
+        "|---|" + "---|" * len(ingot),
+    ]
+    for label, key, scale, form in SPEED_ROWS + MEMORY_ROWS:
+        cells = []
+        for name, mine in ingot.items():
+            theirs = llama.get(NEAREST[name], {})
+            theirs = theirs | {"weight_bytes": theirs.get("gguf_bytes")}  # llama.cpp maps its file
+            a, b = mine.get(key), theirs.get(key)
+            text = " / ".join(form.format(v / scale) if v is not None else "-" for v in (a, b))
+            cells.append(text + (f" = **{a / b:.2f}x**" if a is not None and b else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    best_ingot = max(ingot, key=lambda f: ingot[f]["streams"])
+    best_llama = max(llama, key=lambda q: llama[q]["streams"])
+    ratio = ingot[best_ingot]["streams"] / llama[best_llama]["streams"]
+    lines += ["", f"Best streams: ingot {best_ingot} {ingot[best_ingot]['streams']:.1f} tok/s vs llama-server "
+              f"{best_llama} {llama[best_llama]['streams']:.1f} tok/s = **{ratio:.2f}x**"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="smollm2-135m, a Hugging Face directory, or a shape (llama-3.2-1b, ...)")
+    parser.add_argument("--work-dir", type=Path, required=True, help="models, GGUFs and the artifacts (DIR/cache)")
+    parser.add_argument("--formats", default="bf16,bfp8,bfp4", help="ingot --weight-format values")
+    parser.add_argument("--llama-types", default="BF16,Q8_0,Q4_1", help="llama.cpp tensor types (F32 is the source)")
+    parser.add_argument("--kv-cache-dtype", default="bf16", help="ingot's --kv-cache-dtype")
+    parser.add_argument("--kv-cache-gb", type=float, default=1.0, help="ingot's KV cache; llama-server gets as many tokens")
+    parser.add_argument("--llama-server", type=Path, default=LLAMA_SERVER, help="llama.cpp's llama-server binary")
+    parser.add_argument("--llama-kv-type", default="f16", help="llama-server's KV-cache type (its default: f16)")
+    parser.add_argument("--threads", type=int, default=2, help="llama-server's threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--prefill-tokens", type=int, default=512)
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--stream-input-len", type=int, default=128)
+    parser.add_argument("--stream-output-len", type=int, default=128)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    if not args.llama_server.is_file():
+        parser.error(f"no llama-server at {args.llama_server}: build it with bench/build_llama_server.sh")
+    formats = args.formats.split(",")
+    unknown = [f for f in formats if f not in NEAREST]
+    if unknown:
+        parser.error(f"--formats: {', '.join(unknown)} has no nearest llama.cpp type (choose from {', '.join(NEAREST)})")
+
+    from transformers import AutoTokenizer
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    model, f32 = prepare_model(args.model, args.work_dir)
+    ggufs = {quant: llama_gguf(f32, quant) for quant in args.llama_types.split(",")}
+    artifacts = {}
+    for name in formats:
+        options = ["--weight-format", name, "--kv-cache-dtype", args.kv_cache_dtype, "--allow-low-accuracy"]
+        artifacts[name] = compile_cold(model, args.work_dir / "cache", options)
+        print(f"{name}: {artifacts[name]['path']}")
+    tokenizer = AutoTokenizer.from_pretrained(Path(next(iter(artifacts.values()))["path"]) / "tokenizer")
+    results: dict = {
+        "model": args.model,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "ingot": {},
+        "llama-server": {},
+    }
+    for name, artifact in artifacts.items():
+        results["ingot"][name] = bench_ingot(artifact, tokenizer, args)
+        print(name, {k: results["ingot"][name][k] for k in ("decode_b1", "prefill", "streams")}, flush=True)
+    context = max(r["kv_cache_tokens"] for r in results["ingot"].values())
+    for quant, path in ggufs.items():
+        results["llama-server"][quant] = bench_llama_server(path, context, tokenizer, args)
+        print(quant, {k: results["llama-server"][quant][k] for k in ("decode_b1", "prefill", "streams")}, flush=True)
+    table = markdown(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
