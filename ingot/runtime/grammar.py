@@ -10,12 +10,12 @@ request when it finishes, fails or is aborted.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 import xgrammar
 
@@ -64,10 +64,6 @@ class GrammarState:
     def accept(self, token_id: int) -> bool:
         """Advance by a sampled token; False if the grammar does not allow it (then the state is unchanged)."""
         return self._matcher.accept_token(token_id)
-
-    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the tokens allowed next into ``bitmask[row]``; at the grammar's end only the stop tokens."""
-        self._matcher.fill_next_token_bitmask(bitmask, row)
 
     @property
     def finished(self) -> bool:
@@ -123,21 +119,19 @@ def _first_line(error: Exception) -> str:
     return _LOG_PREFIX.sub("", lines[0]) if lines else type(error).__name__
 
 
+@functools.cache
+def _batch_matcher() -> xgrammar.BatchGrammarMatcher:
+    """Fills many requests' masks in one call on a thread per core: the model's step is over, its cores are free."""
+    return xgrammar.BatchGrammarMatcher(max_threads=torch.get_num_threads())
+
+
 def mask_logits(logits: torch.Tensor, rows: list[int], states: list[GrammarState]) -> torch.Tensor:
     """``logits`` [batch, vocab] with every token a state forbids at -inf in its row (``rows[i]`` is
-    ``states[i]``'s); a new tensor, the input untouched. The bitmask becomes a boolean mask over the vocabulary and
-    is applied to the constrained rows in one step: no loop over tokens."""
-    vocab = logits.shape[1]
-    bitmask = torch.empty((len(states), (vocab + 31) // 32), dtype=torch.int32)
-    for index, state in enumerate(states):
-        state.fill_mask(bitmask, index)
-    # xgrammar's layout: token t is bit t % 32 of word t // 32, so on a little-endian machine the words' bytes,
-    # unpacked lowest bit first, are the tokens in order (numpy's unpackbits: several times torch's shifts).
-    bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, count=vocab, bitorder="little")
-    allowed = torch.from_numpy(bits.view(np.bool_))
-    if len(rows) == logits.shape[0]:
-        return torch.where(allowed, logits, -torch.inf)
+    ``states[i]``'s); a new tensor, the input untouched. At a grammar's end only the stop tokens are allowed. One
+    call fills every row's bitmask and one applies them all: no Python loop over rows or tokens."""
+    batch, vocab = logits.shape
+    bitmask = torch.empty((batch, (vocab + 31) // 32), dtype=torch.int32)
+    _batch_matcher().batch_fill_next_token_bitmask([state._matcher for state in states], bitmask, rows)
     masked = logits.clone()
-    index = torch.tensor(rows, dtype=torch.long)
-    masked[index] = torch.where(allowed, logits[index], -torch.inf)
+    xgrammar.apply_token_bitmask_inplace(masked, bitmask, vocab_size=vocab, indices=rows)
     return masked
