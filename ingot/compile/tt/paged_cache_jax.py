@@ -14,8 +14,7 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from ingot.compile.tt import paged_cache
-from ingot.compile.tt.paged_cache import FILL_CUSTOM_CALL, UPDATE_CUSTOM_CALL
+from ingot.compile.tt.paged_cache import FILL_CUSTOM_CALL, UPDATE_CUSTOM_CALL  # also registers the torch ops
 
 
 def _update_on_cpu(cache, value, positions, page_table):
@@ -51,6 +50,11 @@ def _int32(x):
 
 def register_torchax_lowerings() -> None:
     """Map the torch ops onto the primitives for torchax's exported-program interpreter."""
+    import torch
+
+    from ingot.compile.tt.torchax_compat import import_torchax
+
+    import_torchax()
     from torchax.ops import ops_registry
 
     def update(cache, value, positions, page_table):
@@ -59,5 +63,5 @@ def register_torchax_lowerings() -> None:
     def fill(cache, value, page_table, batch_index):
         return paged_fill_cache_p.bind(cache, value, _int32(page_table), _int32(batch_index))
 
-    ops_registry.register_torch_dispatch_op(paged_cache.paged_update_cache._opoverload, update)
-    ops_registry.register_torch_dispatch_op(paged_cache.paged_fill_cache._opoverload, fill)
+    ops_registry.register_torch_dispatch_op(torch.ops.ingot.tt_paged_update_cache.default, update)
+    ops_registry.register_torch_dispatch_op(torch.ops.ingot.tt_paged_fill_cache.default, fill)

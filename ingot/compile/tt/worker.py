@@ -151,11 +151,10 @@ def main(job_path: str) -> int:
     import jax
 
     from ingot.compile.tt.ops import unlowered_ops
+    from ingot.compile.tt.paged_cache_jax import register_torchax_lowerings
     from ingot.compile.tt.torchax_compat import import_torchax
 
     import_torchax().default_env()  # the environment registers torchax's aten -> JAX lowerings
-    from ingot.compile.tt.paged_cache_jax import register_torchax_lowerings
-
     register_torchax_lowerings()  # TT's paged KV-cache writes (torch.ops.ingot.tt_paged_*)
     device = jax.devices("tt")[0]
     for program in job["programs"]:

@@ -3,6 +3,7 @@ ttnn.paged_fill_cache (prefill), never by a scatter over the whole cache; and ch
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -73,8 +74,6 @@ for primitive, op, args in cases:
 """
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True)
-    import io
-
     stream = io.BytesIO(done.stdout)
     (update_jax, update_torch), (fill_jax, fill_torch) = np.load(stream), np.load(stream)
     assert np.array_equal(update_jax, update_torch) and np.array_equal(fill_jax, fill_torch)
