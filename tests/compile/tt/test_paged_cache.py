@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.artifacts.manifest import ProgramSpec, TensorSpec, TtProgramInfo
 from ingot.compile.options import CompileOptions
 from ingot.compile.tt import paged_cache  # noqa: F401  (registers torch.ops.ingot.tt_paged_*)
+from ingot.compile.verify.tt_conversion_inputs import step_inputs
 from ingot.errors import OptionError
+from ingot.runtime.block_manager import PAD_BLOCK
 from tests.conftest import run_cli
 
 LAYERS, KV_HEADS, HEAD_DIM, BLOCK_SIZE = 2, 2, 16, 32  # the tiny Llama, at TT's default block size
@@ -93,6 +96,32 @@ def test_the_torch_ops_write_only_the_paged_slots():
     filled = torch.ops.ingot.tt_paged_fill_cache(cache, tokens, torch.tensor([[8, 1, 6]]), torch.tensor([0]))
     assert torch.equal(filled[8], tokens[0, :, :32]) and torch.equal(filled[1, :, :8], tokens[0, :, 32:])
     assert torch.equal(filled[1, :, 8:], cache[1, :, 8:]) and torch.equal(filled[6], cache[6])
+
+
+def _paged_step(batch: int, tokens: int, blocks: int = 8) -> ProgramSpec:
+    cache = [batch * blocks + 1, KV_HEADS, BLOCK_SIZE, HEAD_DIM]
+    shapes = {"input_ids": [batch, tokens], "position_ids": [batch, tokens], "slot_mapping": [batch, tokens],
+              "block_tables": [batch, blocks], "logits_index": [batch]}  # fmt: skip
+    shapes.update({f"kv_cache_{i}": cache for i in range(2 * LAYERS)})
+    info = TtProgramInfo(
+        status="lowered", ttnn_ops={}, toolchain={}, optimization_level=0, seconds=0.0,
+        inputs=[TensorSpec(name=n, dtype="int32", shape=s) for n, s in shapes.items()],
+    )  # fmt: skip
+    kind = "decode" if tokens == 1 else "prefill"
+    return ProgramSpec(name="p", kind=kind, file="", tt=info, batch=(batch, batch), tokens=(tokens, tokens),
+                       inputs=[], outputs=[])  # fmt: skip
+
+
+@pytest.mark.parametrize("batch, tokens", [(1, 32), (1, 64), (2, 1)])
+def test_the_check_fills_every_layers_cache_and_starts_a_prefill_chunk_at_a_block(batch, tokens):
+    inputs = step_inputs(_paged_step(batch, tokens), vocab_size=100, max_context=256)
+    caches = [inputs[f"kv_cache_{i}"] for i in range(2 * LAYERS)]
+    assert "kv_cache" not in inputs and all(c.std() > 0.5 for c in caches)  # filled, each its own values
+    assert not np.array_equal(caches[0], caches[1])
+    start = inputs["position_ids"][0, 0]
+    assert start > 0 and inputs["block_tables"][0, start // BLOCK_SIZE] != PAD_BLOCK
+    if tokens > 1:  # paged_fill_cache writes from the first block of the chunk: the chunk must start one
+        assert start % BLOCK_SIZE == 0
 
 
 def test_tt_targets_default_to_blocks_of_32_and_refuse_blocks_their_cache_ops_cannot_write():
