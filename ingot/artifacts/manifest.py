@@ -117,14 +117,29 @@ class ModelInfo(_Strict):
     source_sha256: dict[str, str]
 
 
+class PagedKVCache(_Strict):
+    """A Tenstorrent program's KV cache: per layer a key and a value cache in TT's paged layout, inputs
+    ``kv_cache_{2 * layer}`` (keys) and ``kv_cache_{2 * layer + 1}`` (values), each [num_blocks, kv_heads, block_size,
+    head_dim], donated to the program and written in place by the ops named here. A prefill program writes its tokens
+    from the block of ``position_ids[0, 0]``, which must start a block (a prompt, or a chunk of it, whose earlier
+    tokens fill whole blocks); a decode program writes each sequence's token at its position."""
+
+    inputs: list[str]
+    shape: list[int | str]
+    prefill_writes: str  # the TT-NN op, e.g. ttnn.paged_fill_cache
+    decode_writes: str  # e.g. ttnn.paged_update_cache
+
+
 class KVCacheLayout(_Strict):
-    """kv_cache[layers, 2, num_blocks, block_size, kv_heads, head_dim]; block 0 is the padding block."""
+    """kv_cache[layers, 2, num_blocks, block_size, kv_heads, head_dim]; block 0 is the padding block. A Tenstorrent
+    artifact keeps the same values per layer instead (``paged``)."""
 
     num_layers: int
     num_kv_heads: int
     head_dim: int
     block_size: int
     dtype: str
+    paged: PagedKVCache | None = None
 
 
 class Buckets(_Strict):

@@ -35,7 +35,9 @@ def compile_options_parent() -> argparse.ArgumentParser:
     parser.add_argument("--target", help="cpu (default), p150, n150, n300 (Wormhole: optimization level 0)")
     parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
-    parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
+    parser.add_argument(
+        "--block-size", type=int, help="tokens per KV-cache block (default 16; 32 on Tenstorrent targets)"
+    )
     parser.add_argument(
         "--kv-cache-dtype",
         help="cpu: the KV cache's keys and values in fp32 (default) or bf16 (half the bytes: twice the tokens)",

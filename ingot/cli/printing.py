@@ -65,6 +65,13 @@ def print_manifest(path: Path, manifest) -> None:
         )
         kv = manifest.kv_cache
         out.print(f"context   {manifest.buckets.max_context} tokens, KV cache {kv.dtype} in blocks of {kv.block_size}")
+        if kv.paged:
+            paged = kv.paged
+            out.print(
+                f"kv cache  per layer, {paged.inputs[0]}..{paged.inputs[-1]} (keys, values) {paged.shape} [blocks, "
+                f"kv_heads, block_size, head_dim], donated, written in place by {paged.prefill_writes} (prefill) "
+                f"and {paged.decode_writes} (decode)"
+            )
         out.print(f"weights   {weight_formats(manifest)}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)

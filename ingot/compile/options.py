@@ -26,6 +26,9 @@ from ingot.sizes import ceil_div, powers_of_two
 
 TARGETS = ("cpu", "p150", "n150", "n300")
 BLOCK_SIZES = (8, 16, 32, 64, 128)
+DEFAULT_BLOCK_SIZE = 16
+# Tenstorrent's paged KV-cache ops (ttnn.paged_update_cache / paged_fill_cache) take whole 32-row tiles per block
+TT_BLOCK_SIZE_MULTIPLE = 32
 EMITS = ("onnx",)
 # --kv-cache-dtype (vLLM's flag) -> the dtype of the cache tensor, as the manifest's kv_cache.dtype records it
 KV_CACHE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -97,7 +100,8 @@ class CompileOptions(TargetOptions):
 
     max_batch: int = Field(32, ge=1, le=256)
     max_context: int = Field(2048, ge=64, le=131072)
-    block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
+    # default: 16 on cpu, 32 on a Tenstorrent target (its paged cache ops need a multiple of 32)
+    block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = DEFAULT_BLOCK_SIZE
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
     # keys and values as the cache stores them (bf16: half the bytes, so twice the tokens and half attention's reads)
     kv_cache_dtype: KvCacheDtype = "fp32"
@@ -117,6 +121,22 @@ class CompileOptions(TargetOptions):
             if isinstance(max_context, int):
                 values = {**values, "prefill_buckets": tuple(powers_of_two(16, min(512, max(max_context, 16))))}
         return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_block_size(cls, values: dict) -> dict:
+        if values.get("block_size") is None and values.get("target", "cpu") != "cpu":
+            values = {**values, "block_size": TT_BLOCK_SIZE_MULTIPLE}
+        return values
+
+    @model_validator(mode="after")
+    def _tt_block_size(self) -> CompileOptions:
+        if self.target != "cpu" and self.block_size % TT_BLOCK_SIZE_MULTIPLE:
+            raise ValueError(
+                f"--block-size {self.block_size} on {self.target}: Tenstorrent's paged KV-cache ops write blocks of a "
+                f"multiple of {TT_BLOCK_SIZE_MULTIPLE} tokens"
+            )
+        return self
 
     @model_validator(mode="after")
     def _buckets(self) -> CompileOptions:

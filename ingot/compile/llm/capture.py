@@ -27,6 +27,12 @@ def _dim(name: str, low: int, high: int) -> Dim | None:
     return None if low == high else Dim(name, min=low, max=high)
 
 
+def paged_cache_names(num_layers: int) -> list[str]:
+    """A paged-cache program's cache inputs, as torch.export names a list argument's items: ``kv_cache_{2 * layer}``
+    holds a layer's keys, ``kv_cache_{2 * layer + 1}`` its values (as ``kv_cache[layer, 0 | 1]`` does on cpu)."""
+    return [f"kv_cache_{i}" for i in range(2 * num_layers)]
+
+
 def capture_program(
     step: CausalLMStep, plan: ProgramPlan, layout: KVCacheLayout, max_blocks: int
 ) -> tuple[ExportedProgram, list[TensorSpec], list[TensorSpec]]:
@@ -37,7 +43,9 @@ def capture_program(
     if plan.kind == "logits":
         return capture_logits(step, plan)
     prefill = plan.kind == "prefill"
-    step = CausalLMStep(step.model, decode_kernel=plan.decode_kernel, hidden_states=prefill)
+    step = CausalLMStep(
+        step.model, decode_kernel=plan.decode_kernel, hidden_states=prefill, paged_cache=plan.paged_cache
+    )
     batch = _example(*plan.batch, avoid=set())
     tokens = _example(*plan.tokens, avoid={batch})
     blocks = plan.blocks or _example(1, max_blocks, avoid={batch, tokens})
@@ -45,6 +53,14 @@ def capture_program(
     # A static cache can be large; export never reads its values, so it is left uninitialised.
     cache_init = torch.zeros if plan.cache_blocks is None else torch.empty
     long = dict(dtype=torch.long)
+    cache_dtype = getattr(torch, layout.dtype)
+    if plan.paged_cache:  # static shapes only: per layer, keys and values [blocks, kv_heads, block_size, head_dim]
+        paged_shape = (num_blocks, layout.num_kv_heads, layout.block_size, layout.head_dim)
+        kv_cache = [cache_init(*paged_shape, dtype=cache_dtype) for _ in range(2 * layout.num_layers)]
+    else:
+        kv_cache = cache_init(
+            layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim, dtype=cache_dtype
+        )
     # Distinct tensors: export treats one tensor passed twice as one input.
     example = {
         "input_ids": torch.zeros(batch, tokens, **long),
@@ -52,10 +68,7 @@ def capture_program(
         "slot_mapping": torch.zeros(batch, tokens, **long),
         "block_tables": torch.zeros(batch, blocks, **long),
         "logits_index": torch.zeros(batch, **long),
-        "kv_cache": cache_init(
-            layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
-            dtype=getattr(torch, layout.dtype),
-        ),
+        "kv_cache": kv_cache,
     }
     b, t = _dim("batch", *plan.batch), _dim("tokens", *plan.tokens)
     nb = None if plan.blocks else Dim("blocks", min=1, max=max_blocks)
@@ -69,6 +82,8 @@ def capture_program(
         "kv_cache": {2: cb},
     }
     dynamic = {name: {axis: d for axis, d in axes.items() if d is not None} for name, axes in dynamic.items()}
+    if plan.paged_cache:
+        dynamic["kv_cache"] = [{} for _ in kv_cache]
     with torch.no_grad():
         exported = torch.export.export(step, tuple(example.values()), dynamic_shapes=dynamic)
 
@@ -77,7 +92,8 @@ def capture_program(
     NB = "blocks" if nb is not None else blocks
     CB = "num_blocks" if cb is not None else num_blocks
     cache_shape = [layout.num_layers, 2, CB, layout.block_size, layout.num_kv_heads, layout.head_dim]
-    dtypes = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in example.items()}
+    dtypes = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in example.items() if name != "kv_cache"}
+    dtypes["kv_cache"] = layout.dtype
     shapes = {
         "input_ids": [B, T],
         "position_ids": [B, T],
@@ -86,6 +102,10 @@ def capture_program(
         "logits_index": [B],
         "kv_cache": cache_shape,
     }
+    if plan.paged_cache:
+        del shapes["kv_cache"]
+        for name in paged_cache_names(layout.num_layers):
+            shapes[name], dtypes[name] = list(paged_shape), layout.dtype
     inputs = [TensorSpec(name=name, dtype=dtypes[name], shape=shape) for name, shape in shapes.items()]
     hidden_size = step.model.config.hidden_size
     model_dtype = str(next(step.model.parameters()).dtype).removeprefix("torch.")  # the cache's may be narrower

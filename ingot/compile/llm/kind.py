@@ -17,6 +17,7 @@ from ingot.artifacts.manifest import (
     KVCacheLayout,
     Manifest,
     ModelInfo,
+    PagedKVCache,
     TokenizerInfo,
     VerificationReport,
 )
@@ -51,10 +52,13 @@ class LanguageModelKind:
         self.step: CausalLMStep | None = None
         self.layout: KVCacheLayout | None = None
         self.buckets: tuple[list[int], list[int]] | None = None
+        self.paged_cache_blocks: int | None = None  # a paged-cache (Tenstorrent) build: its static cache blocks
 
     def plans(self, target: Target) -> list[ProgramPlan]:
         self.buckets = target.buckets(self.options)
-        return target.plan(self.options)
+        plans = target.plan(self.options)
+        self.paged_cache_blocks = next((p.cache_blocks for p in plans if p.paged_cache), None)
+        return plans
 
     def load(self) -> CausalLMStep:
         import transformers
@@ -84,8 +88,22 @@ class LanguageModelKind:
             head_dim=head_dim,
             block_size=options.block_size,
             dtype=options.kv_cache_torch_dtype,
+            paged=self._paged_layout(config.num_hidden_layers, config.num_key_value_heads, head_dim),
         )
         return self.step
+
+    def _paged_layout(self, num_layers: int, num_kv_heads: int, head_dim: int) -> PagedKVCache | None:
+        if self.paged_cache_blocks is None:
+            return None
+        from ingot.compile.llm.capture import paged_cache_names
+        from ingot.compile.tt.paged_cache import FILL_TTNN_OP, UPDATE_TTNN_OP
+
+        return PagedKVCache(
+            inputs=paged_cache_names(num_layers),
+            shape=[self.paged_cache_blocks, num_kv_heads, self.options.block_size, head_dim],
+            prefill_writes=FILL_TTNN_OP,
+            decode_writes=UPDATE_TTNN_OP,
+        )
 
     def capture(self, plan: ProgramPlan) -> CapturedProgram:
         from ingot.compile.llm.capture import capture_program

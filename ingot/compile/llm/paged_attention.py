@@ -22,6 +22,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
 from ingot.compile.kernels import DECODE_HEAD_DIMS
+from ingot.compile.llm.tt_paged_attention import gather_context, write_paged_cache
 
 ATTENTION_NAME = "ingot_paged"
 
@@ -39,13 +40,18 @@ def paged_attention(
     position_ids: torch.Tensor,
     scaling: float | None = None,
     decode_kernel: bool = False,
+    paged_cache: bool = False,
     **_: object,
 ) -> tuple[torch.Tensor, None]:
     """query [B, Hq, N, D], key/value [B, Hkv, N, D] -> output [B, N, Hq, D]. ``decode_kernel``: a decode step
-    calls ingot's paged decode attention kernel (ingot/compile/kernels) instead of tensor ops."""
+    calls ingot's paged decode attention kernel (ingot/compile/kernels) instead of tensor ops. ``paged_cache``: a
+    Tenstorrent program, whose ``kv_cache`` is per layer in TT's layout (tt_paged_attention)."""
+    if paged_cache:
+        keys, values = write_paged_cache(module.layer_idx, key, value, kv_cache, block_tables, position_ids)
+        context = gather_context(keys, block_tables, query.dtype), gather_context(values, block_tables, query.dtype)
+        return _attend(query, *context, position_ids, scaling), None
     batch, num_heads, num_tokens, head_dim = query.shape
     num_kv_heads = key.shape[1]
-    group = num_heads // num_kv_heads
     block_size = kv_cache.shape[3]
 
     # Index the cache itself, not a view of it: a write through a view is captured as a copy of the
@@ -71,7 +77,17 @@ def paged_attention(
     shape = (batch, context_len, num_kv_heads, head_dim)
     keys = layer_cache[0][block_tables].to(query.dtype).reshape(shape).transpose(1, 2)
     values = layer_cache[1][block_tables].to(query.dtype).reshape(shape).transpose(1, 2)
+    return _attend(query, keys, values, position_ids, scaling), None
 
+
+def _attend(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position_ids: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """query [B, Hq, N, D] over each sequence's context keys/values [B, Hkv, T, D], causally by position ->
+    [B, N, Hq, D]."""
+    batch, num_heads, num_tokens, head_dim = query.shape
+    num_kv_heads, context_len = keys.shape[1], keys.shape[2]
+    group = num_heads // num_kv_heads
     key_positions = torch.arange(context_len, device=query.device)
     visible = key_positions.view(1, 1, 1, -1) <= position_ids.reshape(batch, 1, num_tokens, 1)
     # One fused attention kernel over materialised inputs. Written as plain matmuls, inductor fuses
@@ -86,7 +102,7 @@ def paged_attention(
         out = torch.nn.functional.scaled_dot_product_attention(
             query, keys, values, attn_mask=visible, scale=scaling, enable_gqa=True
         )
-    return out.reshape(batch, num_heads, num_tokens, head_dim).transpose(1, 2), None
+    return out.reshape(batch, num_heads, num_tokens, head_dim).transpose(1, 2)
 
 
 def _no_mask(*_: object, **__: object) -> None:

@@ -19,13 +19,23 @@ class CausalLMStep(torch.nn.Module):
     With ``hidden_states`` (prefill) the step also returns the final hidden states of every token [B, N, hidden]:
     computed anyway, so returning them costs an allocation; the ``logits`` program turns the rows a request asks
     about into logits (prompt logprobs) only when one does.
+
+    With ``paged_cache`` (a Tenstorrent program) ``kv_cache`` is a list instead: per layer a key and a value cache in
+    TT's paged layout (see tt_paged_attention), each updated in place.
     """
 
-    def __init__(self, model: PreTrainedModel, decode_kernel: bool = False, hidden_states: bool = False) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        decode_kernel: bool = False,
+        hidden_states: bool = False,
+        paged_cache: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.decode_kernel = decode_kernel  # decode attention through ingot's kernel (see paged_attention)
         self.hidden_states = hidden_states
+        self.paged_cache = paged_cache
 
     def forward(
         self,
@@ -34,7 +44,7 @@ class CausalLMStep(torch.nn.Module):
         slot_mapping: torch.Tensor,
         block_tables: torch.Tensor,
         logits_index: torch.Tensor,
-        kv_cache: torch.Tensor,
+        kv_cache: torch.Tensor | list[torch.Tensor],
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         hidden = self.model.model(
             input_ids=input_ids,
@@ -44,6 +54,7 @@ class CausalLMStep(torch.nn.Module):
             slot_mapping=slot_mapping,
             block_tables=block_tables,
             decode_kernel=self.decode_kernel,
+            paged_cache=self.paged_cache,
         ).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         logits = self.model.lm_head(hidden[rows, logits_index])

@@ -48,7 +48,7 @@ class TtTarget:
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         shapes = model_shapes(self.spec, options)
-        static = dict(blocks=shapes.blocks_per_sequence, cache_blocks=shapes.cache_blocks)
+        static = dict(blocks=shapes.blocks_per_sequence, cache_blocks=shapes.cache_blocks, paged_cache=True)
         return [
             ProgramPlan(f"prefill_{n}", "prefill", batch=(1, 1), tokens=(n, n), **static) for n in shapes.prefill_buckets
         ] + [ProgramPlan(f"decode_{b}", "decode", batch=(b, b), tokens=(1, 1), **static) for b in shapes.decode_batches]

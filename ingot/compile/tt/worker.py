@@ -69,6 +69,7 @@ def _export_for_cpu(fn, states: list, weight_names: list[str], avals: list, user
 def lower_one(program: dict, compiler_options: dict, device) -> dict:
     import jax
     import torch
+    from torch.export.graph_signature import OutputKind
     from torchax.export import exported_program_to_jax
     from torchax.ops import mappings
 
@@ -90,16 +91,21 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     ]
     weight_avals = [jax.ShapeDtypeStruct(tuple(w.shape), jax_dtype(w.dtype)) for w in weights]
     user_avals = tuple(jax.ShapeDtypeStruct(tuple(v.shape), jax_dtype(v.dtype)) for _, v in user)
-    user_outputs = [
-        spec.arg.name for spec in signature.output_specs if spec.kind == torch.export.graph_signature.OutputKind.USER_OUTPUT
-    ]
+    user_outputs = [spec.arg.name for spec in signature.output_specs if spec.kind == OutputKind.USER_OUTPUT]
 
     export_dir = Path(program["out_dir"]) / f".export-{program['name']}"
     shutil.rmtree(export_dir, ignore_errors=True)
     export_dir.mkdir(parents=True)
+    # The inputs the program updates in place (the KV caches) are donated: the plugin writes them in place
+    mutated = {spec.target for spec in signature.output_specs if spec.kind == OutputKind.USER_INPUT_MUTATION}
+    donated = tuple(1 + i for i, (name, _) in enumerate(user) if name in mutated)
+
+    def step(weights, *inputs):
+        return fn(weights, inputs)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lowered = jax.jit(fn, device=device).lower(weight_avals, user_avals)
+        lowered = jax.jit(step, device=device, donate_argnums=donated).lower(weight_avals, *user_avals)
         lowered.compile(compiler_options={**compiler_options, "export_path": str(export_dir)})
     files = {"jax_program": _export_for_cpu(fn, weights, weight_names, weight_avals, user_avals, program)}
     out_avals = jax.tree_util.tree_leaves(lowered.out_info)
@@ -145,9 +151,11 @@ def main(job_path: str) -> int:
     import jax
 
     from ingot.compile.tt.ops import unlowered_ops
+    from ingot.compile.tt.paged_cache_jax import register_torchax_lowerings
     from ingot.compile.tt.torchax_compat import import_torchax
 
     import_torchax().default_env()  # the environment registers torchax's aten -> JAX lowerings
+    register_torchax_lowerings()  # TT's paged KV-cache writes (torch.ops.ingot.tt_paged_*)
     device = jax.devices("tt")[0]
     for program in job["programs"]:
         emit({"name": program["name"], "status": "start"})

@@ -27,13 +27,26 @@ def program_inputs(program: ProgramSpec, manifest: Manifest) -> list[np.ndarray]
     return [named[spec.name] for spec in program.tt.inputs]
 
 
+PAGED_CACHE_PREFIX = "kv_cache_"  # a paged-cache program's per-layer caches: kv_cache_0, kv_cache_1, ...
+
+
+def paged_cache_inputs(names: list[str]) -> list[str]:
+    """The per-layer caches among a program's inputs (none: the program has the one all-layer ``kv_cache``)."""
+    return [name for name in names if name.startswith(PAGED_CACHE_PREFIX)]
+
+
 def step_inputs(program: ProgramSpec, vocab_size: int, max_context: int) -> dict[str, np.ndarray]:
     """A prefill or decode step's inputs by name: every row but a padding row is a sequence already ``start``
-    tokens into its context."""
+    tokens into its context. With per-layer paged caches a prefill chunk starts a block (KVCacheLayout.paged)."""
     shapes = {spec.name: spec.shape for spec in program.tt.inputs}
     batch, width = shapes["input_ids"]
     table_width = shapes["block_tables"][1]
-    num_blocks, block_size = shapes["kv_cache"][2], shapes["kv_cache"][3]
+    caches = paged_cache_inputs(list(shapes)) or ["kv_cache"]
+    if caches == ["kv_cache"]:
+        num_blocks, block_size = shapes["kv_cache"][2], shapes["kv_cache"][3]
+    else:
+        num_blocks, block_size = shapes[caches[0]][0], shapes[caches[0]][2]
+    block_aligned = caches != ["kv_cache"] and width > 1
     rng = np.random.default_rng(SEED)
     free_blocks = iter(rng.permutation(np.arange(PAD_BLOCK + 1, num_blocks)))
     tokens = {name: np.zeros((batch, width), np.int64) for name in ("input_ids", "position_ids", "slot_mapping")}
@@ -42,7 +55,10 @@ def step_inputs(program: ProgramSpec, vocab_size: int, max_context: int) -> dict
     sequences = batch - 1 if batch > 1 else 1  # the last row of a batch of several is a padding row
     for row in range(sequences):
         length = 1 if width == 1 else int(rng.integers(width // 2, width))  # a prefill chunk ends in padding
-        start = int(rng.integers(1, max_context - length + 1))
+        if block_aligned:
+            start = block_size * int(rng.integers(1, (max_context - length) // block_size + 1))
+        else:
+            start = int(rng.integers(1, max_context - length + 1))
         table = np.array([next(free_blocks) for _ in range(ceil_div(start + length, block_size))])
         positions = np.arange(start, start + length)
         block_tables[row, : len(table)] = table
@@ -50,5 +66,5 @@ def step_inputs(program: ProgramSpec, vocab_size: int, max_context: int) -> dict
         tokens["position_ids"][row, :length] = positions
         tokens["slot_mapping"][row, :length] = table[positions // block_size] * block_size + positions % block_size
         logits_index[row] = length - 1
-    kv_cache = rng.standard_normal(shapes["kv_cache"], dtype=np.float32)
-    return {**tokens, "block_tables": block_tables, "logits_index": logits_index, "kv_cache": kv_cache}
+    filled = {name: rng.standard_normal(shapes[name], dtype=np.float32) for name in caches}
+    return {**tokens, "block_tables": block_tables, "logits_index": logits_index, **filled}

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ingot.artifacts.manifest import Manifest, ProgramSpec
-from ingot.compile.verify.tt_conversion_inputs import program_inputs
+from ingot.compile.tt import paged_cache  # noqa: F401  (a TT program's .pt2 calls torch.ops.ingot.tt_paged_*)
+from ingot.compile.verify.tt_conversion_inputs import paged_cache_inputs, program_inputs
 from ingot.compile.verify.metrics import pcc
 from ingot.compile.weightless import load_with_weights
 
@@ -47,8 +48,10 @@ def run_jax(program: ProgramSpec, directory: Path, weights: dict[str, torch.Tens
 def run_torch(program: ProgramSpec, directory: Path, weights: dict[str, torch.Tensor], inputs: list[np.ndarray]):
     """The torch program it was converted from, on the same inputs (updated in place); its outputs."""
     exported = load_with_weights(directory / program.tt.torch_program, weights)
+    # the program's own argument structure (a TT step takes its per-layer caches as one list)
+    args, kwargs = torch.utils._pytree.tree_unflatten([torch.from_numpy(a) for a in inputs], exported.call_spec.in_spec)
     with torch.no_grad():
-        outputs = exported.module()(*[torch.from_numpy(a) for a in inputs])
+        outputs = exported.module()(*args, **kwargs)
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
@@ -85,6 +88,19 @@ def cache_agreement(actual: np.ndarray, expected: np.ndarray, slot_mapping: np.n
     return measured(pcc(*slots), worst, identical=worst == 0.0)
 
 
+def paged_cache_agreement(
+    actual: list[np.ndarray], expected: list[np.ndarray], slot_mapping: np.ndarray
+) -> dict[str, float]:
+    """Per-layer paged caches [blocks, kv_heads, block_size, head_dim] after the step, as one ``kv_cache``: PCC over
+    the slots the step's sequences wrote, max abs over every block but the padding block."""
+    block_size = actual[0].shape[2]
+    written = slot_mapping[slot_mapping >= block_size]
+    blocks, offsets = written // block_size, written % block_size
+    worst = max(float(np.abs(a[1:] - e[1:]).max()) for a, e in zip(actual, expected))
+    slots = [torch.from_numpy(np.stack([c[blocks, :, offsets] for c in caches])) for caches in (actual, expected)]
+    return measured(pcc(*slots), worst, identical=worst == 0.0)
+
+
 def check_program(program: ProgramSpec, directory: Path, manifest: Manifest, weights: dict) -> dict[str, dict]:
     """Output name -> agreement of the JAX function's output with the torch program's."""
     inputs = program_inputs(program, manifest)
@@ -93,11 +109,16 @@ def check_program(program: ProgramSpec, directory: Path, manifest: Manifest, wei
     names = [spec.name for spec in program.tt.inputs]
     updated = [spec.name.removesuffix(UPDATED) for spec in program.tt.outputs if spec.name.endswith(UPDATED)]
     found: dict[str, dict] = {}
+    slot_mapping = inputs[names.index("slot_mapping")] if "slot_mapping" in names else None
+    paged = paged_cache_inputs(updated)
+    if paged:  # the per-layer caches agree as one kv_cache, as the all-layer cache does
+        outputs = [out for name, out in zip(updated, jax_outputs) if name in paged]
+        found["kv_cache"] = paged_cache_agreement(outputs, [inputs[names.index(n)] for n in paged], slot_mapping)
     for name, out in zip(updated, jax_outputs):
         value = inputs[names.index(name)]
         if name == "kv_cache":
-            found[name] = cache_agreement(out, value, inputs[names.index("slot_mapping")])
-        else:
+            found[name] = cache_agreement(out, value, slot_mapping)
+        elif name not in paged:
             found[name] = agreement(out, value)
     for spec, jax_out, torch_out in zip(program.outputs, jax_outputs[len(updated) :], torch_outputs):
         found[spec.name] = agreement(jax_out, torch_out)
