@@ -26,10 +26,13 @@
 //         so that one 8-byte load broadcast to every lane holds each lane's code at a shift of its own; then the
 //         3 exponents; a weight is code * 2^(exponent - 127 - 2).
 // Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2
-// multiplies by two, each product a normal float). Decode steps (a row block of at most one tile's rows) decode
-// in registers, so a step reads the format's bytes from memory and nothing else: bfp8 is 3.8x fewer bytes than
-// fp32, bfp4 7.1x. A larger row block would decode each weight once per tile, so it decodes its panel's chunk
-// once into a float32 scratch buffer (in L2) and runs the float32 tiles on it.
+// multiplies by two, each product a normal float). AVX-512 decodes a bfp4 block by lookup instead: its 16
+// possible weights (the codes -8..7, scaled at once) and each lane's picked by its nibble, a shift and a permute
+// (converting each lane's code took a shift, a mask and a conversion, and made bfp4 slower to decode than bfp8).
+// Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads the format's bytes
+// from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row block would decode
+// each weight once per tile, so it decodes its panel's chunk once into a float32 scratch buffer (in L2) and runs
+// the float32 tiles on it.
 //
 // Every row is summed in the same order however many rows the step has, so a sequence's logits do not depend on
 // what else is in the batch: a tile sums k in order, one fused multiply-add per k, from zero, and a partial sum
@@ -81,10 +84,6 @@ constexpr int kExponentBias = F == Format::kBfp8 ? 127 + 6 : 127 + 2;
 template <Format F>
 constexpr int kExponents = F == Format::kBfp8 ? kPanel : kPanel / 2;
 
-// A bfp4 code is decoded in the top 4 bits of an int32: code * 2^28.
-template <Format F>
-constexpr int kCodeShift = F == Format::kBfp4 ? 28 : 0;
-
 // The bfp4 code of value ``i`` of the block at ``block``: nibble i / 2 of word i % 2, moved to the top of an int32
 // and back down with its sign.
 inline int32_t bfp4_code(const uint8_t* block, int i) {
@@ -117,21 +116,21 @@ float weight_at(const uint8_t* record, int column) {
 }
 
 #if defined(CPU_CAPABILITY_AVX512)
-// By exponent byte, the power of two that scales a block format's decoded codes (for scalef, which takes it as a
-// float and handles a zero code and any exponent exactly).
+// By exponent byte, the power of two that scales a block format's codes (for scalef, which takes it as a float and
+// handles a zero code and any exponent exactly).
 template <Format F>
 struct ScaleTable {
   float values[256];
   constexpr ScaleTable() : values() {
-    for (int e = 0; e < 256; ++e) values[e] = static_cast<float>(e - kExponentBias<F> - kCodeShift<F>);
+    for (int e = 0; e < 256; ++e) values[e] = static_cast<float>(e - kExponentBias<F>);
   }
 };
 template <Format F>
 constexpr ScaleTable<F> kScales{};
 
 template <Format F>
-inline Vec scaled(__m512i codes, uint8_t exponent) {
-  return _mm512_scalef_ps(_mm512_cvtepi32_ps(codes), _mm512_set1_ps(kScales<F>.values[exponent]));
+inline Vec scaled(__m512 codes, uint8_t exponent) {
+  return _mm512_scalef_ps(codes, _mm512_set1_ps(kScales<F>.values[exponent]));
 }
 #elif defined(CPU_CAPABILITY_AVX2)
 constexpr float power_of_two(int n) {
@@ -148,7 +147,7 @@ struct ScaleTables {
   float first[256], second[256];
   constexpr ScaleTables() : first(), second() {
     for (int e = 0; e < 256; ++e) {
-      const int total = e - kExponentBias<F> - kCodeShift<F>, part = total < -100 ? -100 : total;
+      const int total = e - kExponentBias<F>, part = total < -100 ? -100 : total;
       first[e] = power_of_two(part);
       second[e] = power_of_two(total - part);
     }
@@ -177,14 +176,16 @@ inline Vec decode(const uint8_t* record) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
   } else if constexpr (F == Format::kBfp8) {
     const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(record + COLUMN));
-    return scaled<F>(_mm512_cvtepi8_epi32(codes), record[kExponents<F> + block]);
+    return scaled<F>(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes)), record[kExponents<F> + block]);
   } else {
+    // Each lane's nibble moved to the bottom of its 32-bit lane (the bits above it are the permute's to ignore),
+    // then looked up among the block's 16 weights: the 16 codes scaled at once.
     int64_t words;
     std::memcpy(&words, record + 8 * block, sizeof words);
-    const __m512i shifts = _mm512_setr_epi32(28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
-    const __m512i codes = _mm512_and_si512(_mm512_sllv_epi32(_mm512_set1_epi64(words), shifts),
-                                           _mm512_set1_epi32(static_cast<int32_t>(0xF0000000u)));
-    return scaled<F>(codes, record[kExponents<F> + block]);
+    const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    const __m512i nibbles = _mm512_srlv_epi32(_mm512_set1_epi64(words), shifts);
+    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);  // by nibble
+    return _mm512_permutexvar_ps(nibbles, scaled<F>(codes, record[kExponents<F> + block]));
   }
 #elif defined(CPU_CAPABILITY_AVX2)
   } else if constexpr (F == Format::kBf16) {
@@ -199,8 +200,8 @@ inline Vec decode(const uint8_t* record) {
     constexpr int n = COLUMN % kBlock / 2;  // the first lane's nibble
     const __m256i shifts = _mm256_setr_epi32(28 - 4 * n, 28 - 4 * n, 24 - 4 * n, 24 - 4 * n, 20 - 4 * n,
                                              20 - 4 * n, 16 - 4 * n, 16 - 4 * n);
-    const __m256i codes = _mm256_and_si256(_mm256_sllv_epi32(_mm256_set1_epi64x(words), shifts),
-                                           _mm256_set1_epi32(static_cast<int32_t>(0xF0000000u)));
+    // each lane's nibble to the top of its int32 and back down with its sign (as bfp4_code)
+    const __m256i codes = _mm256_srai_epi32(_mm256_sllv_epi32(_mm256_set1_epi64x(words), shifts), 28);
     return scaled<F>(codes, record[kExponents<F> + block]);
   }
 #else
