@@ -288,6 +288,7 @@ def print_device_report(report) -> None:
     """`ingot inspect --device`: a TT artifact's programs on one Tenstorrent device, as roofline lower bounds, its
     memory fit, and Tenstorrent's published targets beside them (targets, never measurements)."""
     from ingot.compile.tt.published_targets import SOURCE
+
     peaks = report.peaks
     hifi4 = peaks.matmul_flops_per_second("hifi4", 1) / 1e12
     title = (
@@ -314,7 +315,9 @@ def print_device_report(report) -> None:
         out.print(f"batch {batch}: <= {rate:.1f} images/s")
     m = report.memory
     chips = max(p.chips for p in report.programs)
-    dram = f"{peaks.target}'s {_size(m.dram_bytes)} of DRAM ({chips} of its {peaks.chips} chips: the programs' mesh)"
+    dram = f"{peaks.target}'s {_size(m.dram_bytes)} of DRAM"
+    if chips < peaks.chips:
+        dram += f" (of the {chips} of its {peaks.chips} chips the programs run on)"
     if m.kv_bytes_per_token:
         verdict = "[green]fits[/green]" if m.fits else "[red]does not fit[/red]"
         out.print(
@@ -343,4 +346,6 @@ def print_device_report(report) -> None:
 
 def _size(count: int) -> str:
     """Decimal units down to kB: a tiny test model's weights are a few hundred kB."""
-    return f"{count / 1e3:.1f} kB" if count < 1e6 else f"{count / 1e6:.1f} MB" if count < 1e9 else f"{count / 1e9:.2f} GB"
+    if count < 1e6:
+        return f"{count / 1e3:.1f} kB"
+    return f"{count / 1e6:.1f} MB" if count < 1e9 else f"{count / 1e9:.2f} GB"
