@@ -62,12 +62,15 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if args.json:
         print(manifest.model_dump_json(indent=2))
         return
-    print_manifest(path, manifest)
-    _print_memory(manifest, args.kv_cache_gb)
-    if args.device:
+    report = None
+    if args.device:  # before printing anything: a cpu artifact or an unknown device is refused in one line
         from ingot.compile.tt.roofline import device_report
 
-        print_device_report(device_report(path, manifest, args.device))
+        report = device_report(path, manifest, args.device)
+    print_manifest(path, manifest)
+    _print_memory(manifest, args.kv_cache_gb)
+    if report:
+        print_device_report(report)
 
 
 def _print_memory(manifest, kv_cache_gb: float | None) -> None:

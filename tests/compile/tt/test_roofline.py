@@ -3,6 +3,8 @@ worked out by hand, and on the tiny Llama lowered for p150."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from ingot.compile.tt.published_targets import published_targets
@@ -115,9 +117,12 @@ def test_published_targets_are_tenstorrents_figures():
     assert [t.model for t in published_targets("p150", "detector")] == ["yolox_nano"]
 
 
-def test_an_unknown_device_is_refused():
+def test_an_unknown_device_and_an_artifact_without_ttnn_programs_are_refused(tmp_path):
     with pytest.raises(OptionError, match="--device h100: not a Tenstorrent device"):
-        device_report(None, None, "h100")
+        device_report(tmp_path, None, "h100")
+    cpu_artifact = SimpleNamespace(key="0123abcd", kind="llm", programs=[SimpleNamespace(name="decode", tt=None)])
+    with pytest.raises(OptionError, match="0123abcd: no TTNN programs to model"):
+        device_report(tmp_path, cpu_artifact, "p150")
 
 
 def _decode_matmul_flops(config: dict, batch: int, keys: int) -> int:
