@@ -107,6 +107,8 @@ class MemoryFit:
 
 @dataclass(frozen=True)
 class DeviceReport:
+    """A TT artifact on one device: what `ingot inspect --device` prints."""
+
     peaks: DevicePeaks
     kind: str  # llm or detector
     programs: list[ProgramRoofline]
@@ -127,12 +129,15 @@ class DeviceReport:
 
 
 def device_peaks(target: str) -> DevicePeaks:
+    """The peaks of a Tenstorrent device; another name is an OptionError (a one-line CLI error)."""
     if target not in PEAKS:
         raise OptionError(f"--device {target}: not a Tenstorrent device ({', '.join(PEAKS)})")
     return PEAKS[target]
 
 
-def program_roofline(name: str, kind: str, batch: int, tokens: int | None, ttnn_mlir: str, peaks: DevicePeaks):
+def program_roofline(
+    name: str, kind: str, batch: int, tokens: int | None, ttnn_mlir: str, peaks: DevicePeaks
+) -> ProgramRoofline:
     """The lower-bound time of one program (its TTNN MLIR text) on a device."""
     costs = op_costs(ttnn_mlir)
     chips = min(mesh_chips(ttnn_mlir), peaks.chips)
