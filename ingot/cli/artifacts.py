@@ -8,8 +8,8 @@ from pathlib import Path
 from ingot.cli.arguments import add_command, positive_float
 from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import (
-    out, print_artifacts, print_conversion_checks, print_manifest, print_tt_detection_prediction, print_tt_prediction,
-    print_verification,
+    out, print_artifacts, print_conversion_checks, print_device_report, print_manifest, print_tt_detection_prediction,
+    print_tt_prediction, print_verification,
 )  # fmt: skip
 from ingot.errors import IngotError
 
@@ -24,6 +24,12 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     sub.add_argument(
         "--kv-cache-gb", type=positive_float,
         help="the KV cache (GiB) to size the expected serving memory for, as ingot serve takes it (default 1)",
+    )
+    sub.add_argument(
+        "--device", metavar="p150|n150|n300",
+        help="a TT artifact's model specs on this Tenstorrent device: FLOPs and bytes per program, a roofline lower "
+        "bound on TTFT and ceiling on tokens/s/user, whether weights and a full KV cache fit its DRAM, beside "
+        "Tenstorrent's published targets",
     )
     sub = add_command(
         commands, "verify", cmd_verify, "check an artifact's files and re-run its accuracy check", [cache_dir]
@@ -56,8 +62,15 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if args.json:
         print(manifest.model_dump_json(indent=2))
         return
+    report = None
+    if args.device:  # before printing anything: a cpu artifact or an unknown device is refused in one line
+        from ingot.compile.tt.roofline import device_report
+
+        report = device_report(path, manifest, args.device)
     print_manifest(path, manifest)
     _print_memory(manifest, args.kv_cache_gb)
+    if report:
+        print_device_report(report)
 
 
 def _print_memory(manifest, kv_cache_gb: float | None) -> None:

@@ -289,3 +289,70 @@ def print_detections(name: Path, result) -> None:
     for d in result.detections:
         table.add_row(d.class_name, f"{d.score:.3f}", ", ".join(f"{v:.0f}" for v in d.box))
     out.print(table)
+
+
+def print_device_report(report) -> None:
+    """`ingot inspect --device`: a TT artifact's programs on one Tenstorrent device, as roofline lower bounds, its
+    memory fit, and Tenstorrent's published targets beside them (targets, never measurements)."""
+    from ingot.compile.tt.published_targets import SOURCE
+
+    peaks = report.peaks
+    hifi4 = peaks.matmul_flops_per_second("hifi4", 1) / 1e12
+    title = (
+        f"model specs on {peaks.target} ({peaks.arch}, {peaks.chips} chip{'s' if peaks.chips > 1 else ''}; per chip "
+        f"{peaks.worker_cores} worker cores, {peaks.dram_gb_s:g} GB/s DRAM, {hifi4:.0f} TFLOP/s at HiFi4): "
+        "roofline lower bounds from the TTNN programs, not measurements"
+    )
+    table = Table(
+        "program", "chips", "ops", "matmul GFLOP", "vector MFLOP", "DRAM MB", "compute ms", "memory ms",
+        "lower bound ms", "bound", box=None, title=title,
+    )  # fmt: skip
+    for p in report.programs:
+        table.add_row(
+            p.name, str(p.chips), str(p.ops), f"{p.matmul_flops / 1e9:.3f}", f"{p.vector_flops / 1e6:.2f}",
+            f"{p.dram_bytes / 1e6:.1f}", f"{p.compute_seconds * 1e3:.3f}", f"{p.memory_seconds * 1e3:.3f}",
+            f"{p.seconds * 1e3:.3f}", "compute" if p.compute_seconds > p.memory_seconds else "memory",
+        )  # fmt: skip
+    out.print(table)
+    for tokens, seconds in sorted(report.ttft_seconds().items()):
+        out.print(f"TTFT >= {seconds * 1e3:.2f} ms for a prompt of up to {tokens} tokens (its prefill program)")
+    for batch, rate in sorted(report.tokens_per_second_per_user().items()):
+        out.print(f"decode batch {batch}: <= {rate:.1f} tokens/s/user")
+    for batch, rate in sorted(report.images_per_second().items()):
+        out.print(f"batch {batch}: <= {rate:.1f} images/s")
+    m = report.memory
+    chips = max(p.chips for p in report.programs)
+    dram = f"{peaks.target}'s {_size(m.dram_bytes)} of DRAM"
+    if chips < peaks.chips:
+        dram += f" (of the {chips} of its {peaks.chips} chips the programs run on)"
+    if m.kv_bytes_per_token:
+        verdict = "[green]fits[/green]" if m.fits else "[red]does not fit[/red]"
+        out.print(
+            f"memory: weights {_size(m.weight_bytes)} + KV cache for {m.concurrency} users x {m.context} tokens "
+            f"{_size(m.kv_bytes)} ({m.kv_bytes_per_token} B a token) {verdict} in {dram}; "
+            f"room for {m.kv_tokens_that_fit:,} tokens of KV cache beside the weights"
+        )
+    else:
+        verdict = "[green]fit[/green]" if m.fits else "[red]do not fit[/red]"
+        out.print(f"memory: weights {_size(m.weight_bytes)} {verdict} in {dram}")
+    if not report.targets:
+        out.print(f"Tenstorrent publishes no {report.kind} target for {peaks.target} in {SOURCE}")
+        return
+    per_user = "tokens/s/user" if report.kind == "llm" else "images/s"
+    first = "TTFT ms (128 tokens)" if report.kind == "llm" else "latency ms"
+    targets = Table(
+        "model", first, per_user, "max concurrency", "max context", "stack", box=None,
+        title=f"Tenstorrent's published targets on {peaks.target} (targets, not measurements; {SOURCE})",
+    )  # fmt: skip
+    for t in report.targets:
+        targets.add_row(
+            t.model, f"{t.ttft_ms:g}", f"{t.per_user:g}", str(t.max_concurrency), str(t.max_context or "-"), t.stack
+        )
+    out.print(targets)
+
+
+def _size(count: int) -> str:
+    """Decimal units down to kB: a tiny test model's weights are a few hundred kB."""
+    if count < 1e6:
+        return f"{count / 1e3:.1f} kB"
+    return f"{count / 1e6:.1f} MB" if count < 1e9 else f"{count / 1e9:.2f} GB"
