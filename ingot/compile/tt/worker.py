@@ -72,7 +72,8 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     from torchax.export import exported_program_to_jax
     from torchax.ops import mappings
 
-    from ingot.compile.tt.ops import op_histogram
+    from ingot.compile.tt.arguments import with_marked_weights
+    from ingot.compile.tt.ops import block_format_weights, op_histogram
 
     def jax_dtype(dtype):
         # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front
@@ -99,7 +100,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     export_dir.mkdir(parents=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lowered = jax.jit(fn, device=device).lower(weight_avals, user_avals)
+        lowered = jax.jit(with_marked_weights(fn, weight_names), device=device).lower(weight_avals, user_avals)
         lowered.compile(compiler_options={**compiler_options, "export_path": str(export_dir)})
     files = {"jax_program": _export_for_cpu(fn, weights, weight_names, weight_avals, user_avals, program)}
     out_avals = jax.tree_util.tree_leaves(lowered.out_info)
@@ -119,12 +120,13 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
             target = Path(program["out_dir"]) / f"{program['name']}{OUTPUT_FILES[kind]}"
             shutil.move(str(path), target)
             files[kind] = target.name
-    histogram = op_histogram((Path(program["out_dir"]) / files["ttnn_mlir"]).read_text()) if "ttnn_mlir" in files else {}
+    ttnn_mlir = (Path(program["out_dir"]) / files["ttnn_mlir"]).read_text() if "ttnn_mlir" in files else ""
     shutil.rmtree(export_dir, ignore_errors=True)
     return {
         "status": "lowered",
         "files": files,
-        "ttnn_ops": histogram,
+        "ttnn_ops": op_histogram(ttnn_mlir),
+        "block_formats": block_format_weights(ttnn_mlir),
         "weights": _tensor_specs(weight_names, weights, jax_dtype),
         "inputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for (n, _), a in zip(user, user_avals)],
         "outputs": [
