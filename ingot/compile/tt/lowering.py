@@ -43,7 +43,7 @@ class LoweringResult:
     inputs: list[dict]
     outputs: list[dict]
     weights: list[dict]
-    block_formats: dict[str, str]  # weight name -> the block format the program reads it in (tt/ops.py)
+    parameter_formats: dict[str, str | None]  # each weight it reads -> its block format or None (tt/ops.py)
     seconds: float
 
 
@@ -149,7 +149,7 @@ def _result(name: str, record: dict) -> LoweringResult:
         inputs=record.get("inputs", []),
         outputs=record.get("outputs", []),
         weights=record.get("weights", []),
-        block_formats=record.get("block_formats", {}),
+        parameter_formats=record.get("parameter_formats", {}),
         seconds=record.get("seconds", 0.0),
     )
 

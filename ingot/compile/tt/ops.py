@@ -54,15 +54,17 @@ _LOAD_CACHED = re.compile(r"ttcore\.load_cached\(@[\w.]+, \[([^\]]*)\]\)(.*)")
 _BLOCK_TILE = re.compile(r"tile<\d+x\d+, (bfp_bf8|bfp_bf4)>")
 
 
-def block_format_weights(ttnn_mlir: str) -> dict[str, str]:
-    """Weight name -> the block format (``bfp_bf8``, ``bfp_bf4``) the program reads it in: the parameters whose
-    const-eval function (hoisted by TT-MLIR, run once when the weights load) returns block-format tiles, such as a
-    matmul weight converted by ``experimental_weight_dtype``. Weights absent here are read as they are stored."""
-    formats: dict[str, str] = {}
+def parameter_formats(ttnn_mlir: str) -> dict[str, str | None]:
+    """Each weight the program reads (a named argument of its function; JAX drops the ones it leaves unused) ->
+    the block format (``bfp_bf8``, ``bfp_bf4``) it reads it in, or None: as stored. A weight is read in a block format
+    when the const-eval function TT-MLIR hoisted for it (run once, when the weights load) returns block-format tiles,
+    as for a matmul weight converted by ``experimental_weight_dtype``."""
+    formats: dict[str, str | None] = {}
     names: dict[str, str] = {}
     for line in ttnn_mlir.splitlines():
         if _FUNCTION.search(line):
             names = {number: name for number, name in _NAMED_ARGUMENT.findall(line)}
+            formats.update((name, formats.get(name)) for name in names.values())
             continue
         loaded = _LOAD_CACHED.search(line)
         if loaded is None:

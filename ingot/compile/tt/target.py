@@ -117,5 +117,5 @@ class TtTarget:
 
 
 def held_formats(result: LoweringResult) -> dict[str, WeightFormat]:
-    """Each weight of a lowered program -> the format its binary reads it in (float32 unless converted)."""
-    return {w["name"]: HELD_FORMATS.get(result.block_formats.get(w["name"]), WeightFormat.FP32) for w in result.weights}
+    """Each weight a lowered program reads -> the format its binary reads it in (float32 unless converted)."""
+    return {name: HELD_FORMATS.get(block, WeightFormat.FP32) for name, block in result.parameter_formats.items()}

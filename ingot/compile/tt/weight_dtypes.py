@@ -4,7 +4,7 @@ The plugin's ``experimental_weight_dtype`` compiler option converts each paramet
 (``bfp_bf8``, ``bfp_bf4``: tt-metal's bfloat8_b and bfloat4_b) in a const-eval function; it knows no other value,
 it leaves convolution weights and every other tensor in float32, and per-tensor formats (``tt.weight_dtype_override``,
 which a mixed policy such as ``accuracy`` or ``performance`` needs) are not legalized by this plugin build. So a TT
-artifact takes fp32, bfp8 or bfp4, and records per tensor what its binary holds (tt/ops.py ``block_format_weights``).
+artifact takes fp32, bfp8 or bfp4, and records per tensor what its binary holds (tt/ops.py ``parameter_formats``).
 Imports nothing heavy: the options and the cache key use it.
 """
 

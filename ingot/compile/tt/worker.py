@@ -73,7 +73,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     from torchax.ops import mappings
 
     from ingot.compile.tt.arguments import with_marked_weights
-    from ingot.compile.tt.ops import block_format_weights, op_histogram
+    from ingot.compile.tt.ops import parameter_formats, op_histogram
 
     def jax_dtype(dtype):
         # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front
@@ -126,7 +126,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
         "status": "lowered",
         "files": files,
         "ttnn_ops": op_histogram(ttnn_mlir),
-        "block_formats": block_format_weights(ttnn_mlir),
+        "parameter_formats": parameter_formats(ttnn_mlir),
         "weights": _tensor_specs(weight_names, weights, jax_dtype),
         "inputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for (n, _), a in zip(user, user_avals)],
         "outputs": [
