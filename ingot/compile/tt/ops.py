@@ -46,9 +46,9 @@ def unlowered_ops(error_text: str) -> list[str]:
     return sorted(set(found))
 
 
-# The program's own function (not a const-eval one): its arguments carry the names the frontend gave them.
+# A function's signature; the program's own function names its arguments (ttir.name), const-eval functions do not.
 _FUNCTION = re.compile(r"\bfunc\.func\b")
-_NAMED_ARGUMENT = re.compile(r'%arg(\d+): tensor<[^{]*\{[^{}]*?ttir\.name = "([^"]+)"')
+_NAMED_ARGUMENT = re.compile(r'%arg(\d+): tensor<[^{%]*\{[^{}]*?ttir\.name = "([^"]+)"')
 # %3 = ttcore.load_cached(@main_const_eval_9, [%arg0]) : (...) -> tensor<64x64x!ttcore.tile<32x32, bfp_bf8>, ...>
 _LOAD_CACHED = re.compile(r"ttcore\.load_cached\(@[\w.]+, \[([^\]]*)\]\)(.*)")
 _BLOCK_TILE = re.compile(r"tile<\d+x\d+, (bfp_bf8|bfp_bf4)>")

@@ -10,6 +10,7 @@ from ingot.compile.llm.kind import compile_model
 from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import cache_key
 from ingot.compile.tt.ops import parameter_formats
+from ingot.compile.tt.weight_dtypes import plugin_weight_dtype
 from ingot.models.source import resolve_source
 from tests.compile.tt.conftest import TT_SMALL_OPTIONS
 from tests.conftest import run_cli, tiny_cli_options
@@ -40,7 +41,7 @@ def test_weights_are_parameters_and_matmul_weights_are_bfp8_in_the_binary(tt_bfp
             assert f'ttir.name = "{weight}"' in ttir
         assert ttir.count("ttcore.argument_type<input>") == len(tt.inputs)
         assert 'tt.function_type = "const_eval"' in ttnn
-        assert "tile<32x32, bfp_bf8>" in ttnn and "bfp_bf4" not in ttnn
+        assert "tile<32x32, bfp_bf8>" in ttnn and "tile<32x32, bfp_bf4>" not in ttnn
         # the manifest says per weight what the binary reads: every matmul weight bfp8 (the tied LM head's too),
         # the rest float32
         held = {name for name, fmt in tt.weight_formats.items() if fmt == WeightFormat.BFP8}
@@ -78,6 +79,10 @@ def test_the_cache_key_includes_the_tt_weight_format(tiny_model):
     digests = resolve_source(str(tiny_model("llama"))).digests()
     keys = {cache_key(digests, CompileOptions.parse(**TT_SMALL_OPTIONS, weight_format=f)) for f in ("fp32", "bfp8", "bfp4")}
     assert len(keys) == 3
+
+
+def test_bfp8_and_bfp4_are_the_plugins_weight_dtypes():
+    assert [plugin_weight_dtype(choice, "p150") for choice in ("fp32", "bfp8", "bfp4")] == [None, "bfp_bf8", "bfp_bf4"]
 
 
 @pytest.mark.parametrize(
