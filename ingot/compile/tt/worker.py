@@ -73,7 +73,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     from torchax.ops import mappings
 
     from ingot.compile.tt.arguments import with_marked_weights
-    from ingot.compile.tt.ops import parameter_formats, op_histogram
+    from ingot.compile.tt.ops import op_histogram, parameter_formats
 
     def jax_dtype(dtype):
         # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front

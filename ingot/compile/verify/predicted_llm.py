@@ -14,15 +14,15 @@ from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ingot.artifacts.manifest import Manifest, TenstorrentAcceptance
-from ingot.compile.tt.emulate import count_applied, predicted_model
 from ingot.compile.llm.step_module import STEP_PREFIX
+from ingot.compile.tt.emulate import count_applied, predicted_model
 from ingot.compile.tt.policies import BINARY, FormatPolicy, binary, get_policy
 from ingot.compile.tt.weight_dtypes import held_weight_formats
-from ingot.compile.weight_formats import tt_format
 from ingot.compile.verify.metrics import agreement
 from ingot.compile.verify.references import LLM_REFERENCE, reference_model
 from ingot.compile.verify.sample_inputs import verification_tokens
 from ingot.compile.verify.tt_acceptance import TT_MIN_PCC, tenstorrent_acceptance
+from ingot.compile.weight_formats import tt_format
 
 BINARY_POLICY = BINARY  # predict_tt_accuracies's name for the formats a TT artifact's binaries hold
 

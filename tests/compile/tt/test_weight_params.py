@@ -24,10 +24,6 @@ def tt_bfp8(tiny_model, session_store):
     return compile_model(str(tiny_model("llama")), options, session_store, quiet=True)
 
 
-def _is_matmul_weight(name: str) -> bool:
-    return name.endswith(("_proj.weight", "lm_head.weight"))
-
-
 def test_weights_are_parameters_and_matmul_weights_are_bfp8_in_the_binary(tt_bfp8):
     manifest = check_artifact(tt_bfp8.path)
     for program in manifest.programs:
@@ -77,7 +73,8 @@ def test_the_prediction_applies_exactly_the_binary_formats(tt_bfp8):
 
 def test_the_cache_key_includes_the_tt_weight_format(tiny_model):
     digests = resolve_source(str(tiny_model("llama"))).digests()
-    keys = {cache_key(digests, CompileOptions.parse(**TT_SMALL_OPTIONS, weight_format=f)) for f in ("fp32", "bfp8", "bfp4")}
+    options = [CompileOptions.parse(**TT_SMALL_OPTIONS, weight_format=f) for f in ("fp32", "bfp8", "bfp4")]
+    keys = {cache_key(digests, o) for o in options}
     assert len(keys) == 3
 
 
@@ -102,14 +99,21 @@ def test_formats_the_plugin_cannot_compile_are_refused_in_one_line(tiny_model, t
 
 
 def test_parameter_formats_reads_the_const_eval_loads_of_named_parameters():
-    mlir = "\n".join([
-        '  func.func private @main_const_eval_0(%arg0: tensor<64x64xf32, #l0>) -> tensor<64x64x!ttcore.tile<32x32, '
-        'bfp_bf4>, #l1> attributes {tt.function_type = "const_eval"} {',
-        '  func.func public @main(%arg0: tensor<64x64xf32, #l0> {ttcore.argument_type = '
+    const_eval = (
+        "  func.func private @main_const_eval_0(%arg0: tensor<64x64xf32, #l0>) -> "
+        'tensor<64x64x!ttcore.tile<32x32, bfp_bf4>, #l1> attributes {tt.function_type = "const_eval"} {'
+    )
+    main = (
+        "  func.func public @main(%arg0: tensor<64x64xf32, #l0> {ttcore.argument_type = "
         '#ttcore.argument_type<parameter>, ttir.name = "up.weight"} loc("states[0]"), %arg1: tensor<64xf32, #l2> '
-        '{ttcore.argument_type = #ttcore.argument_type<parameter>, ttir.name = "norm.weight"} loc("states[1]")) {',
+        '{ttcore.argument_type = #ttcore.argument_type<parameter>, ttir.name = "norm.weight"} loc("states[1]")) {'
+    )
+    converted = (
         "    %0 = ttcore.load_cached(@main_const_eval_0, [%arg0]) : (tensor<64x64xf32, #l0>) -> "
-        "tensor<64x64x!ttcore.tile<32x32, bfp_bf4>, #l1> loc(#loc)",
-        "    %1 = ttcore.load_cached(@main_const_eval_1, [%arg1]) : (tensor<64xf32, #l2>) -> tensor<1x64xf32, #l3>",
-    ])  # fmt: skip
-    assert parameter_formats(mlir) == {"up.weight": "bfp_bf4", "norm.weight": None}
+        "tensor<64x64x!ttcore.tile<32x32, bfp_bf4>, #l1> loc(#loc)"
+    )
+    as_stored = (
+        "    %1 = ttcore.load_cached(@main_const_eval_1, [%arg1]) : (tensor<64xf32, #l2>) -> tensor<1x64xf32, #l3>"
+    )
+    lines = [const_eval, main, converted, as_stored]
+    assert parameter_formats("\n".join(lines)) == {"up.weight": "bfp_bf4", "norm.weight": None}
