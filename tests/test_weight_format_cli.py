@@ -23,8 +23,8 @@ def bfp8(compiled):
 def test_a_bad_weight_format_is_a_one_line_error(tiny_model, tmp_path):
     model = str(tiny_model("llama"))
     assert_one_line_error(run_cli("compile", model, "--weight-format", "bfp3", cache_dir=tmp_path), "'bfp3'")
-    result = run_cli("cache-key", model, "--weight-format", "bfp8", "--target", "p150", cache_dir=tmp_path)
-    assert_one_line_error(result, "--weight-format applies to the cpu target")
+    result = run_cli("cache-key", model, "--weight-format", "performance", "--target", "p150", cache_dir=tmp_path)
+    assert_one_line_error(result, "--weight-format performance on p150 needs per-tensor formats")
     result = run_cli("compile", "yolov4", "--random-weights", "--weight-format", "bfp8", cache_dir=tmp_path)
     assert_one_line_error(result, "--weight-format is an option for language models")
     assert not (tmp_path / "artifacts").exists()

@@ -79,6 +79,10 @@ class TtProgramInfo(_Strict):
     error: str | None = None
     dumps: list[ArtifactPath] = []  # TTIR / TTNN MLIR files beside the .ttnn
     weight_inputs: list[str] = []  # the program's leading inputs, in order: these weights and buffers
+    # each weight input the binary reads (JAX drops unused ones) -> the format it reads it in: TT-MLIR parameters,
+    # stored float32 and converted once when they load (bfp8/bfp4: a matmul weight under --weight-format; fp32: the
+    # rest). Empty: recorded before ingot marked weights as parameters.
+    weight_formats: dict[str, WeightFormat] = {}
     inputs: list[TensorSpec] = []  # then these (integers are int32 on TT)
     outputs: list[TensorSpec] = []
     toolchain: dict[str, str]  # plugin and frontend versions, system descriptor sha256

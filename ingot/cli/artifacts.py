@@ -37,8 +37,9 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     sub.add_argument("artifact", help=ARTIFACT_HELP)
     sub.add_argument(
         "--tt-policy", action="append", choices=["accuracy", "performance", "yolov4"],
-        help="also predict accuracy under this Tenstorrent format policy (repeatable; a TT artifact gets every "
-        "policy for its kind: accuracy and performance for language models, yolov4 for detectors)",
+        help="also predict accuracy under this Tenstorrent format policy (repeatable; by default a TT artifact is "
+        "predicted in exactly the formats its binary holds when it holds bfp8/bfp4 weights, else under every policy "
+        "for its kind: accuracy and performance for language models, yolov4 for detectors)",
     )
     sub = add_command(
         commands, "gc", cmd_gc, "remove killed builds and artifacts this toolchain cannot load", [cache_dir]
@@ -96,7 +97,7 @@ def _print_memory(manifest, kv_cache_gb: float | None) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from ingot.artifacts.manifest import Manifest
     from ingot.compile.verify.stored import verify_stored
-    from ingot.compile.tt.policies import get_policy, policies_for
+    from ingot.compile.tt.policies import get_policy
 
     path = find_artifact(open_store(args), args.artifact)
     manifest = Manifest.read(path)
@@ -119,10 +120,20 @@ def cmd_verify(args: argparse.Namespace) -> None:
         print_verification(report)
         if not report.passed:
             raise IngotError("verification failed")
-    # a device artifact is predicted under every policy for its kind (its programs cannot run here)
-    policies = args.tt_policy or ([] if report is not None else [p.name for p in policies_for(manifest.kind)])
+    policies = args.tt_policy or ([] if report is not None else _device_policies(manifest))
     if policies:
         _print_tt_predictions(path, manifest, policies)
+
+
+def _device_policies(manifest) -> list[str]:
+    """What a device artifact (whose programs cannot run here) is predicted under: exactly the formats its binaries
+    hold, when they hold any other than float32; else every policy for its kind, as tt-metal would store it."""
+    from ingot.compile.tt.policies import BINARY, policies_for
+    from ingot.compile.tt.weight_dtypes import held_weight_formats
+
+    if manifest.kind == "llm" and held_weight_formats(manifest):
+        return [BINARY]
+    return [p.name for p in policies_for(manifest.kind)]
 
 
 def _verify_tt_conversion(path: Path, manifest) -> None:

@@ -54,7 +54,8 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "--weight-format",
         help="cpu: the number format linear weights are stored in: fp32 (default), bf16, bfp8, bfp4 (Tenstorrent's "
         "bfloat16, bfloat8_b, bfloat4_b), or a Tenstorrent policy choosing per layer: accuracy (bf16 attention, bfp8 "
-        "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down)",
+        "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down); Tenstorrent targets: bfp8 or bfp4, every "
+        "matmul weight converted in the binary (conv weights and the rest stay fp32)",
     )
     parser.add_argument(
         "--allow-low-accuracy",

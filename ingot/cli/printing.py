@@ -89,6 +89,8 @@ def weight_formats(manifest) -> str:
     """A language model's --weight-format and what it stored: how many linears in each format, and the tensors
     rounded to one."""
     choice = manifest.options.get("weight_format", "fp32")
+    if manifest.tt:
+        return f"{choice}: {_tt_weight_formats(manifest)}"
     linears: dict[str, int] = {}
     for packed in manifest.weights.packed.values():
         linears[packed.format.value] = linears.get(packed.format.value, 0) + len(packed.weights)
@@ -100,6 +102,18 @@ def weight_formats(manifest) -> str:
     if rounded:
         line += "; other tensors rounded to " + ", ".join(f"{fmt} ({n})" for fmt, n in sorted(rounded.items()))
     return line
+
+
+def _tt_weight_formats(manifest) -> str:
+    """How many weights a TT artifact's binaries read in each format."""
+    held = {name: fmt for p in manifest.programs if p.tt for name, fmt in p.tt.weight_formats.items()}
+    if not held:
+        return "weights in the binary not recorded (built before ingot marked them as parameters)"
+    counts: dict[str, int] = {}
+    for fmt in held.values():
+        counts[fmt.value] = counts.get(fmt.value, 0) + 1
+    listing = ", ".join(f"{n} {fmt}" for fmt, n in sorted(counts.items()))
+    return f"weights in the binary {listing} (parameters, converted once when they load)"
 
 
 def _cpu_isa(cpu) -> str:

@@ -20,6 +20,7 @@ from pydantic import (
 
 from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
 from ingot.artifacts.weight_format import WEIGHT_FORMAT_CHOICES
+from ingot.compile.tt.weight_dtypes import plugin_weight_dtype
 from ingot.errors import OptionError
 from ingot.models.yolov4.spec import INPUT_SIZES
 from ingot.sizes import ceil_div, powers_of_two
@@ -106,7 +107,8 @@ class CompileOptions(TargetOptions):
     # keys and values as the cache stores them (bf16: half the bytes, so twice the tokens and half attention's reads)
     kv_cache_dtype: KvCacheDtype = "fp32"
     # cpu: the number format each linear's weight is stored in: one for all (fp32, bf16, bfp8, bfp4), or a
-    # Tenstorrent policy's per-layer choice (accuracy, performance); see ingot/compile/weight_formats.py
+    # Tenstorrent policy's per-layer choice (accuracy, performance); see ingot/compile/weight_formats.py.
+    # Tenstorrent targets: fp32, or bfp8 / bfp4 for every matmul weight (tt/weight_dtypes.py)
     weight_format: Annotated[
         str, one_of(WEIGHT_FORMAT_CHOICES, "unknown weight format {value!r}; choices: {choices}")
     ] = "fp32"
@@ -155,8 +157,11 @@ class CompileOptions(TargetOptions):
 
     @model_validator(mode="after")
     def _weight_format(self) -> CompileOptions:
-        if self.target != "cpu" and self.weight_format != "fp32":
-            raise ValueError(f"--weight-format applies to the cpu target; a {self.target} artifact stores fp32 for now")
+        if self.target != "cpu":
+            plugin_weight_dtype(self.weight_format, self.target)
+            if self.allow_low_accuracy:
+                raise ValueError(f"--allow-low-accuracy applies to the cpu target, whose compile runs the weights; "
+                                 f"a {self.target} compile runs nothing to verify")
         if self.allow_low_accuracy and self.weight_format == "fp32":
             raise ValueError("--allow-low-accuracy applies to a --weight-format other than fp32 (which must match)")
         return self

@@ -39,7 +39,8 @@ STEP = "model."  # the artifact names the transformers model's tensors under ing
     "values, message",
     [
         (dict(weight_format="bfp3"), "--weight-format: unknown weight format 'bfp3'; choices: fp32, bf16, bfp8"),
-        (dict(weight_format="bfp8", target="p150"), "--weight-format applies to the cpu target"),
+        (dict(weight_format="performance", target="p150"), "--weight-format performance on p150 needs per-tensor"),
+        (dict(weight_format="bfp8", target="p150", allow_low_accuracy=True), "--allow-low-accuracy applies to the cpu"),
         (dict(allow_low_accuracy=True), "--allow-low-accuracy applies to a --weight-format other than fp32"),
     ],
 )

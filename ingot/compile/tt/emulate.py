@@ -22,7 +22,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ingot.compile.tt.formats import TTFormat, quantize
-from ingot.compile.tt.policies import FormatPolicy
+from ingot.compile.tt.policies import FormatPolicy, Rule
 
 
 def apply_policy(model: torch.nn.Module, policy: FormatPolicy) -> dict[str, dict[str, str]]:
@@ -35,7 +35,7 @@ def apply_policy(model: torch.nn.Module, policy: FormatPolicy) -> dict[str, dict
         done = {}
         weight = module._parameters.get("weight")
         if rule.weight is not None and weight is not None:
-            _store_weight(module, rule.weight)
+            _store_weight(module, rule)
             done["weight"] = rule.weight.value
         if rule.input is not None:
             module.register_forward_pre_hook(_round_input(rule.input))
@@ -87,11 +87,12 @@ def count_applied(applied: dict[str, dict[str, str]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _store_weight(module: torch.nn.Module, fmt: TTFormat) -> None:
-    weight = module.weight.detach()
+def _store_weight(module: torch.nn.Module, rule: Rule) -> None:
+    weight, fmt = module.weight.detach(), rule.weight
     bias_format = TTFormat.BFLOAT16
     if isinstance(module, torch.nn.Linear):
-        stored = quantize(weight.t(), fmt).t()  # ttnn keeps a linear's weight as [in, out]
+        # ttnn keeps a linear's weight as [in, out]; the TT plugin's const-eval converts it as torch holds it
+        stored = quantize(weight.t(), fmt).t() if rule.transposed else quantize(weight, fmt)
     elif isinstance(module, torch.nn.Conv2d):
         # ttnn's conv2d keeps its weight as a matrix [in * kh * kw, out] (blocks along output channels), and its
         # bias in the weight's format
@@ -99,6 +100,7 @@ def _store_weight(module: torch.nn.Module, fmt: TTFormat) -> None:
         bias_format = fmt
     else:
         stored = quantize(weight, fmt)
+    bias_format = rule.bias or bias_format
     # A new Parameter, never an in-place write: a tied tensor keeps its own format elsewhere.
     module.weight = torch.nn.Parameter(stored.contiguous(), requires_grad=False)
     bias = module._parameters.get("bias")

@@ -43,6 +43,7 @@ class LoweringResult:
     inputs: list[dict]
     outputs: list[dict]
     weights: list[dict]
+    parameter_formats: dict[str, str | None]  # each weight it reads -> its block format or None (tt/ops.py)
     seconds: float
 
 
@@ -85,9 +86,13 @@ def lower_programs(
     allow_cpu_fallback: bool = False,
     cache_dir: Path | None = None,
     session_root: Path | None = None,
+    weight_dtype: str | None = None,
 ) -> list[LoweringResult]:
     """Lower every program for ``target`` into ``out_dir``; a program with ops that did not lower fails
     the call naming them, unless ``allow_cpu_fallback`` records them (and writes no .ttnn for it).
+
+    Weights enter TT-MLIR as parameters (tt/arguments.py); ``weight_dtype`` (``bfp_bf8``, ``bfp_bf4``) is the
+    plugin's ``experimental_weight_dtype``, the format it converts matmul weights to (None: they stay float32).
 
     ``cache_dir`` keeps the plugin's kernel cache; the session's scratch files (the saved programs, the
     plugin's ~420 MB of unpacked assets) live below ``session_root`` until the call returns."""
@@ -106,6 +111,8 @@ def lower_programs(
         (session / "tmp").mkdir()
         env = plugin.worker_environment(target, session / "tmp", cache_dir / "tt-metal-cache")
         options = {"backend": "ttnn_flatbuffer", "optimization_level": str(optimization_level)}
+        if weight_dtype is not None:
+            options["experimental_weight_dtype"] = weight_dtype
         records: dict[str, dict] = {}
         remaining = jobs
         while remaining:
@@ -142,6 +149,7 @@ def _result(name: str, record: dict) -> LoweringResult:
         inputs=record.get("inputs", []),
         outputs=record.get("outputs", []),
         weights=record.get("weights", []),
+        parameter_formats=record.get("parameter_formats", {}),
         seconds=record.get("seconds", 0.0),
     )
 

@@ -44,3 +44,35 @@ def unlowered_ops(error_text: str) -> list[str]:
     """The ops an error says did not lower (StableHLO ops tt-mlir cannot legalize, aten ops torchax cannot map)."""
     found = _NOT_LEGALIZED.findall(error_text) + _NO_TORCHAX_LOWERING.findall(error_text)
     return sorted(set(found))
+
+
+# A function's signature; the program's own function names its arguments (ttir.name), const-eval functions do not.
+_FUNCTION = re.compile(r"\bfunc\.func\b")
+_NAMED_ARGUMENT = re.compile(r'%arg(\d+): tensor<[^{%]*\{[^{}]*?ttir\.name = "([^"]+)"')
+# %3 = ttcore.load_cached(@main_const_eval_9, [%arg0]) : (...) -> tensor<64x64x!ttcore.tile<32x32, bfp_bf8>, ...>
+_LOAD_CACHED = re.compile(r"ttcore\.load_cached\(@[\w.]+, \[([^\]]*)\]\)(.*)")
+_BLOCK_TILE = re.compile(r"tile<\d+x\d+, (bfp_bf8|bfp_bf4)>")
+
+
+def parameter_formats(ttnn_mlir: str) -> dict[str, str | None]:
+    """Each weight the program reads (a named argument of its function; JAX drops the ones it leaves unused) ->
+    the block format (``bfp_bf8``, ``bfp_bf4``) it reads it in, or None: as stored. A weight is read in a block format
+    when the const-eval function TT-MLIR hoisted for it (run once, when the weights load) returns block-format tiles,
+    as for a matmul weight converted by ``experimental_weight_dtype``."""
+    formats: dict[str, str | None] = {}
+    names: dict[str, str] = {}
+    for line in ttnn_mlir.splitlines():
+        if _FUNCTION.search(line):
+            names = {number: name for number, name in _NAMED_ARGUMENT.findall(line)}
+            formats.update((name, formats.get(name)) for name in names.values())
+            continue
+        loaded = _LOAD_CACHED.search(line)
+        if loaded is None:
+            continue
+        block = _BLOCK_TILE.search(loaded.group(2).partition("->")[2])  # in what it returns
+        if block is None:
+            continue
+        for argument in re.findall(r"%arg(\d+)", loaded.group(1)):
+            if argument in names:
+                formats[names[argument]] = block.group(1)
+    return formats

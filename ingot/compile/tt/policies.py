@@ -56,15 +56,19 @@ BF16, BFP8, BFP4 = TTFormat.BFLOAT16, TTFormat.BFLOAT8_B, TTFormat.BFLOAT4_B
 class Rule:
     """Formats for the modules whose qualified name matches `pattern`; None leaves that tensor in float32.
 
-    `weight` is the module's ``weight`` (and ``bias``, in bfloat16 when a weight format is set): an
-    ``nn.Linear`` weight is quantized transposed, [in, out], as ttnn stores it, so each 16-value block spans
-    16 output features. `input` is the format of the module's first input, `output` of its output.
+    `weight` is the module's ``weight`` (and ``bias``, in bfloat16 when a weight format is set, unless `bias`
+    names one): an ``nn.Linear`` weight is quantized transposed, [in, out], as ttnn stores it, so each 16-value
+    block spans 16 output features; with `transposed` False, as torch holds it, [out, in] (blocks span 16 input
+    features), as the TT plugin's const-eval converts it. `input` is the format of the module's first input,
+    `output` of its output.
     """
 
     pattern: str
     weight: TTFormat | None = None
     input: TTFormat | None = None
     output: TTFormat | None = None
+    bias: TTFormat | None = None
+    transposed: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class FormatPolicy:
             out["kv cache"] = self.kv_cache.value
         return out
 
+
+BINARY = "binary"  # the policy of a TT artifact's own binary (see `binary`)
 
 TT_TRANSFORMERS = (
     "tenstorrent/tt-metal models/tt_transformers/tt/model_config.py (ModelOptimizations, DecodersPrecision)"
@@ -148,6 +154,23 @@ def uniform(fmt: TTFormat) -> FormatPolicy:
         kv_cache=BF16,
         source="ingot",
     )
+
+
+def binary(weights: dict[str, TTFormat], description: str) -> FormatPolicy:
+    """What a TT binary holds: each linear named in `weights` (module name -> format) in that format as the TT
+    plugin's const-eval converts it (as torch holds the weight, its bias float32), every other tensor, activation
+    and the KV cache float32, as the lowered float32 graph computes them."""
+    rules = tuple(
+        Rule(escape(module), weight=fmt, bias=TTFormat.FLOAT32, transposed=False) for module, fmt in weights.items()
+    )
+    return FormatPolicy(
+        name=BINARY, description=description, rules=rules, source="the TT artifact's programs (TTNN MLIR)"
+    )
+
+
+def escape(name: str) -> str:
+    """An fnmatch pattern matching exactly `name`."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 # YOLOv4's layers (Darknet's [convolutional]: conv, folded batch norm, activation) by module name: down1.conv1,

@@ -9,14 +9,16 @@ import torch
 from torch.export import ExportedProgram
 
 from ingot.artifacts.manifest import TensorSpec, TtProgramInfo, TtTargetInfo
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.plan import LoweredPrograms, ProgramPlan
 from ingot.compile.tt import plugin
 from ingot.compile.weights import ProgramWeights, named_tensors
-from ingot.compile.tt.lowering import lower_programs
+from ingot.compile.tt.lowering import LoweringResult, lower_programs
 from ingot.compile.tt.specs import DeviceSpec, model_shapes, optimization_level
+from ingot.compile.tt.weight_dtypes import HELD_FORMATS, plugin_weight_dtype
 from ingot.progress import StageProgress
 
 DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
@@ -71,12 +73,14 @@ class TtTarget:
         """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
         TtProgramInfo)."""
         level = self.optimization_level(options)
-        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level})"):
+        weight_format = getattr(options, "weight_format", WeightFormat.FP32.value)  # a detector's: fp32
+        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level}, {weight_format} weights)"):
             results = lower_programs(
                 [(plan.name, exported) for plan, exported in programs], out_dir,
                 target=self.name, optimization_level=level,
                 allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
                 session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
+                weight_dtype=plugin_weight_dtype(weight_format, self.name),
             )
         toolchain = plugin.toolchain(self.name)
         lowered = {}
@@ -88,6 +92,7 @@ class TtTarget:
                 error=r.error if r.status != "lowered" else None,
                 dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind.endswith("_mlir")],
                 weight_inputs=[w["name"] for w in r.weights],
+                weight_formats=held_formats(r),
                 inputs=[TensorSpec(**t) for t in r.inputs],
                 outputs=[TensorSpec(**t) for t in r.outputs],
                 toolchain=toolchain,
@@ -109,3 +114,8 @@ class TtTarget:
             device_verification=DEVICE_VERIFICATION.format(device=self.spec.device),
             descriptor=plugin.descriptor_info(self.name),
         )
+
+
+def held_formats(result: LoweringResult) -> dict[str, WeightFormat]:
+    """Each weight a lowered program reads -> the format its binary reads it in (float32 unless converted)."""
+    return {name: HELD_FORMATS.get(block, WeightFormat.FP32) for name, block in result.parameter_formats.items()}

@@ -73,7 +73,8 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     from torchax.export import exported_program_to_jax
     from torchax.ops import mappings
 
-    from ingot.compile.tt.ops import op_histogram
+    from ingot.compile.tt.arguments import with_marked_weights
+    from ingot.compile.tt.ops import op_histogram, parameter_formats
 
     def jax_dtype(dtype):
         # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front
@@ -100,8 +101,10 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     mutated = {spec.target for spec in signature.output_specs if spec.kind == OutputKind.USER_INPUT_MUTATION}
     donated = tuple(1 + i for i, (name, _) in enumerate(user) if name in mutated)
 
+    marked = with_marked_weights(fn, weight_names)
+
     def step(weights, *inputs):
-        return fn(weights, inputs)
+        return marked(weights, inputs)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,12 +128,13 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
             target = Path(program["out_dir"]) / f"{program['name']}{OUTPUT_FILES[kind]}"
             shutil.move(str(path), target)
             files[kind] = target.name
-    histogram = op_histogram((Path(program["out_dir"]) / files["ttnn_mlir"]).read_text()) if "ttnn_mlir" in files else {}
+    ttnn_mlir = (Path(program["out_dir"]) / files["ttnn_mlir"]).read_text() if "ttnn_mlir" in files else ""
     shutil.rmtree(export_dir, ignore_errors=True)
     return {
         "status": "lowered",
         "files": files,
-        "ttnn_ops": histogram,
+        "ttnn_ops": op_histogram(ttnn_mlir),
+        "parameter_formats": parameter_formats(ttnn_mlir),
         "weights": _tensor_specs(weight_names, weights, jax_dtype),
         "inputs": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for (n, _), a in zip(user, user_avals)],
         "outputs": [

@@ -5,6 +5,7 @@ top-1/top-5 agreement, beside Tenstorrent's own acceptance numbers. `ingot verif
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -13,12 +14,17 @@ from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ingot.artifacts.manifest import Manifest, TenstorrentAcceptance
+from ingot.compile.llm.step_module import STEP_PREFIX
 from ingot.compile.tt.emulate import count_applied, predicted_model
-from ingot.compile.tt.policies import FormatPolicy, get_policy
+from ingot.compile.tt.policies import BINARY, FormatPolicy, binary, get_policy
+from ingot.compile.tt.weight_dtypes import held_weight_formats
 from ingot.compile.verify.metrics import agreement
 from ingot.compile.verify.references import LLM_REFERENCE, reference_model
 from ingot.compile.verify.sample_inputs import verification_tokens
 from ingot.compile.verify.tt_acceptance import TT_MIN_PCC, tenstorrent_acceptance
+from ingot.compile.weight_formats import tt_format
+
+BINARY_POLICY = BINARY  # predict_tt_accuracies's name for the formats a TT artifact's binaries hold
 
 
 class TTAccuracyReport(BaseModel):
@@ -88,7 +94,31 @@ def predict_tt_accuracies(
     (as for a cpu artifact) and predict its accuracy under each policy (a name from policies.POLICIES or a policy),
     loading the reference once."""
     transformers.utils.logging.set_verbosity_error()
-    resolved = [get_policy(p, manifest.kind) if isinstance(p, str) else p for p in policies]
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir / manifest.tokenizer.directory)
     reference = reference_model(artifact_dir, manifest)
+    resolved = [
+        binary_policy(reference, manifest) if p == BINARY_POLICY else get_policy(p, manifest.kind) if isinstance(p, str)
+        else p
+        for p in policies
+    ]  # fmt: skip
     return predict_accuracies(reference, tokenizer, resolved, manifest.buckets.max_context)
+
+
+def binary_policy(reference: PreTrainedModel, manifest: Manifest) -> FormatPolicy:
+    """The formats a TT artifact's binaries hold (policies.binary), on the modules of ``reference``: each linear
+    whose weight tensor the programs read in a block format. A tied LM head is the linear that reads the embedding's
+    tensor; the embedding itself gathers rows from the float32 tensor."""
+    held = held_weight_formats(manifest)
+    by_tensor = {
+        tensor.data_ptr(): tt_format(held[STEP_PREFIX + name])
+        for name, tensor in reference.named_parameters(remove_duplicate=False)
+        if STEP_PREFIX + name in held
+    }
+    linears = {
+        name: by_tensor[module.weight.data_ptr()]
+        for name, module in reference.named_modules()
+        if isinstance(module, torch.nn.Linear) and module.weight.data_ptr() in by_tensor
+    }
+    counts = Counter(fmt.value for fmt in linears.values())
+    stored = ", ".join(f"{n} linear weights {fmt}" for fmt, n in sorted(counts.items())) or "no weight converted"
+    return binary(linears, f"the TT binary's formats: {stored}, as its const-eval converts them; the rest float32")
