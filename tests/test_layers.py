@@ -3,7 +3,8 @@ a function, read with ``ast`` (nothing is imported).
 
 Data flows one way: models -> compile -> artifacts -> runtime -> server. Each rule below says what a layer must
 not import; ``DELIBERATE_EDGES`` lists the one edge against the flow that is there on purpose. The cli and the
-bench command sit above every layer and may import any of them.
+bench command sit above every layer and may import any of them; ``ingot.deploy`` (replicas on Ray Serve) sits beside
+the cli, which hands `ingot serve --replicas` to it, and takes the cli's ``locate`` to find what a model names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ FORBIDDEN = {
     "ingot.server": {
         "ingot.compile": "the server serves artifacts; compiling is the cli's job",
         "ingot.models": "the server reaches models only through the runtime",
+        "ingot.deploy": "replicas run the server, not the other way round",
+    },
+    "ingot.deploy": {
+        "ingot.compile": "replicas serve artifacts; a model is compiled once, by the cli's locate, before they start",
+        "ingot.models": "replicas reach models only through the runtime",
     },
 }
 
