@@ -29,14 +29,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -47,7 +45,7 @@ from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import random_token_prompts
 
 sys.path.insert(0, str(Path(__file__).parent))
-from online_peers import LLAMA_SERVER, wait_ready
+from online_peers import LLAMA_SERVER, free_port, llama_server_command, running, slot_tokens
 
 DECODE_PROMPT_TOKENS = 16
 
@@ -123,30 +121,6 @@ def compile_cold(model: str, cache_dir: Path, compile_args: list[str]) -> dict:
     }  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[psutil.Process]:
-    """A server started with ``command``, ready (/health 200, after its warm-up), stopped on leaving."""
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/health", process, timeout=1800)
-            yield psutil.Process(process.pid)
-        except BaseException:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").splitlines()[-20:]
-            print(f"{Path(command[0]).name} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
-            raise
-        finally:
-            process.terminate()
-            process.wait(timeout=120)
-
-
 class Workloads:
     """The three workloads against one server, each once untimed and then ``repeats`` times, new prompts each run."""
 
@@ -219,32 +193,28 @@ def bench_ingot(artifact: dict, tokenizer, args: argparse.Namespace) -> dict:
     }
 
 
-def llama_server_command(gguf: Path, port: int, slots: int, context: int, args: argparse.Namespace) -> list[str]:
-    return [
-        str(args.llama_server), "--model", str(gguf), "--alias", "model", "--host", "127.0.0.1", "--port", str(port),
-        "--threads", str(args.threads), "--threads-batch", str(args.threads), "--parallel", str(slots),
-        "--ctx-size", str(context), "--cache-type-k", args.llama_kv_type, "--cache-type-v", args.llama_kv_type,
-    ]  # fmt: skip
-
-
 def bench_llama_server(gguf: Path, context: int, tokenizer, args: argparse.Namespace) -> dict:
     """``context``: ingot's KV-cache tokens. One slot for decode and prefill; --streams slots for the streams (more
     context than ingot's only if a slot could not hold a stream otherwise, and then said)."""
     result: dict = {"gguf": str(gguf), "gguf_bytes": gguf.stat().st_size, "kv_cache_type": args.llama_kv_type}
+    def command(port: int, slots: int, context: int) -> list[str]:
+        return llama_server_command(
+            args.llama_server, gguf, port, slots, context, args.threads, alias="model", kv_type=args.llama_kv_type
+        )
+
     port = free_port()
-    with running(llama_server_command(gguf, port, 1, context, args), port) as server:
+    with running(command(port, 1, context), port) as server:
         result["rss_after_load"] = tree_rss(server)
         workloads = Workloads(port, "model", tokenizer, args)
         result["decode_b1"] = workloads.decode()
         result["rss_after_warm_up"] = tree_rss(server)  # its first requests done, as ingot's warm-up
         result["prefill"] = workloads.prefill()
         result["kv_cache_tokens"] = context
-    slot = args.stream_input_len * 5 // 4 + args.stream_output_len + 16  # re-tokenized text runs up to ~10% longer
-    streams_context = max(context, args.streams * slot)
+    streams_context = max(context, args.streams * slot_tokens(args.stream_input_len, args.stream_output_len))
     if streams_context > context:
         result["streams_kv_cache_tokens"] = streams_context
     port = free_port()
-    with running(llama_server_command(gguf, port, args.streams, streams_context, args), port) as server:
+    with running(command(port, args.streams, streams_context), port) as server:
         result["streams"] = Workloads(port, "model", tokenizer, args).streams()
         result["rss_after_workloads"] = tree_rss(server)  # the streams server
     return result

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from ingot.models.source import builtin_model_path
 
@@ -46,6 +50,52 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600) -> Non
     raise TimeoutError(url)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[psutil.Process]:
+    """A server started with ``command``, ready (/health 200, after its warm-up), stopped on leaving; its last
+    output lines are printed if it fails."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/health", process, timeout=1800)
+            yield psutil.Process(process.pid)
+        except BaseException:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-20:]
+            print(f"{Path(command[0]).name} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
+            raise
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
+
+
+def slot_tokens(input_len: int, output_len: int) -> int:
+    """What a llama-server slot holds for one request: its prompt, re-tokenized from text (up to ~10% longer than
+    random tokens' count, so 25% spare), and its output."""
+    return input_len * 5 // 4 + output_len + 16
+
+
+def llama_server_command(
+    binary: Path, gguf: Path, port: int, slots: int, context: int, threads: int, alias: str = MODEL,
+    kv_type: str | None = None,
+) -> list[str]:
+    """llama-server serving ``gguf`` as ``alias`` on 127.0.0.1: ``slots`` requests at once, sharing ``context``
+    tokens of KV cache (of ``kv_type``; None: llama-server's default, f16)."""
+    command = [
+        str(binary), "--model", str(gguf), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
+        "--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(slots), "--ctx-size", str(context),
+    ]  # fmt: skip
+    if kv_type is not None:
+        command += ["--cache-type-k", kv_type, "--cache-type-v", kv_type]
+    return command
+
+
 def bench(port: int, artifact: str, args) -> dict:
     """Each concurrency once, after one untimed run at the highest: a server's first run at a batch size pays for
     what later ones reuse (memory, the math libraries' state for its shapes), once, not on every workload."""
@@ -64,30 +114,16 @@ def bench(port: int, artifact: str, args) -> dict:
     return {concurrency: run(concurrency, seed=concurrency) for concurrency in args.concurrency}
 
 
-def serve(command: list[str], port: int, ready_path: str, artifact: str, args) -> dict:
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
-            return bench(port, artifact, args)
-        except BaseException:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").splitlines()[-20:]
-            print(f"{command[0]} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
-            raise
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+def serve(command: list[str], port: int, artifact: str, args) -> dict:
+    with running(command, port):
+        return bench(port, artifact, args)
 
 
 def llama_server(gguf: Path, port: int, args) -> list[str]:
-    """One slot per request in flight; a slot holds its prompt (re-tokenized from text: up to ~10%
-    longer than --input-len for random tokens, so 25% spare) and its output."""
+    """One slot per request in flight at the highest concurrency."""
     slots = max(args.concurrency)
-    slot_context = args.input_len * 5 // 4 + args.output_len + 16
-    return [str(args.llama_server), "--model", str(gguf), "--alias", MODEL, "--host", "127.0.0.1",
-            "--port", str(port), "--threads", str(args.threads), "--threads-batch", str(args.threads),
-            "--parallel", str(slots), "--ctx-size", str(slots * slot_context)]
+    context = slots * slot_tokens(args.input_len, args.output_len)
+    return llama_server_command(args.llama_server, gguf, port, slots, context, args.threads)
 
 
 def main() -> None:
@@ -107,13 +143,13 @@ def main() -> None:
 
     results = {"ingot serve": serve(
         [sys.executable, "-m", "ingot.cli", "serve", args.artifact, "--port", "8101", "--no-compile"],
-        8101, "/health", args.artifact, args,
+        8101, args.artifact, args,
     )}
     shipped = builtin_model_path(MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         f32 = dequantized_f32(shipped, Path(tmp))
-        results["llama-server F32"] = serve(llama_server(f32, 8102, args), 8102, "/health", args.artifact, args)
-    results["llama-server Q4_1"] = serve(llama_server(shipped, 8103, args), 8103, "/health", args.artifact, args)
+        results["llama-server F32"] = serve(llama_server(f32, 8102, args), 8102, args.artifact, args)
+    results["llama-server Q4_1"] = serve(llama_server(shipped, 8103, args), 8103, args.artifact, args)
 
     print(f"{'':30} {'conc':>4} {'out tok/s':>10} {'TTFT med ms':>12} {'TPOT med ms':>12} {'fail':>5}")
     for name, by_concurrency in results.items():

@@ -2,13 +2,14 @@
 runs), on the matrix products of a model's steps: per layer q/k/v, o, gate/up and down, the projections of one
 input concatenated as the programs have them, then the vocabulary projection. The two alternate step by step in
 one process; a time ratio below 1 is packed_linear faster. Weights of ``--layers`` layers, each its own tensors,
-so that at decode's few rows they come from memory as in a real step, not from cache.
+so that at decode's few rows they come from memory as in a real step, not from cache. ``--format`` stores
+packed_linear's weights in one of Tenstorrent's formats (oneDNN's stay float32: what a float32 artifact runs).
 
 A step of up to 32 rows is a decode step: every row gets logits. A larger one is prefill of prompts of up to 512
 tokens (1024 rows: two prompts), which needs logits only for each prompt's last token.
 
-    python bench/packed_linear.py [--model smollm2-135m|llama-3.2-1b] [--layers N] [--steps N] [--threads N]
-        [ROWS ...]
+    python bench/packed_linear.py [--model smollm2-135m|llama-3.2-1b] [--format fp32|bf16|bfp8|bfp4]
+        [--layers N] [--steps N] [--threads N] [ROWS ...]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.packed_linears import pack_linear_weight
 from ingot.compile.kernels import build_kernels
 from ingot.sizes import ceil_div
@@ -58,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rows", type=int, nargs="*", default=[1, 8, 32, 128, 512])
     parser.add_argument("--model", choices=MODELS, default="smollm2-135m")
+    parser.add_argument("--format", choices=[f.value for f in WeightFormat], default="fp32",
+                        help="packed_linear's weight format")  # fmt: skip
     parser.add_argument("--layers", type=int, help="layers of weights (default: all of the model's)")
     parser.add_argument("--steps", type=int, default=6, help="steps of each variant, alternating")
     parser.add_argument("--threads", type=int, help="threads of both (default: torch's)")
@@ -71,15 +75,19 @@ def main() -> None:
     weights = [{name: torch.randn(n, k) for name, (n, k) in shapes.items()} for _ in range(layers)]
     for layer in weights[:-1]:
         del layer["lm_head"]  # one vocabulary projection, after the last layer
-    packed = [{name: (pack_linear_weight(w), w.shape[0]) for name, w in layer.items()} for layer in weights]
-    print(f"{args.model}, {layers} layers, {torch.get_num_threads()} threads; time per step, median of {args.steps}")
+    fmt = WeightFormat(args.format)
+    packed = [{name: (pack_linear_weight(w, fmt), w.shape[0]) for name, w in layer.items()} for layer in weights]
+    print(
+        f"{args.model}, {layers} layers, packed_linear weights in {fmt.value}, {torch.get_num_threads()} threads; "
+        f"time per step, median of {args.steps}"
+    )
     for rows in args.rows:
         head_rows = rows if rows <= DECODE_ROWS else ceil_div(rows, PROMPT_TOKENS)
         inputs = {name: torch.randn(head_rows if name == "lm_head" else rows, k) for name, (_, k) in shapes.items()}
         onednn = [{name: _onednn_weight(w, len(inputs[name])) for name, w in layer.items()} for layer in weights]
         variants = {
             "oneDNN": lambda x, weight: torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], ""),
-            "packed_linear": lambda x, weight: torch.ops.ingot.packed_linear(x, *weight, None),
+            "packed_linear": lambda x, weight: torch.ops.ingot.packed_linear(x, *weight, None, fmt.value),
         }
         times = {variant: defaultdict(list) for variant in variants}
         for _ in range(args.steps):

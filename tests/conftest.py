@@ -52,8 +52,9 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
 
 
 class TinyCompiles:
-    """compiled(family) -> CompileResult of that tiny family, compiled once per session; ``progress[family]`` is what
-    its compile printed on stderr (its stages and their steps)."""
+    """compiled(family, **options) -> CompileResult of that tiny family with TINY_OPTIONS and ``options`` (e.g.
+    ``weight_format="bfp8"``), compiled once per session; ``progress[family]`` is what its compile with TINY_OPTIONS
+    alone printed on stderr (its stages and their steps)."""
 
     def __init__(self, tiny_model, store: ArtifactStore) -> None:
         self.tiny_model = tiny_model
@@ -61,16 +62,18 @@ class TinyCompiles:
         self.results = {}
         self.progress: dict[str, str] = {}
 
-    def __call__(self, family: str):
+    def __call__(self, family: str, **options: object):
         from ingot.compile.llm.kind import compile_model
 
-        if family not in self.results:
-            options = CompileOptions.parse(**TINY_OPTIONS)
+        key = (family, *sorted(options.items()))
+        if key not in self.results:
             printed = io.StringIO()
             with contextlib.redirect_stderr(printed):  # the progress console writes to sys.stderr as it is now
-                self.results[family] = compile_model(str(self.tiny_model(family)), options, self.store)
-            self.progress[family] = printed.getvalue()
-        return self.results[family]
+                compile_options = CompileOptions.parse(**TINY_OPTIONS, **options)
+                self.results[key] = compile_model(str(self.tiny_model(family)), compile_options, self.store)
+            if not options:
+                self.progress[family] = printed.getvalue()
+        return self.results[key]
 
 
 @pytest.fixture(scope="session")

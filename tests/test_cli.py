@@ -35,6 +35,11 @@ def test_compile_bad_option(tiny_model, tmp_path):
     assert_one_line_error(result, "--max-batch")
 
 
+def test_compile_unknown_kv_cache_dtype(tiny_model, tmp_path):
+    result = run_cli("compile", str(tiny_model("llama")), "--kv-cache-dtype", "fp8", cache_dir=tmp_path)
+    assert_one_line_error(result, "--kv-cache-dtype: unknown KV-cache dtype 'fp8'; choices: fp32, bf16")
+
+
 def test_compile_unknown_target(tiny_model, tmp_path):
     assert_one_line_error(run_cli("compile", str(tiny_model("llama")), "--target", "tpu", cache_dir=tmp_path), "tpu")
 

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from transformers import PreTrainedTokenizerFast
+
+from ingot.benchmark.shapes import architecture_config, write_random_model
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -43,11 +35,10 @@ COMMON = dict(
     initializer_range=0.1,  # wider than the default, so greedy choices are well separated
 )
 FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=True)),
+    "llama": ("LlamaForCausalLM", dict(tie_word_embeddings=True)),
     # Llama-3 style: untied embeddings and llama3 rope scaling
     "llama3": (
-        LlamaConfig,
-        LlamaForCausalLM,
+        "LlamaForCausalLM",
         dict(
             tie_word_embeddings=False,
             rope_parameters={
@@ -60,8 +51,8 @@ FAMILIES = {
             },
         ),
     ),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=False)),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=True, head_dim=16)),
+    "qwen2": ("Qwen2ForCausalLM", dict(tie_word_embeddings=False)),
+    "qwen3": ("Qwen3ForCausalLM", dict(tie_word_embeddings=True, head_dim=16)),
 }
 
 
@@ -93,10 +84,6 @@ def make_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
 
 def make_tiny_model(family: str, path: Path, seed: int = 0) -> Path:
     """Write a tiny random model of ``family`` as a Hugging Face directory at ``path``."""
-    config_cls, model_cls, extra = FAMILIES[family]
-    torch.manual_seed(seed)
-    model = model_cls(config_cls(**COMMON, **extra))
-    model.save_pretrained(path)
-    make_tokenizer(add_bos=family == "llama3").save_pretrained(path)
-    GenerationConfig(eos_token_id=2, pad_token_id=0).save_pretrained(path)
-    return path
+    architecture, extra = FAMILIES[family]
+    config = architecture_config(architecture, **COMMON, **extra)
+    return write_random_model(config, make_tokenizer(add_bos=family == "llama3"), path, seed)

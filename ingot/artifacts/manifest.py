@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.errors import ArtifactError
 
 SCHEMA_VERSION = 2  # 2: a cpu artifact names the CPU it needs (``cpu``)
@@ -48,11 +49,32 @@ class TensorSpec(_Strict):
     shape: list[int | str]
 
 
+class OutputAgreement(_Strict):
+    """One output of a program run two ways on the same inputs."""
+
+    pcc: float
+    max_abs_error: float
+
+
+class ConversionCheck(_Strict):
+    """A TT program's JAX function (what was lowered to TT-NN), run on JAX's CPU backend, against the torch program
+    it was converted from, on the same inputs: the artifact's weights and, for a language-model step, a filled
+    KV cache with scattered block tables and padding (see ingot.compile.verify.tt_conversion)."""
+
+    outputs: dict[str, OutputAgreement]  # output name -> agreement; the KV cache: the slots outside the padding block
+    pcc: float  # the lowest over the outputs
+    max_abs_error: float  # the largest over the outputs
+    min_pcc: float
+    passed: bool
+
+
 class TtProgramInfo(_Strict):
     """A program lowered for a Tenstorrent target: how, with what, and what it is made of."""
 
     status: Literal["lowered", "cpu-fallback"]  # cpu-fallback: ops did not lower (file is "", no .ttnn)
-    ttnn_ops: dict[str, int]  # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from
+    # TTNN op -> count, from the TTNN MLIR the flatbuffer was translated from; an activation fused into another op's
+    # attributes counts as "ttnn.<activation> (fused)" (see ingot.compile.tt.ops)
+    ttnn_ops: dict[str, int]
     unlowered_ops: list[str] = []
     error: str | None = None
     dumps: list[ArtifactPath] = []  # TTIR / TTNN MLIR files beside the .ttnn
@@ -62,6 +84,9 @@ class TtProgramInfo(_Strict):
     toolchain: dict[str, str]  # plugin and frontend versions, system descriptor sha256
     optimization_level: int
     seconds: float
+    torch_program: ArtifactPath | None = None  # the torch.export program it was converted from, without weights
+    jax_program: ArtifactPath | None = None  # its JAX function exported for JAX's CPU backend (jax.export)
+    conversion: ConversionCheck | None = None  # None: not checked (a cpu-fallback program, an older artifact)
 
 
 class ProgramSpec(_Strict):
@@ -125,12 +150,16 @@ class PackedLinear(_Strict):
     weights: list[str]  # the model's weight names, in the order of their output rows
     out_features: list[int]
     biases: list[str | None]  # their bias names (None: no bias); stored concatenated under the packed name + "_bias"
+    format: WeightFormat = WeightFormat.FP32  # what the packed tensor's records hold (biases stay float32)
 
 
 class WeightsInfo(_Strict):
     file: ArtifactPath
     aliases: dict[str, str]  # a program's constant name -> the tensor stored under another name (tied weights)
     packed: dict[str, PackedLinear] = {}  # a stored tensor's name -> the linears packed into it
+    # float32 tensors whose values are rounded to a format by --weight-format (norm weights, an untied embedding,
+    # biases): name -> that format (see ingot/compile/weight_formats.py)
+    rounded: dict[str, WeightFormat] = {}
 
 
 class Preprocess(_Strict):
@@ -171,6 +200,16 @@ class FileEntry(_Strict):
     size: int
 
 
+class TenstorrentAcceptance(_Strict):
+    """Tenstorrent's acceptance numbers for a language model's logits against its float32 reference: PCC, and the
+    teacher-forced top-1/top-5 tt-metal reports for ``reported_model`` in a mode (None: no mode to compare with)."""
+
+    min_pcc: float
+    reported_model: str
+    reported_top1: float | None
+    reported_top5: float | None
+
+
 class VerificationReport(_Strict):
     reference: str
     num_tokens: int
@@ -183,7 +222,16 @@ class VerificationReport(_Strict):
     min_pcc: float
     min_top1: float
     programs: dict[str, float]  # program name -> PCC of its logits against the reference
-    passed: bool
+    passed: bool  # every bar above was met
+    weight_format: str = "fp32"  # the artifact's --weight-format
+    # a weight format other than fp32: Tenstorrent's numbers, beside which the report is shown
+    tenstorrent: TenstorrentAcceptance | None = None
+    allowed_below_bar: bool = False  # not passed, and published anyway (--allow-low-accuracy)
+
+    @property
+    def accepted(self) -> bool:
+        """Passed, or let through by --allow-low-accuracy: the artifact may be published and served."""
+        return self.passed or self.allowed_below_bar
 
 
 class TtDetectionAcceptance(_Strict):
@@ -213,12 +261,35 @@ class TtDetectionPrediction(_Strict):
     applied: dict[str, int]  # "<tensor kind> <format>" -> how many tensors were stored in it
 
 
+class Restamp(_Strict):
+    """A file taken from another repository with one field rewritten: where from, under which license, what changed."""
+
+    repository: str
+    commit: str
+    path: str
+    license: str
+    original_sha256: str
+    field: str
+    original: str
+    replacement: str
+
+
+class SystemDescriptorInfo(_Strict):
+    """The system descriptor a Tenstorrent artifact was compiled against (compile-only mode), and where it is from."""
+
+    file: str  # its name in ingot/compile/tt/descriptors
+    sha256: str
+    origin: str
+    restamped: Restamp | None = None  # a descriptor of another repository's, with one field rewritten
+
+
 class TtTargetInfo(_Strict):
     """What a Tenstorrent artifact was compiled for, why it is not verified on this host, and (a detector) its
     accuracy predicted on the CPU in the device's number formats."""
 
     spec: dict  # the device spec (ingot.compile.tt.specs.DeviceSpec)
     device_verification: str
+    descriptor: SystemDescriptorInfo | None = None  # None: an artifact built before ingot recorded it
     predicted: list[TtDetectionPrediction] = []
 
 
@@ -238,6 +309,10 @@ class DetectionVerificationReport(_Strict):
     onnx_pcc: float | None = None  # the exported ONNX in onnxruntime against the reference, when emitted
     min_onnx_pcc: float | None = None
     passed: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.passed
 
 
 class Manifest(_Strict):

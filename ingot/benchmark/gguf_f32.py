@@ -5,6 +5,9 @@ dequantizes it for ingot; a Hugging Face directory (a random model of a real sha
 safetensors, with llama.cpp's names and metadata for its architecture and the tokenizer of a GGUF (by default the
 demo's, which ``ingot.benchmark.shapes`` writes beside its models), padded with unused tokens up to the model's
 vocabulary. Tensors stream from the source to the file one at a time: a 1B model converts in a tensor's memory.
+
+An F32 GGUF is then the source of llama.cpp's smaller formats (BF16, Q8_0, Q4_1, ...), quantized by the gguf
+package's own quantizers, for comparisons with ingot's weight formats.
 """
 
 from __future__ import annotations
@@ -44,14 +47,57 @@ def dequantized_gguf(source: Path, out: Path) -> Path:
     """``source`` with every tensor in F32 and its metadata unchanged (but the file type)."""
     reader = gguf.GGUFReader(source)
     writer = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue  # the writer's own (version, counts, architecture), and the file type set below
-        writer.add_key_value(name, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+    _copy_metadata(reader, writer)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     tensors = ((t.name, lambda t=t: gguf.quants.dequantize(t.data, t.tensor_type)) for t in reader.tensors)
     _write_streamed(writer, out, [(t.name, _numpy_shape(t)) for t in reader.tensors], tensors)
     return out
+
+
+# llama.cpp's file type for a GGUF whose matrices are all in one format
+_FILE_TYPES = {
+    gguf.GGMLQuantizationType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+    gguf.GGMLQuantizationType.F16: gguf.LlamaFileType.MOSTLY_F16,
+    gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+    gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
+    gguf.GGMLQuantizationType.Q4_1: gguf.LlamaFileType.MOSTLY_Q4_1,
+}
+
+
+def quantized_gguf(source: Path, out: Path, quant: gguf.GGMLQuantizationType) -> Path:
+    """The F32 GGUF ``source`` with every matrix in ``quant`` (embeddings and output head too, as llama-quantize's
+    ``--pure``) and every vector (norms, biases, rope factors) left in F32, as llama.cpp keeps them."""
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
+    _copy_metadata(reader, writer)
+    writer.add_file_type(_FILE_TYPES[quant])
+    block = gguf.GGML_QUANT_SIZES[quant][0]
+    targets = {t.name: quant if len(t.shape) == 2 and int(t.shape[0]) % block == 0 else None for t in reader.tensors}
+    for tensor in reader.tensors:
+        shape = _numpy_shape(tensor)
+        kind = targets[tensor.name]
+        if kind is None:
+            writer.add_tensor_info(tensor.name, shape, np.dtype(np.float32), 4 * math.prod(shape))
+        else:
+            byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, kind)
+            writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), math.prod(byte_shape), raw_dtype=kind)
+    writer.write_header_to_file(out)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        values = np.asarray(tensor.data, dtype=np.float32).reshape(_numpy_shape(tensor))
+        kind = targets[tensor.name]
+        writer.write_tensor_data(values if kind is None else gguf.quants.quantize(values, kind))
+    writer.close()
+    return out
+
+
+def _copy_metadata(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> None:
+    """Every key of ``reader`` but the writer's own (version, counts, architecture) and the file type."""
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        writer.add_key_value(name, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
 
 
 def hf_to_gguf(model_dir: Path, out: Path, tokenizer_gguf: Path | None = None) -> Path:

@@ -11,7 +11,8 @@ import httpx
 from ingot.benchmark.report import RequestRecord
 
 
-def request_body(endpoint: str, model: str, prompt: str, output_len: int) -> dict:
+def request_body(endpoint: str, model: str, prompt: str, output_len: int, extra: dict | None = None) -> dict:
+    """A streamed request for ``output_len`` tokens; ``extra`` adds fields or replaces these (a JSON schema, say)."""
     body = {
         "model": model,
         "max_tokens": output_len,
@@ -24,7 +25,19 @@ def request_body(endpoint: str, model: str, prompt: str, output_len: int) -> dic
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
-    return body
+    return body | (extra or {})
+
+
+def served_metadata(base_url: str, model: str, api_key: str | None = None) -> dict:
+    """What an ingot server's /v1/models says of ``model`` (its artifact, target, weight format); {} from a server
+    that says nothing (another server, or one that cannot be reached yet)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        cards = httpx.get(base_url.rstrip("/") + "/v1/models", headers=headers, timeout=30).json()["data"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+    card = next((c for c in cards if isinstance(c, dict) and c.get("id") == model), {})
+    return card.get("metadata") or {}
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: int) -> RequestRecord:
@@ -65,9 +78,9 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: i
 
 async def run_online(
     base_url: str, endpoint: str, model: str, prompts: list[tuple[str, int]], output_len: int, concurrency: int,
-    api_key: str | None = None,
+    api_key: str | None = None, extra_body: dict | None = None,
 ) -> tuple[list[RequestRecord], float]:
-    """``prompts`` are (text, token count) pairs."""
+    """``prompts`` are (text, token count) pairs; ``extra_body`` goes into every request (see ``request_body``)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limit = asyncio.Semaphore(concurrency)
     url = base_url.rstrip("/") + endpoint
@@ -78,7 +91,8 @@ async def run_online(
 
         async def bounded(text: str, tokens: int) -> RequestRecord:
             async with limit:
-                return await _one(client, url, request_body(endpoint, model, text, output_len), tokens)
+                body = request_body(endpoint, model, text, output_len, extra_body)
+                return await _one(client, url, body, tokens)
 
         start = time.perf_counter()
         records = await asyncio.gather(*(bounded(text, tokens) for text, tokens in prompts))

@@ -62,7 +62,11 @@ def write_json(summary: dict, path: Path) -> None:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [
+    settings = summary["settings"]
+    lines = []
+    if "weight_format" in settings:  # an ingot artifact's (a server's only when it says)
+        lines.append(f"artifact {settings.get('artifact', '?')}  weights {settings['weight_format']}")
+    lines += [
         f"requests {summary['requests']}  failures {summary['failures']}  duration {summary['duration_s']:.2f} s",
         f"output throughput {summary['output_throughput']:.1f} tok/s  total {summary['total_token_throughput']:.1f} tok/s"
         f"  requests {summary['request_throughput']:.2f}/s",

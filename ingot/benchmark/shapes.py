@@ -115,16 +115,22 @@ SHAPES = {
 
 def model_config(shape: Shape, tokenizer, **overrides):
     """The transformers config of ``shape`` with ``tokenizer``'s special tokens (``overrides``: tests shrink it)."""
-    import transformers
-
-    config_class = getattr(transformers, shape.architecture.replace("ForCausalLM", "Config"))
-    return config_class(
+    return architecture_config(
+        shape.architecture,
         **(shape.config | overrides),
-        architectures=[shape.architecture],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def architecture_config(architecture: str, **values):
+    """transformers' config for ``architecture`` (``LlamaForCausalLM``, ...) with ``values``, naming the
+    architecture, as ``write_random_model`` needs it."""
+    import transformers
+
+    config_class = getattr(transformers, architecture.replace("ForCausalLM", "Config"))
+    return config_class(**values, architectures=[architecture])
 
 
 def demo_tokenizer():

@@ -8,7 +8,8 @@ from pathlib import Path
 from ingot.cli.arguments import add_command, positive_float
 from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import (
-    out, print_artifacts, print_manifest, print_tt_detection_prediction, print_tt_prediction, print_verification,
+    out, print_artifacts, print_conversion_checks, print_manifest, print_tt_detection_prediction, print_tt_prediction,
+    print_verification,
 )  # fmt: skip
 from ingot.errors import IngotError
 
@@ -92,10 +93,16 @@ def cmd_verify(args: argparse.Namespace) -> None:
     if report is None:  # a device target: its files check out, and running its programs needs the device
         out.print(
             f"{manifest.target} artifact: its programs need a Tenstorrent device; files and toolchain: ok "
-            f"({len(manifest.files)} files); predicting the accuracy of its number formats on the CPU"
+            f"({len(manifest.files)} files); checking their conversion and predicting the accuracy of its number "
+            "formats on the CPU"
         )
+        _verify_tt_conversion(path, manifest)
         out.print(f"verification: {manifest.tt.device_verification if manifest.tt else 'not available'}")
     else:
+        recorded = manifest.verification
+        if recorded is not None and getattr(recorded, "weight_format", "fp32") != "fp32":
+            out.print("recorded at compile, against the original float32 weights (which the artifact no longer holds):")
+            print_verification(recorded)
         print_verification(report)
         if not report.passed:
             raise IngotError("verification failed")
@@ -103,6 +110,17 @@ def cmd_verify(args: argparse.Namespace) -> None:
     policies = args.tt_policy or ([] if report is not None else [p.name for p in policies_for(manifest.kind)])
     if policies:
         _print_tt_predictions(path, manifest, policies)
+
+
+def _verify_tt_conversion(path: Path, manifest) -> None:
+    """Run the TT programs' conversion check again, from the artifact alone; a failed one fails the command."""
+    from ingot.compile.verify.tt_conversion import check_conversion, conversion_failure
+
+    checked = check_conversion(path, manifest)
+    print_conversion_checks(checked)
+    failure = conversion_failure(checked)
+    if failure:
+        raise IngotError(failure)
 
 
 def _print_tt_predictions(path: Path, manifest, policies: list[str]) -> None:

@@ -11,14 +11,17 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets")
+LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "kv_cache_dtype", "weight_format", "allow_low_accuracy")
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
 def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.ArgumentParser) -> None:
     options = compile_options_parent()
     sub = add_command(
-        commands, "compile", cmd_compile, "compile a model into a verified artifact (a cache hit does nothing)",
+        commands,
+        "compile",
+        cmd_compile,
+        "compile a model into a verified artifact (a cache hit does nothing)",
         parents=[cache_dir, options],
     )
     sub.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
@@ -29,10 +32,14 @@ def compile_options_parent() -> argparse.ArgumentParser:
     """MODEL and the options that make its artifact key, which `compile` and `cache-key` share."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("model", help="built-in name (smollm2-135m, yolov4), Hugging Face directory, or .gguf file")
-    parser.add_argument("--target", help="cpu (default), p150, n150, n300")
+    parser.add_argument("--target", help="cpu (default), p150, n150, n300 (Wormhole: optimization level 0)")
     parser.add_argument("--max-batch", type=int, help="largest decode batch (default 32; yolov4: images, default 8)")
     parser.add_argument("--max-context", type=int, help="longest sequence, prompt plus output (default 2048)")
     parser.add_argument("--block-size", type=int, help="tokens per KV-cache block (default 16)")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        help="cpu: the KV cache's keys and values in fp32 (default) or bf16 (half the bytes: twice the tokens)",
+    )
     parser.add_argument(
         "--prefill-buckets", type=int_list, help="prefill chunk sizes, e.g. 16,64,256 (default 16..512 by powers of 2)"
     )
@@ -42,12 +49,33 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "default native: this CPU's own",
     )
     parser.add_argument(
-        "--optimization-level", type=int, choices=(0, 1, 2),
+        "--weight-format",
+        help="cpu: the number format linear weights are stored in: fp32 (default), bf16, bfp8, bfp4 (Tenstorrent's "
+        "bfloat16, bfloat8_b, bfloat4_b), or a Tenstorrent policy choosing per layer: accuracy (bf16 attention, bfp8 "
+        "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down)",
+    )
+    parser.add_argument(
+        "--allow-low-accuracy",
+        action="store_true",
+        help="with --weight-format other than fp32: publish an artifact whose logits PCC against float32 is below "
+        "Tenstorrent's 0.99, recording it in its report, instead of failing the compile",
+    )
+    parser.add_argument(
+        "--optimization-level",
+        type=int,
+        choices=(0, 1, 2),
         help="Tenstorrent targets: tt-mlir optimizer level (default 0; 1-2 build device kernels on the host, minutes)",
     )
     parser.add_argument(
-        "--allow-cpu-fallback", action="store_true",
+        "--allow-cpu-fallback",
+        action="store_true",
         help="Tenstorrent targets: record ops that did not lower to TT-NN instead of failing the compile",
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="Tenstorrent targets: record a program whose JAX conversion disagrees with its torch program "
+        "(PCC < 0.9999 on JAX's CPU backend) instead of failing the compile",
     )
     detector = parser.add_argument_group("detectors (yolov4)")
     detector.add_argument("--weights", help="yolov4.weights (Darknet) or the pytorch-YOLOv4 port's .pth/.safetensors")
@@ -123,6 +151,7 @@ def _detector_options(args: argparse.Namespace):
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
+        allow_unverified=args.allow_unverified or None,
     )
 
 
@@ -135,7 +164,11 @@ def _options(args: argparse.Namespace):
         max_context=args.max_context,
         block_size=args.block_size,
         prefill_buckets=args.prefill_buckets,
+        kv_cache_dtype=args.kv_cache_dtype,
         cpu_isa=args.cpu_isa,
         optimization_level=args.optimization_level,
         allow_cpu_fallback=args.allow_cpu_fallback or None,
+        allow_unverified=args.allow_unverified or None,
+        weight_format=args.weight_format,
+        allow_low_accuracy=args.allow_low_accuracy or None,
     )

@@ -16,7 +16,7 @@ err = Console(stderr=True, highlight=False)
 def print_artifacts(artifacts) -> None:
     """`ingot ls`: one row per stored artifact, with why it cannot be served if it cannot."""
     key = Column("key", no_wrap=True, min_width=24)  # whole, whatever the terminal's width: it is what users copy
-    table = Table(key, "model", "family", "target", "cpu isa", "size", "created", "status", box=None)
+    table = Table(key, "model", "family", "target", "cpu isa", "weights", "size", "created", "status", box=None)
     for artifact in artifacts:
         m = artifact.manifest
         size = sum(f.size for f in m.files.values()) if m else 0
@@ -26,6 +26,7 @@ def print_artifacts(artifacts) -> None:
             m.model.family if m else "?",
             m.target if m else "?",
             (m.cpu.isa if m.cpu else "-") if m else "?",
+            (m.options.get("weight_format", "fp32") if m.kind == "llm" else "-") if m else "?",
             f"{size / 1e6:.1f} MB",
             m.created_at if m else "?",
             _status(artifact),
@@ -59,8 +60,12 @@ def print_manifest(path: Path, manifest) -> None:
         out.print(f"classes   {len(d.class_names)} ({', '.join(d.class_names[:4])}, ...); strides {d.strides}")
         out.print(f"anchors   {' '.join(f'{w}x{h}' for w, h in d.anchors)}")
     else:
-        out.print(f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}")
-        out.print(f"context   {manifest.buckets.max_context} tokens, KV blocks of {manifest.kv_cache.block_size}")
+        out.print(
+            f"buckets   prefill tokens {manifest.buckets.prefill_tokens}, decode batch {manifest.buckets.decode_batch}"
+        )
+        kv = manifest.kv_cache
+        out.print(f"context   {manifest.buckets.max_context} tokens, KV cache {kv.dtype} in blocks of {kv.block_size}")
+        out.print(f"weights   {weight_formats(manifest)}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
     for p in manifest.programs:
@@ -71,6 +76,23 @@ def print_manifest(path: Path, manifest) -> None:
         print_tt_build(manifest)
     if manifest.verification:
         print_verification(manifest.verification)
+
+
+def weight_formats(manifest) -> str:
+    """A language model's --weight-format and what it stored: how many linears in each format, and the tensors
+    rounded to one."""
+    choice = manifest.options.get("weight_format", "fp32")
+    linears: dict[str, int] = {}
+    for packed in manifest.weights.packed.values():
+        linears[packed.format.value] = linears.get(packed.format.value, 0) + len(packed.weights)
+    parts = [f"{count} {fmt}" for fmt, count in sorted(linears.items())]
+    line = f"{choice}: linears " + ", ".join(parts) if parts else choice
+    rounded: dict[str, int] = {}
+    for fmt in manifest.weights.rounded.values():
+        rounded[fmt.value] = rounded.get(fmt.value, 0) + 1
+    if rounded:
+        line += "; other tensors rounded to " + ", ".join(f"{fmt} ({n})" for fmt, n in sorted(rounded.items()))
+    return line
 
 
 def _cpu_isa(cpu) -> str:
@@ -85,16 +107,33 @@ def _cpu_isa(cpu) -> str:
 
 
 def print_tt_build(manifest) -> None:
-    """A Tenstorrent artifact's programs, its device verification, and the accuracy predicted when it was built."""
+    """A Tenstorrent artifact's descriptor, programs, conversion check, device verification, and the accuracy
+    predicted when it was built."""
+    if manifest.tt.descriptor:
+        print_tt_descriptor(manifest.tt.descriptor)
     print_tt_programs(manifest)
+    print_conversion_checks(manifest)
     out.print(f"verification: {manifest.tt.device_verification}")
     for prediction in manifest.tt.predicted:
         print_tt_detection_prediction(prediction)
 
 
+def print_tt_descriptor(descriptor) -> None:
+    """The system descriptor compiled against, and where it is from (a re-stamped one: from where, what changed)."""
+    out.print(f"system descriptor {descriptor.file} (sha256 {descriptor.sha256[:16]}...): {descriptor.origin}")
+    stamp = descriptor.restamped
+    if stamp:
+        out.print(f"  re-stamped from {stamp.repository} {stamp.path} at {stamp.commit[:10]}")
+        out.print(
+            f"  original sha256 {stamp.original_sha256[:16]}..., {stamp.license}; one field changed: "
+            f"{stamp.field} {stamp.original[:12]}... -> {stamp.replacement[:12]}..."
+        )
+
+
 def print_tt_programs(manifest) -> None:
-    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart)."""
-    from ingot.compile.tt.ops import BOOKKEEPING
+    """Per program: its status and the TTNN ops it lowered to (bookkeeping ops counted apart, activations fused into
+    another op counted as their own, marked "(fused)")."""
+    from ingot.compile.tt.ops import BOOKKEEPING, is_fused
 
     tt = manifest.tt.spec
     title = f"TT-NN programs for {tt['device']} (optimization level {manifest.programs[0].tt.optimization_level})"
@@ -105,7 +144,31 @@ def print_tt_programs(manifest) -> None:
         listing = ", ".join(f"{op.removeprefix('ttnn.')} {n}" for op, n in compute.items())
         if info.status != "lowered":
             listing = "not lowered: " + ", ".join(info.unlowered_ops)
-        table.add_row(p.name, info.status, str(sum(info.ttnn_ops.values())), listing)
+        ops = sum(n for op, n in info.ttnn_ops.items() if not is_fused(op))
+        table.add_row(p.name, info.status, str(ops), listing)
+    out.print(table)
+
+
+def print_conversion_checks(manifest) -> None:
+    """Per program: its JAX function on JAX's CPU backend against its torch program, output by output."""
+    checked = [p for p in manifest.programs if p.tt and p.tt.conversion]
+    if not checked:
+        out.print("conversion check: none recorded (an artifact built before ingot checked TT conversions)")
+        return
+    title = "conversion check: each program's JAX function (what was lowered) on JAX's CPU backend vs its torch program"
+    table = Table("program", "output", "PCC", "max abs error", "result", box=None, title=title)
+    allowed = manifest.options.get("allow_unverified")
+    for p in checked:
+        check = p.tt.conversion
+        verdict = "[green]passed[/green]" if check.passed else "[red]FAILED[/red]"
+        if not check.passed and allowed:
+            verdict += " (recorded: --allow-unverified)"
+        for i, (name, agreement) in enumerate(check.outputs.items()):
+            shown = f"{name} (written slots)" if name == "kv_cache" else name
+            table.add_row(
+                p.name if i == 0 else "", shown, f"{agreement.pcc:.8f}", f"{agreement.max_abs_error:.3g}",
+                f"{verdict} (>= {check.min_pcc})" if i == 0 else "",
+            )  # fmt: skip
     out.print(table)
 
 
@@ -117,7 +180,10 @@ def print_tt_prediction(report) -> None:
     tt = report.tenstorrent
     reported = f"{tt.reported_model} reported by tt-metal" if tt.reported_top1 is not None else ""
     table = Table(
-        "metric", "predicted", "Tenstorrent", box=None,
+        "metric",
+        "predicted",
+        "Tenstorrent",
+        box=None,
         title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
     )
     table.add_row("logits PCC", f"{report.pcc:.6f}", f">= {tt.min_pcc}")
@@ -134,7 +200,10 @@ def print_tt_prediction(report) -> None:
 def print_tt_detection_prediction(report) -> None:
     tt = report.tenstorrent
     table = Table(
-        "metric", "predicted", "Tenstorrent (tt-metal YOLOv4)", box=None,
+        "metric",
+        "predicted",
+        "Tenstorrent (tt-metal YOLOv4)",
+        box=None,
         title=f"predicted TT accuracy, {report.policy} policy ({report.description}), against {report.reference}",
     )
     boxes_bar = f">= {tt.min_box_pcc} (Blackhole: >= {tt.min_box_pcc_blackhole})"
@@ -154,16 +223,42 @@ def print_verification(report) -> None:
     if isinstance(report, DetectionVerificationReport):
         _print_detection_verification(report)
         return
-    table = Table("metric", "value", "threshold", box=None, title=f"verification against {report.reference}")
-    table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}")
-    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "")
-    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", f">= {report.min_top1:.0%}")
-    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", "")
+    title = f"verification against {report.reference}"
+    if report.weight_format != "fp32":
+        title += f", weights {report.weight_format}"
+    table = Table("metric", "value", "threshold", box=None, title=title)
+    tt = report.tenstorrent
+    if tt:  # a smaller weight format: shown beside what tt-metal reports for its modes
+        table.add_column(f"tt-metal reports ({tt.reported_model})")
+    top1, top5 = _reported_by_tt(tt)
+    table.add_row("logits PCC", f"{report.pcc:.7f}", f">= {report.min_pcc}", *([f">= {tt.min_pcc}"] if tt else []))
+    table.add_row("max abs error", f"{report.max_abs_error:.3g}", "", *([""] if tt else []))
+    top1_bar = f">= {report.min_top1:.0%}" if report.min_top1 else ""
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.2%}", top1_bar, *([top1] if tt else []))
+    table.add_row("top-5 agreement", f"{report.top5_agreement:.2%}", "", *([top5] if tt else []))
     for name, value in report.programs.items():
-        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}")
-    table.add_row("tokens", f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)", "")
-    table.add_row("result", "[green]passed[/green]" if report.passed else "[red]FAILED[/red]", "")
+        table.add_row(f"PCC {name}", f"{value:.7f}", f">= {report.min_pcc}", *([""] if tt else []))
+    tokens = f"{report.num_tokens} ({report.prefill_tokens} prefill + {report.decode_steps} decode)"
+    table.add_row("tokens", tokens, "", *([""] if tt else []))
+    if report.passed:
+        result = "[green]passed[/green]"
+    elif report.allowed_below_bar:
+        result = "[yellow]below the bar, published with --allow-low-accuracy[/yellow]"
+    else:
+        result = "[red]FAILED[/red]"
+    table.add_row("result", result, "", *([""] if tt else []))
     out.print(table)
+
+
+def _reported_by_tt(tt) -> tuple[str, str]:
+    """tt-metal's top-1 and top-5 for the report's mode, or for both modes when the report is not one of them."""
+    from ingot.compile.verify.tt_acceptance import TT_REPORTED
+
+    if tt is None:
+        return "", ""
+    if tt.reported_top1 is not None:
+        return f"{tt.reported_top1:.0%}", f"{tt.reported_top5:.0%}"
+    return tuple(", ".join(f"{numbers[i]:.0%} {mode}" for mode, numbers in TT_REPORTED.items()) for i in (0, 1))
 
 
 def _print_detection_verification(report) -> None:

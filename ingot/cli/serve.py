@@ -14,7 +14,7 @@ from ingot.cli.arguments import (
     positive_float,
     positive_int,
 )
-from ingot.cli.locate import OCI_PREFIX, open_store, serving_artifact
+from ingot.cli.locate import OCI_PREFIX, compile_options, open_store, serving_artifact
 from ingot.cli.registry import registry_parent
 from ingot.errors import IngotError, OptionError
 from ingot.server import settings as defaults
@@ -55,6 +55,16 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
         help="tokens one engine step computes at most (a prefill chunk, a decode batch); default: the largest bucket",
     )
     sub.add_argument("--no-compile", action="store_true", help="serve only models already compiled; never compile")
+    sub.add_argument(
+        "--weight-format",
+        help="a MODEL named as a model (not an artifact) means its artifact with these weights, compiled on a miss: "
+        "fp32 (default), bf16, bfp8, bfp4, accuracy or performance (see ingot compile --help)",
+    )
+    sub.add_argument(
+        "--served-model-name", action="append", metavar="NAME",
+        help="the name clients use for a MODEL instead of its model's name; once per MODEL, in order (e.g. to serve "
+        "two artifacts of one model together)",
+    )
     sub.add_argument(
         "--shutdown-timeout", type=finite_float, default=defaults.DEFAULT_SHUTDOWN_TIMEOUT,
         help="seconds in-flight requests get to finish after SIGTERM",
@@ -172,21 +182,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ingot.server.run import bind_socket, serve
 
     settings = server_settings(args)
+    models = args.models or ["smollm2-135m"]
+    names = _served_names(args.served_model_name, len(models))
+    options = compile_options(args.weight_format)
     if _on_ray(args):
-        _serve_replicas(args, settings)
+        _serve_replicas(args, settings, models, names[0])
         return
     store = open_store(args)
     with bind_socket(args.host, args.port) as sock:
         artifacts: dict[str, tuple[Path, Manifest]] = {}
-        for model in args.models or ["smollm2-135m"]:
-            path = serving_artifact(store, model, plain_http=args.plain_http, no_compile=args.no_compile)
+        for model, name in zip(models, names):
+            path = serving_artifact(store, model, options, args.plain_http, args.no_compile)
             manifest = check_artifact(path)
             refusal = unservable_reason(manifest)
             if refusal:
                 raise IngotError(refusal)
-            if manifest.model.name in artifacts:
-                raise OptionError(f"two models are named {manifest.model.name}; served models need distinct names")
-            artifacts[manifest.model.name] = (path, manifest)
+            name = name or manifest.model.name
+            if name in artifacts:
+                raise OptionError(
+                    f"two models are named {name}: serve them under distinct names with --served-model-name "
+                    "(once per MODEL, in order)"
+                )
+            artifacts[name] = (path, manifest)
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         engines: dict[str, Engine] = {}
@@ -207,6 +224,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serve(engines, settings, sock, detectors)
 
 
+def _served_names(names: list[str] | None, models: int) -> list[str | None]:
+    """The name each MODEL is served under (None: its model's own)."""
+    if names is None:
+        return [None] * models
+    if len(names) != models:
+        raise OptionError(f"--served-model-name: give one name per MODEL ({models} models, {len(names)} names)")
+    if not all(name.strip() and name.isprintable() for name in names):
+        raise OptionError("--served-model-name: a name is printable text, not empty")
+    return names
+
+
 RAY_OPTIONS = ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "threads", "router")
 
 
@@ -214,13 +242,13 @@ def _on_ray(args: argparse.Namespace) -> bool:
     return any(getattr(args, option) is not None for option in RAY_OPTIONS)
 
 
-def _serve_replicas(args: argparse.Namespace, settings: ServerSettings) -> None:
+def _serve_replicas(args: argparse.Namespace, settings: ServerSettings, models: list[str], name: str | None) -> None:
     """One language model from engine replicas on Ray Serve (ingot/deploy/ray.py); the port is checked first."""
     from pydantic import ValidationError
 
     from ingot.server.run import bind_socket
 
-    if len(args.models) > 1:
+    if len(models) > 1:
         raise OptionError("--replicas serves one model; run one application per model")
     if args.max_image_pixels is not None:
         raise OptionError("--max-image-pixels is for detectors, which replicas do not serve")
@@ -231,7 +259,9 @@ def _serve_replicas(args: argparse.Namespace, settings: ServerSettings) -> None:
     chosen = {option: getattr(args, option) for option in RAY_OPTIONS if getattr(args, option) is not None}
     try:
         options = AppOptions(
-            model=(args.models or ["smollm2-135m"])[0],
+            model=models[0],
+            served_model_name=name,
+            weight_format=args.weight_format,
             cache_dir=args.cache_dir,
             kv_cache_gb=args.kv_cache_gb,
             max_num_batched_tokens=args.max_num_batched_tokens,

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
+from ingot.artifacts.weight_format import WEIGHT_FORMAT_CHOICES
 from ingot.errors import OptionError
 from ingot.models.yolov4.spec import INPUT_SIZES
 from ingot.sizes import ceil_div, powers_of_two
@@ -26,6 +27,8 @@ from ingot.sizes import ceil_div, powers_of_two
 TARGETS = ("cpu", "p150", "n150", "n300")
 BLOCK_SIZES = (8, 16, 32, 64, 128)
 EMITS = ("onnx",)
+# --kv-cache-dtype (vLLM's flag) -> the dtype of the cache tensor, as the manifest's kv_cache.dtype records it
+KV_CACHE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 ONNX_FILE = "model.onnx"  # what --emit onnx adds to a detector's artifact
 
 
@@ -41,6 +44,9 @@ def one_of(choices: Collection, message: str) -> AfterValidator:
     return AfterValidator(lambda value: check_one_of(value, choices, message))
 
 
+KvCacheDtype = Annotated[str, one_of(KV_CACHE_DTYPES, "unknown KV-cache dtype {value!r}; choices: {choices}")]
+
+
 class TargetOptions(BaseModel):
     """What every compile chooses: the target and the dtype; parsed from user input into one-line errors."""
 
@@ -51,6 +57,7 @@ class TargetOptions(BaseModel):
     # Tenstorrent targets: tt-mlir optimizer level (default: the device spec's)
     optimization_level: Annotated[int | None, one_of((None, 0, 1, 2), "optimization level must be 0, 1 or 2")] = None
     allow_cpu_fallback: bool = False  # Tenstorrent targets: record ops that did not lower instead of failing
+    allow_unverified: bool = False  # Tenstorrent targets: record a failed conversion check instead of failing
     # cpu: the vector ISA its native code is compiled for (avx2, avx512); "native" (the default) is resolved here
     # to this CPU's, so the cache key names it. None on a Tenstorrent target.
     cpu_isa: str | None = Field(None, validate_default=True)
@@ -69,6 +76,8 @@ class TargetOptions(BaseModel):
             raise ValueError("--optimization-level applies to Tenstorrent targets (p150), not cpu")
         if self.target == "cpu" and self.allow_cpu_fallback:
             raise ValueError("--allow-cpu-fallback applies to Tenstorrent targets (p150), not cpu")
+        if self.target == "cpu" and self.allow_unverified:
+            raise ValueError("--allow-unverified applies to Tenstorrent targets (p150), not cpu")
         return self
 
     @classmethod
@@ -90,6 +99,15 @@ class CompileOptions(TargetOptions):
     max_context: int = Field(2048, ge=64, le=131072)
     block_size: Annotated[int, one_of(BLOCK_SIZES, "block size must be one of {choices}")] = 16
     prefill_buckets: tuple[int, ...] = ()  # default: powers of two from 16 up to min(512, max_context)
+    # keys and values as the cache stores them (bf16: half the bytes, so twice the tokens and half attention's reads)
+    kv_cache_dtype: KvCacheDtype = "fp32"
+    # cpu: the number format each linear's weight is stored in: one for all (fp32, bf16, bfp8, bfp4), or a
+    # Tenstorrent policy's per-layer choice (accuracy, performance); see ingot/compile/weight_formats.py
+    weight_format: Annotated[
+        str, one_of(WEIGHT_FORMAT_CHOICES, "unknown weight format {value!r}; choices: {choices}")
+    ] = "fp32"
+    # a weight format whose verification misses PCC 0.99 is recorded in the report instead of failing the compile
+    allow_low_accuracy: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +127,20 @@ class CompileOptions(TargetOptions):
             raise ValueError(f"prefill bucket {buckets[-1]} exceeds max context {self.max_context}")
         return self
 
+    @model_validator(mode="after")
+    def _kv_cache_dtype_on_cpu(self) -> CompileOptions:
+        if self.kv_cache_dtype != "fp32" and self.target != "cpu":
+            raise ValueError(f"--kv-cache-dtype {self.kv_cache_dtype} applies to the cpu target, not {self.target}")
+        return self
+
+    @model_validator(mode="after")
+    def _weight_format(self) -> CompileOptions:
+        if self.target != "cpu" and self.weight_format != "fp32":
+            raise ValueError(f"--weight-format applies to the cpu target; a {self.target} artifact stores fp32 for now")
+        if self.allow_low_accuracy and self.weight_format == "fp32":
+            raise ValueError("--allow-low-accuracy applies to a --weight-format other than fp32 (which must match)")
+        return self
+
     @property
     def decode_batches(self) -> list[int]:
         return powers_of_two(1, self.max_batch)
@@ -116,6 +148,11 @@ class CompileOptions(TargetOptions):
     @property
     def max_blocks_per_sequence(self) -> int:
         return ceil_div(self.max_context, self.block_size)
+
+    @property
+    def kv_cache_torch_dtype(self) -> str:
+        """The KV cache's dtype by torch's name (``float32``, ``bfloat16``), as the manifest records it."""
+        return KV_CACHE_DTYPES[self.kv_cache_dtype]
 
 
 class DetectorOptions(TargetOptions):

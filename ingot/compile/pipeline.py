@@ -109,10 +109,10 @@ def cache_key(source_digests: dict[str, str], options: TargetOptions) -> str:
 def _tt_key_inputs(options: TargetOptions) -> dict:
     """A Tenstorrent target's device spec, plugin, frontend and descriptor hash, and optimization level."""
     from ingot.compile.tt import plugin  # only a Tenstorrent key needs the plugin's versions
-    from ingot.compile.tt.specs import device_spec
+    from ingot.compile.tt.specs import device_spec, optimization_level
 
     spec = device_spec(options.target)
-    level = spec.optimization_level if options.optimization_level is None else options.optimization_level
+    level = optimization_level(spec, options.optimization_level)
     return {"spec": spec.as_dict(), "toolchain": plugin.toolchain(options.target), "optimization_level": level}
 
 
@@ -150,7 +150,9 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
     target = get_target(kind.options.target)
     plans = kind.plans(target)
     exports = kind.exports()
-    stages = 4 + target.native_library + len(plans) + len(exports)  # load, (library,) captures, lower, save, verify
+    tt_info = target.manifest_info()
+    # load, (library,) captures, lower, save, verify, (TT conversion check)
+    stages = 4 + target.native_library + len(plans) + len(exports) + (tt_info is not None)
     with StageProgress(stages, quiet=quiet) as progress:
         with progress.stage(kind.load_stage):
             module = kind.load()
@@ -200,17 +202,32 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                 toolchain=toolchain_versions(),
                 programs=programs,
                 weights=weights,
-                tt=target.manifest_info(),
+                tt=tt_info,
                 cpu=cpu_requirement(kind.options.cpu_isa) if kind.options.cpu_isa else None,
                 **kind.manifest_fields(workdir, target),
             )
 
         with progress.stage(kind.verify_stage(target)):
             manifest = kind.verify(target, workdir, manifest)
+        if tt_info is not None:
+            with progress.stage("check the TT conversion: JAX's CPU backend against torch"):
+                manifest = check_tt_conversion(workdir, manifest, kind.options)
     report = manifest.verification
-    if report is not None and not report.passed:
+    if report is not None and not report.accepted:
         raise VerificationError(kind.failure(report))
     return publish(workdir, manifest)
+
+
+def check_tt_conversion(workdir: Path, manifest: Manifest, options: TargetOptions) -> Manifest:
+    """Run every TT program's JAX function against its torch program; a disagreement fails the build unless the
+    options allow an unverified artifact, which then records it."""
+    from ingot.compile.verify.tt_conversion import check_conversion, conversion_failure
+
+    manifest = check_conversion(workdir, manifest)
+    failure = conversion_failure(manifest)
+    if failure and not options.allow_unverified:
+        raise VerificationError(f"{failure}; --allow-unverified records it instead")
+    return manifest
 
 
 def publish(workdir: Path, manifest: Manifest) -> Manifest:

@@ -32,7 +32,8 @@ class ProgramPlan:
     A ``decode_kernel`` program calls ingot's own paged decode attention kernel, and a ``packed_linears`` one
     ingot's own matrix product on weights packed for it: kernels of ingot's native library, which the artifact
     carries. ``cpu_isa`` is the vector ISA
-    a cpu program is compiled for (ingot.artifacts.cpu_isa); None: not a cpu program.
+    a cpu program is compiled for (ingot.artifacts.cpu_isa); None: not a cpu program. ``weight_format`` is the
+    ``--weight-format`` choice its packed linears are stored by (ingot/compile/weight_formats.py).
     """
 
     name: str
@@ -45,6 +46,7 @@ class ProgramPlan:
     decode_kernel: bool = False
     packed_linears: bool = False
     cpu_isa: str | None = None
+    weight_format: str = "fp32"
 
 
 @dataclass(frozen=True)

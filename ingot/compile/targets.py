@@ -1,4 +1,4 @@
-"""The target a compile names: cpu, or a Tenstorrent device (a refused one says what is missing)."""
+"""The target a compile names: cpu, or a Tenstorrent device."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -13,11 +14,12 @@ from torch.export import ExportedProgram
 TIED_FILE = "ingot_tied_weights.json"  # names sharing one tensor (a tied LM head): kept through the save
 
 
-def save_weightless(exported: ExportedProgram, path: Path, keep_inputs_and_constants: bool = True) -> None:
+def save_weightless(exported: ExportedProgram, path: Path, keep_example_inputs: bool = True) -> None:
     """Save ``exported`` with every weight a zero-stride stand-in of its shape (a few bytes each); the program
-    itself is left as it was. The cpu target's lowering traces with the example inputs and folds the lifted
-    constants (small tensors such as rotary frequencies) into the program, so it keeps both."""
-    saved_state, saved_constants = dict(exported.state_dict), dict(exported.constants)
+    itself is left as it was, its lifted constants (small tensors such as rotary frequencies) included. The cpu
+    target's lowering traces with the example inputs, so it keeps them; a TT program's static KV cache example
+    would be the size of the cache."""
+    saved_state = dict(exported.state_dict)
     saved_examples = exported._example_inputs
     stand_ins: dict[int, torch.Tensor] = {}
     tied: dict[str, str] = {}
@@ -36,17 +38,13 @@ def save_weightless(exported: ExportedProgram, path: Path, keep_inputs_and_const
     try:
         for name, tensor in saved_state.items():
             exported.state_dict[name] = stand_in(name, tensor)
-        if not keep_inputs_and_constants:
-            for name, value in saved_constants.items():
-                if isinstance(value, torch.Tensor):
-                    exported.constants[name] = stand_in(name, value)
+        if not keep_example_inputs:
             exported._example_inputs = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "No complete tensor found": the stand-ins share storage
             torch.export.save(exported, path, extra_files={TIED_FILE: json.dumps(tied)})
     finally:
         exported.state_dict.update(saved_state)
-        exported.constants.update(saved_constants)
         exported._example_inputs = saved_examples
 
 
@@ -63,4 +61,17 @@ def load_with_empty_weights(path: Path) -> ExportedProgram:
             exported.state_dict[name] = torch.nn.Parameter(empty, requires_grad=False) if is_parameter else empty
     for name, owner in tied.items():
         exported.state_dict[name] = exported.state_dict[owner]
+    return exported
+
+
+def load_with_weights(path: Path, weights: Mapping[str, torch.Tensor]) -> ExportedProgram:
+    """A program saved by ``save_weightless``, its weights taken from ``weights`` by name (a tied name reads its
+    owner's tensor)."""
+    extra = {TIED_FILE: ""}
+    exported = torch.export.load(path, extra_files=extra)
+    tied = json.loads(extra[TIED_FILE] or "{}")
+    for name, value in list(exported.state_dict.items()):
+        tensor = weights[tied.get(name, name)]
+        is_parameter = isinstance(value, torch.nn.Parameter)
+        exported.state_dict[name] = torch.nn.Parameter(tensor, requires_grad=False) if is_parameter else tensor
     return exported

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from ingot.artifacts.manifest import PackedLinear, WeightsInfo
+from ingot.artifacts.weight_format import WeightFormat
 
 
 @dataclass
@@ -17,6 +18,7 @@ class ProgramWeights:
 
     tensors: dict[str, torch.Tensor]
     packed: dict[str, PackedLinear] = field(default_factory=dict)
+    rounded: dict[str, WeightFormat] = field(default_factory=dict)  # float32 tensors holding a format's values
 
 
 def save_weights(weights: ProgramWeights, path: Path) -> WeightsInfo:
@@ -33,7 +35,7 @@ def save_weights(weights: ProgramWeights, path: Path) -> WeightsInfo:
             continue
         stored[name] = tensor.contiguous()
     save_file(stored, path)
-    return WeightsInfo(file=path.name, aliases=aliases, packed=weights.packed)
+    return WeightsInfo(file=path.name, aliases=aliases, packed=weights.packed, rounded=weights.rounded)
 
 
 def named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

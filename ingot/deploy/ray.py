@@ -20,7 +20,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from ingot.artifacts.store import ArtifactStore
-from ingot.cli.locate import OCI_PREFIX, serving_artifact
+from ingot.cli.locate import OCI_PREFIX, compile_options, serving_artifact
 from ingot.deploy.ingress import IngotIngress
 from ingot.deploy.prefixes import DEFAULT_IMBALANCE
 from ingot.deploy.replica import API_KEY_ENV, IngotReplica, ReplicaSpec
@@ -38,6 +38,8 @@ class AppOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "smollm2-135m"  # as `ingot serve MODEL`: a key, path, model (compiled here on a miss) or oci://REF
+    served_model_name: str | None = None  # the name clients use (default: the model's own)
+    weight_format: str | None = None  # a model's artifact with these weights (as `ingot serve --weight-format`)
     replicas: int | None = Field(None, ge=1)  # a fixed count (default 1), or the initial one when autoscaling
     min_replicas: int | None = Field(None, ge=0)  # either bound set: autoscale on ongoing requests
     max_replicas: int | None = Field(None, ge=1)
@@ -100,10 +102,13 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
     if pull:
         artifact = options.model.removeprefix(OCI_PREFIX)
     else:
-        artifact = str(serving_artifact(store, options.model, options.plain_http, options.no_compile).resolve())
+        chosen = compile_options(options.weight_format)
+        path = serving_artifact(store, options.model, chosen, options.plain_http, options.no_compile)
+        artifact = str(path.resolve())
     threads = options.replica_threads()
     spec = ReplicaSpec(
         artifact=artifact,
+        served_model_name=options.served_model_name,
         cache_dir=str(store.root),
         threads=threads,
         settings=settings,

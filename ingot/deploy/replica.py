@@ -38,6 +38,7 @@ class ReplicaSpec:
     threads: int  # torch intra-op threads: cores / replicas on one host, so replicas do not oversubscribe cores
     settings: ServerSettings
     pull: bool = False
+    served_model_name: str | None = None  # the name clients use; None: the model's own
     kv_cache_gb: float | None = None
     max_num_batched_tokens: int | None = None
     plain_http: bool = False
@@ -69,7 +70,7 @@ class IngotReplica:
             path, manifest, kv_cache_gb=spec.kv_cache_gb, max_num_batched_tokens=spec.max_num_batched_tokens
         )
         settings = replace(spec.settings, api_key=os.environ.get(API_KEY_ENV) or None)
-        self.app = create_app({manifest.model.name: self.engine}, settings)
+        self.app = create_app({spec.served_model_name or manifest.model.name: self.engine}, settings)
         self.state = self.app.state.ingot
         self.name = serve.get_replica_context().replica_id.unique_id
         await warm_up(self.state)  # Ray routes nothing here until the constructor returns: a replica is warm or absent

@@ -40,12 +40,13 @@ def create_app(
         raise ValueError("create_app needs at least one engine or detector")
     settings = settings or ServerSettings()
     state = ServerState(
-        models={name: ServedModel(engine, settings.max_queue) for name, engine in engines.items()},
+        models={name: ServedModel(name, engine, settings.max_queue) for name, engine in engines.items()},
         settings=settings,
         metrics=ServerMetrics(engines, detectors),
         detectors={
             name: ServedDetector(
-                detector, settings.max_queue, image_pixel_limit(detector.info.input_size, settings.max_image_pixels)
+                name, detector, settings.max_queue,
+                image_pixel_limit(detector.info.input_size, settings.max_image_pixels),
             )
             for name, detector in detectors.items()
         },

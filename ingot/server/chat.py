@@ -30,7 +30,7 @@ from ingot.server.protocol import (
 from ingot.server.sampling import check_n, make_choices
 from ingot.server.served import ServedModel
 from ingot.server.state import server_state
-from ingot.server.streaming import DONE, run_generation, sse, sse_error
+from ingot.server.streaming import DONE, chunk_sse, run_generation, sse_error
 from ingot.server.structured import compile_grammar, requested_grammar
 from ingot.server.tool_stream import ToolCallStream
 from ingot.server.tools import ToolPlan, plan_tools
@@ -114,10 +114,11 @@ async def _events(
     streams = [ToolCallStream(tools) for _ in generation.choices]
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
-        return sse(
+        return chunk_sse(
             ChatCompletionChunk(
                 id=generation.request_id, created=created, model=generation.served.name, choices=choices, usage=usage
-            )
+            ),
+            body.include_usage,
         )
 
     for index in range(len(generation.choices)):  # OpenAI opens every choice with the role, before any content
@@ -139,7 +140,7 @@ async def _events(
                 index=index, delta=delta or ChatDelta(), logprobs=logprobs, finish_reason=finish_reason
             )
             yield chunk([choice])
-    if body.stream_options is not None and body.stream_options.include_usage:
+    if body.include_usage:
         yield chunk([], generation.usage())
     yield DONE
 

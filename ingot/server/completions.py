@@ -21,7 +21,7 @@ from ingot.server.protocol import CompletionChoice, CompletionRequest, Completio
 from ingot.server.sampling import check_n, make_choices
 from ingot.server.served import ServedModel
 from ingot.server.state import server_state
-from ingot.server.streaming import DONE, run_generation, sse, sse_error
+from ingot.server.streaming import DONE, chunk_sse, run_generation, sse_error
 from ingot.server.structured import compile_grammar, requested_grammar
 
 router = APIRouter()
@@ -134,10 +134,11 @@ async def _events(
     unechoed = set(range(len(generation.choices))) if echoes else set()
 
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
-        return sse(
+        return chunk_sse(
             CompletionResponse(
                 id=generation.request_id, created=created, model=generation.served.name, choices=choices, usage=usage
-            )
+            ),
+            body.include_usage,
         )
 
     async for index, output in generation.outputs():
@@ -157,6 +158,6 @@ async def _events(
         if text or output.logprobs or output.finished:
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=output.finish_reason)
             yield chunk([choice])
-    if body.stream_options is not None and body.stream_options.include_usage:
+    if body.include_usage:
         yield chunk([], generation.usage())
     yield DONE

@@ -74,6 +74,11 @@ class SamplingFields(_Request):
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
 
+    @property
+    def include_usage(self) -> bool:
+        """A stream's chunks carry ``usage`` (null until the last one, which has only the usage)."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
 
 def _prompt_form(prompt: object) -> str:
     """Which of OpenAI's four prompt forms this is, from its first element, so that only that form is validated
@@ -243,7 +248,7 @@ class CompletionResponse(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = Field(None, exclude_if=lambda usage: usage is None)
+    usage: Usage | None = None  # None only in a stream's chunks, which leave it out unless include_usage
 
 
 class TopLogprob(BaseModel):
@@ -329,7 +334,17 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = Field(None, exclude_if=lambda usage: usage is None)
+    usage: Usage | None = None  # left out unless include_usage
+
+
+class ModelMetadata(BaseModel):
+    """ingot's own: the artifact behind a served name, so that a client can tell two artifacts of one model apart
+    (e.g. its fp32 and bfp8 weights, served together under --served-model-name)."""
+
+    artifact: str  # the artifact's key
+    model: str  # the model it was compiled from
+    target: str
+    weight_format: str | None  # a language model's --weight-format (fp32, bf16, bfp8, bfp4, accuracy, performance)
 
 
 class ModelCard(BaseModel):
@@ -337,9 +352,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "ingot"
-    root: str
+    root: str  # the model the artifact was compiled from (id, unless --served-model-name renamed it)
     parent: str | None = None
     max_model_len: int | None  # None for a detection model
+    metadata: ModelMetadata
 
 
 class ModelList(BaseModel):

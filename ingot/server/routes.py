@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingot import __version__
+from ingot.artifacts.manifest import Manifest
 from ingot.server.bodies import documented_body, parse_body
 from ingot.server.errors import ERROR_RESPONSES, APIError
 from ingot.server.prompts import chat_prompt, tokenize_text
@@ -16,13 +17,14 @@ from ingot.server.protocol import (
     DetokenizeResponse,
     ModelCard,
     ModelList,
+    ModelMetadata,
     TokenizeChatRequest,
     TokenizeCompletionRequest,
     TokenizeRequest,
     TokenizeResponse,
     VersionResponse,
 )
-from ingot.server.served import ServedModel
+from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.state import server_state
 
 router = APIRouter()
@@ -31,12 +33,22 @@ router = APIRouter()
 @router.get("/v1/models", responses={401: ERROR_RESPONSES[401]})
 async def list_models(request: Request) -> ModelList:
     state = server_state(request)
-    cards = [
-        ModelCard(id=m.name, created=m.created, root=m.name, max_model_len=m.engine.max_context)
-        for m in state.models.values()
-    ]
-    cards += [ModelCard(id=d.name, created=d.created, root=d.name, max_model_len=None) for d in state.detectors.values()]
+    cards = [_card(m, m.engine.manifest, m.engine.max_context) for m in state.models.values()]
+    cards += [_card(d, d.detector.manifest, None) for d in state.detectors.values()]
     return ModelList(data=cards)
+
+
+def _card(served: ServedModel | ServedDetector, manifest: Manifest, max_model_len: int | None) -> ModelCard:
+    metadata = ModelMetadata(
+        artifact=manifest.key,
+        model=manifest.model.name,
+        target=manifest.target,
+        weight_format=manifest.options.get("weight_format", "fp32") if manifest.kind == "llm" else None,
+    )
+    return ModelCard(
+        id=served.name, created=served.created, root=manifest.model.name, max_model_len=max_model_len,
+        metadata=metadata,
+    )  # fmt: skip
 
 
 @router.post("/tokenize", responses=ERROR_RESPONSES, openapi_extra=documented_body(TokenizeRequest))

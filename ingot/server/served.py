@@ -48,8 +48,10 @@ class _Admission:
 
 
 class ServedModel(_Admission):
-    def __init__(self, engine: Engine, max_queue: int) -> None:
-        super().__init__(engine.model_name, max_queue)
+    """A language model served under ``name``: its model's name, or the one `--served-model-name` gives it."""
+
+    def __init__(self, name: str, engine: Engine, max_queue: int) -> None:
+        super().__init__(name, max_queue)
         self.engine = engine
 
     @functools.cached_property
@@ -73,11 +75,11 @@ DECODE_THREADS = 2
 
 
 class ServedDetector(_Admission):
-    def __init__(self, detector: Detector, max_queue: int, max_image_pixels: int) -> None:
-        super().__init__(detector.model_name, max_queue)
+    def __init__(self, name: str, detector: Detector, max_queue: int, max_image_pixels: int) -> None:
+        super().__init__(name, max_queue)
         self.detector = detector
         self.max_image_pixels = max_image_pixels
-        self.decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix=f"decode-{detector.model_name}")
+        self.decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix=f"decode-{name}")
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self.detector.warm_up)

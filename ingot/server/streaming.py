@@ -28,6 +28,12 @@ def sse(payload: BaseModel | dict) -> str:
     return f"data: {data}\n\n"
 
 
+def chunk_sse(chunk: BaseModel, include_usage: bool) -> str:
+    """A streamed chunk. With ``stream_options.include_usage`` every chunk has ``usage``, null but in the last one,
+    as OpenAI sends it; without, none has."""
+    return f"data: {chunk.model_dump_json(exclude=None if include_usage else {'usage'})}\n\n"
+
+
 def sse_error(message: str) -> str:
     """An error after the 200 has been sent can only travel in the stream (as vLLM sends it)."""
     return sse(error_body(message, type="server_error"))

@@ -3,17 +3,15 @@ becomes ``tool_calls``.
 
 ``required`` and a named choice are enforced by the grammar (see ``structured.py``), as vLLM does: a named call's
 output is its arguments object; a required call's is a JSON array of ``{"name", "parameters"}``. ``auto`` lets the
-model choose and parses its text with the parser of its template's family (``PARSERS``). A chat template that renders
-tools gets them through ``apply_chat_template(tools=...)``; any other template gets them described in a system
+model choose and reads its text with the parser of its template's family (``tool_parsers.py``). A chat template that
+renders tools gets them through ``apply_chat_template(tools=...)``; any other template gets them described in a system
 message (``tools_system_text``; the wording is in docs/structured-outputs.md).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
@@ -21,95 +19,17 @@ from ingot.runtime.engine import Engine
 from ingot.runtime.grammar import GrammarSpec
 from ingot.server.errors import bad_request
 from ingot.server.protocol import ChatCompletionRequest, FunctionCallOut, Tool, ToolCallOut
+from ingot.server.tool_parsers import (
+    PARSERS,
+    CallParser,
+    HermesParser,
+    Llama3JsonParser,
+    ParsedOutput,
+    RequiredCallsParser,
+    new_call_id,
+)
 
 ToolMode = Literal["none", "auto", "required", "named"]
-
-
-@dataclass(frozen=True)
-class ParsedOutput:
-    content: str | None
-    calls: list[ToolCallOut] = field(default_factory=list)
-
-
-class HermesParser:
-    """Qwen2.5 / Qwen3 (Hermes style): ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, any number."""
-
-    name = "hermes"
-    start = "<tool_call>"
-    start_anywhere = True  # a call may follow some text
-    instruction = (
-        'To call a function, answer with <tool_call>{"name": "NAME", "arguments": {ARGUMENTS}}</tool_call> '
-        "(one such block per call); otherwise answer normally."
-    )
-    _block = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
-
-    def render_call(self, name: str, arguments: object) -> str:
-        return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
-
-    def parse(self, text: str) -> ParsedOutput:
-        if self.start not in text:
-            return ParsedOutput(text)
-        calls = [_call(block.get("name"), block.get("arguments")) for block in _json_blocks(self._block, text)]
-        if not calls or None in calls:
-            return ParsedOutput(text)
-        content = text[: text.index(self.start)].strip()
-        return ParsedOutput(content or None, calls)
-
-
-class Llama3JsonParser:
-    """Llama 3.x: the whole answer is ``{"name": ..., "parameters": {...}}`` (after an optional ``<|python_tag|>``),
-    several separated by ``;``."""
-
-    name = "llama3_json"
-    start = "{"
-    start_anywhere = False  # a call is the whole answer
-    instruction = (
-        'To call a function, answer with only {"name": "NAME", "parameters": {ARGUMENTS}}; otherwise answer normally.'
-    )
-
-    def render_call(self, name: str, arguments: object) -> str:
-        return json.dumps({"name": name, "parameters": arguments})
-
-    def parse(self, text: str) -> ParsedOutput:
-        body = text.strip().removeprefix("<|python_tag|>").strip()
-        if not body.startswith(self.start):
-            return ParsedOutput(text)
-        calls = []
-        for part in body.split(";"):
-            try:
-                item = json.loads(part)
-            except ValueError:
-                return ParsedOutput(text)
-            if not isinstance(item, dict):
-                return ParsedOutput(text)
-            calls.append(_call(item.get("name"), item.get("parameters", item.get("arguments"))))
-        return ParsedOutput(text) if None in calls else ParsedOutput(None, calls)
-
-
-Parser = HermesParser | Llama3JsonParser
-PARSERS: dict[str, type[Parser]] = {"hermes": HermesParser, "llama3_json": Llama3JsonParser}
-
-
-def _json_blocks(pattern: re.Pattern, text: str) -> list[dict]:
-    blocks = []
-    for match in pattern.finditer(text):
-        try:
-            item = json.loads(match.group(1))
-        except ValueError:
-            item = None
-        blocks.append(item if isinstance(item, dict) else {})
-    return blocks
-
-
-def _call(name: object, arguments: object) -> ToolCallOut | None:
-    if not isinstance(name, str) or not isinstance(arguments, dict | str):
-        return None
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return ToolCallOut(id=new_call_id(), function=FunctionCallOut(name=name, arguments=text))
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +39,7 @@ class ToolPlan:
     mode: ToolMode
     tools: list[Tool]
     named: str | None = None  # the function of a named choice
-    parser: Parser | None = None  # auto's
+    parser: type[HermesParser | Llama3JsonParser] | None = None  # auto's
     template_renders_tools: bool = False
     parallel: bool = True  # parallel_tool_calls: False lets "required" make exactly one call
 
@@ -143,6 +63,11 @@ class ToolPlan:
             return GrammarSpec("json_schema", _schema_text(schema), "tools")
         return None
 
+    @property
+    def call_parser(self) -> type[CallParser] | None:
+        """What reads calls out of the output: auto's parser, or the array that required's grammar writes."""
+        return RequiredCallsParser if self.mode == "required" else self.parser
+
     def parse(self, text: str, finish_reason: str | None) -> tuple[ParsedOutput, str | None]:
         """The output as content and calls, and its finish reason ("tool_calls" when it ended with calls). A named
         call is its whole output (cut short by max_tokens: its arguments incomplete, finish reason "length");
@@ -150,22 +75,12 @@ class ToolPlan:
         if self.mode == "none":
             return ParsedOutput(text), finish_reason
         if self.mode == "named":
-            return ParsedOutput(
-                None, [_call(self.named, text)]
-            ), "tool_calls" if finish_reason == "stop" else finish_reason
+            call = ToolCallOut(id=new_call_id(), function=FunctionCallOut(name=self.named, arguments=text))
+            return ParsedOutput(None, [call]), "tool_calls" if finish_reason == "stop" else finish_reason
         if finish_reason != "stop":
             return ParsedOutput(text), finish_reason
-        parsed = _parse_required(text) if self.mode == "required" else self.parser.parse(text)
+        parsed = self.call_parser.parse(text)
         return parsed, "tool_calls" if parsed.calls else finish_reason
-
-
-def _parse_required(text: str) -> ParsedOutput:
-    """The grammar's array of calls; text as it is when a stop string cut it short."""
-    try:
-        calls = [_call(item["name"], item["parameters"]) for item in json.loads(text)]
-    except (ValueError, TypeError, KeyError):
-        return ParsedOutput(text)
-    return ParsedOutput(text) if None in calls else ParsedOutput(None, calls)
 
 
 def _parameters(tool: Tool) -> dict:
@@ -206,15 +121,15 @@ def plan_tools(engine: Engine, body: ChatCompletionRequest, parser_name: str | N
     return ToolPlan("auto", tools, parser=parser, template_renders_tools=renders, parallel=parallel)
 
 
-def _parser(engine: Engine, parser_name: str | None) -> Parser | None:
+def _parser(engine: Engine, parser_name: str | None) -> type[HermesParser | Llama3JsonParser] | None:
     """``--tool-call-parser`` when given, else the family the chat template writes calls in."""
     if parser_name is not None:
-        return PARSERS[parser_name]()
+        return PARSERS[parser_name]
     template = _template_text(engine)
-    if "<tool_call>" in template:
-        return HermesParser()
-    if "<|python_tag|>" in template or "ipython" in template:
-        return Llama3JsonParser()
+    if HermesParser.marker in template:
+        return HermesParser
+    if Llama3JsonParser.python_tag in template or "ipython" in template:
+        return Llama3JsonParser
     return None
 
 

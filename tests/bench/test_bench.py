@@ -52,6 +52,8 @@ def test_offline_bench_drives_the_engine_and_writes_json(compiled, tmp_path):
     summary = json.loads(out.read_text())
     _check(summary, requests=6, input_len=20, output_len=5)
     assert summary["prompt_tokens"] == 6 * 20  # the engine counts the prompt tokens exactly
+    key = compiled("llama").key
+    assert summary["settings"]["weight_format"] == "fp32" and f"artifact {key}  weights fp32" in result.stdout
 
 
 def test_online_bench_streams_from_a_server_on_both_endpoints_and_counts_failures(compiled, tmp_path):
@@ -75,7 +77,10 @@ def test_online_bench_streams_from_a_server_on_both_endpoints_and_counts_failure
             assert result.returncode == 0, result.stderr
             return json.loads(out.read_text())
 
-        _check(bench("--model", model), requests=4, input_len=12, output_len=4)
+        summary = bench("--model", model)
+        _check(summary, requests=4, input_len=12, output_len=4)
+        # what the server's /v1/models says of the artifact it serves
+        assert (summary["settings"]["artifact"], summary["settings"]["weight_format"]) == (path.name, "fp32")
         _check(bench("--model", model, "--endpoint", "/v1/chat/completions"), requests=4, input_len=12, output_len=4)
         wrong = bench("--model", "no-such-model")
         assert wrong["failures"] == 4 and wrong["output_tokens"] == 0

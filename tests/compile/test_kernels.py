@@ -1,5 +1,6 @@
 """ingot's native kernels against the computations they replace: paged decode attention against attention
-written out over a gathered context, the packed matrix product against ``linear``."""
+written out over a gathered context (over a float32 or a bfloat16 cache), the packed matrix product against
+``linear``; and the AVX2 build of each on this machine."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ingot.compile.cpu.packed_linears import pack_linear_weight
-from ingot.compile.kernels import BUILD_ROOT, SOURCES, build_kernels
+from ingot.artifacts.weight_format import WeightFormat
+from ingot.compile.cpu.packed_linears import pack_linear_weight, unpack_linear_weight
+from ingot.compile.kernels import build_kernels, library_file
+from tests.compile.test_packed_formats import extreme_weights
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,8 @@ def library() -> Path:
 
 
 def _reference(query, kv_cache, layer, tables, lengths, scale):
-    """Each sequence's context gathered through its block table, softmax attention in float64."""
+    """Each sequence's context gathered through its block table, softmax attention in float64 (over a bfloat16
+    cache's values exactly: each converts to float32, then float64, without rounding)."""
     _, _, _, block_size, kv_heads, head_dim = kv_cache.shape
     group = query.shape[1] // kv_heads
     out = torch.empty_like(query, dtype=torch.float64)
@@ -35,23 +39,39 @@ def _reference(query, kv_cache, layer, tables, lengths, scale):
     return out
 
 
-@pytest.mark.parametrize(
-    "heads, kv_heads, head_dim, block_size",
-    # groups of 3, 1, 4, 2, 7, and 16 (two passes of 8 query rows); every head dim the kernel takes
-    [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)],
-)
-def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size):
+# groups of 3, 1, 4, 2, 7, and 16 (two passes of 8 query rows); every head dim the kernel takes
+ATTENTION_SHAPES = [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)]
+
+
+def _attention_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
+    """The kernel's arguments (layer 1 of a cache of ``dtype``) for five sequences: one token, a block boundary, a
+    partial block, the full table but one, the full table."""
     generator = torch.Generator().manual_seed(heads * head_dim)
     layers, num_blocks, batch, width = 2, 40, 5, 6
-    kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator)
+    kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator).to(dtype)
     query = torch.randn(batch, heads, head_dim, generator=generator)
     tables = torch.randperm(num_blocks, generator=generator)[: batch * width].reshape(batch, width)
-    # one token, a block boundary, a partial block, the full table
     lengths = torch.tensor([1, block_size, block_size + 3, width * block_size - 1, width * block_size])
-    scale = head_dim**-0.5
-    out = torch.ops.ingot.paged_decode_attention(query, kv_cache, 1, tables, lengths, scale)
-    expected = _reference(query, kv_cache, 1, tables, lengths, scale)
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    return query, kv_cache, 1, tables, lengths, head_dim**-0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads, kv_heads, head_dim, block_size", ATTENTION_SHAPES)
+def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size, dtype):
+    """A bfloat16 cache (--kv-cache-dtype bf16) is read as it is stored: float32 attention over its values."""
+    case = _attention_case(heads, kv_heads, head_dim, block_size, dtype)
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), _reference(*case), atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_reads_a_bfloat16_cache_as_the_float32_cache_of_its_values(library):
+    """Widening bfloat16 to float32 is exact, so the kernel gives the same bits over either cache of the same
+    values."""
+    query, kv_cache, layer, tables, lengths, scale = _attention_case(8, 2, 64, 16, torch.bfloat16)
+    narrow = torch.ops.ingot.paged_decode_attention(query, kv_cache, layer, tables, lengths, scale)
+    wide = torch.ops.ingot.paged_decode_attention(query, kv_cache.float(), layer, tables, lengths, scale)
+    assert torch.equal(narrow, wide)
 
 
 def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tmp_path):
@@ -130,45 +150,61 @@ def test_packed_linear_gives_a_row_the_same_bits_in_any_batch(library, in_featur
             assert torch.equal(torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, b)[0], batches[300][row])
 
 
-AVX2_FLAGS = ["-O3", "-fopenmp", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+# In a process of its own: this one has loaded the native build, whose ops an AVX2 build would register again.
 AVX2_CHECK = """
 import sys, torch
-from torch.utils import cpp_extension
-source, build, cases, flags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-cpp_extension.load("ingot_packed_linear_avx2", [source], extra_cflags=flags, build_directory=build,
-                   is_python_module=False)
-for x, packed, weight, bias, out_features, expected in torch.load(cases):
-    out = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
+from ingot.compile.kernels import build_kernels
+build_kernels("avx2")
+linears, attention = torch.load(sys.argv[1])
+for x, packed, fmt, weight, bias, out_features, expected in linears:
+    out = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt)
     atol = 1e-4 * max(1.0, x.shape[-1] / 1000)
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), atol=atol, rtol=1e-5)
-    assert torch.equal(out, expected), "not the bits of the AVX-512 build"
+    assert torch.equal(out, expected), f"{fmt}: not the bits of the AVX-512 build"
+for case, expected in attention:
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
 """
 
 
-def test_packed_linear_built_for_avx2_matches_linear_and_the_native_build(library, tmp_path):
-    """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernel's 256-bit path, 4 x 24 tiles, which this
-    machine runs too; it sums each row in the same order, so it gives the very bits of the native build."""
-    generator = torch.Generator().manual_seed(1)
+def _linear_cases(generator: torch.Generator) -> list[tuple]:
+    """Every format at every shape, against the native build's output; and times the identity, the decoded
+    weights themselves, bit for bit."""
     cases = []
-    for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
-        weight = torch.randn(out_features, in_features, generator=generator)
-        bias = torch.randn(out_features, generator=generator)
-        x = torch.randn(rows, in_features, generator=generator)
-        packed = pack_linear_weight(weight)
-        native = torch.ops.ingot.packed_linear(x, packed, out_features, bias)
-        cases.append((x, packed, weight, bias, out_features, native))
-    torch.save(cases, tmp_path / "cases.pt")
-    source = SOURCES[0].parent / "packed_linear.cpp"
-    build = BUILD_ROOT / "packed-linear-avx2"  # apart from the builds of the library
-    build.mkdir(parents=True, exist_ok=True)
+    for fmt in WeightFormat:
+        for rows, out_features, in_features in PACKED_LINEAR_SHAPES:
+            weight = torch.randn(out_features, in_features, generator=generator)
+            bias = torch.randn(out_features, generator=generator)
+            x = torch.randn(rows, in_features, generator=generator)
+            packed = pack_linear_weight(weight, fmt)
+            native = torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt.value)
+            decoded = unpack_linear_weight(packed, out_features, fmt).contiguous()
+            cases.append((x, packed, fmt.value, decoded, bias, out_features, native))
+        weight = extreme_weights(101, 40)
+        packed = pack_linear_weight(weight, fmt)
+        native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 101, None, fmt.value)
+        decoded = unpack_linear_weight(packed, 101, fmt).contiguous()
+        assert torch.equal(native, decoded.T)
+        cases.append((torch.eye(40), packed, fmt.value, decoded, None, 101, native))
+    return cases
+
+
+def test_the_library_built_for_avx2_matches_the_references_and_the_native_build(library, tmp_path):
+    """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernels' 256-bit paths, which this machine runs
+    too. packed_linear (4 x 24 tiles; Tenstorrent's formats decoded 8 columns at a time) sums each row in the same
+    order, so it gives the very bits of the native build; the decode attention (8-float vectors, bfloat16 widened
+    8 at a time) matches the same float64 reference over either cache."""
+    attention = [
+        (case, _reference(*case))
+        for dtype in (torch.float32, torch.bfloat16)
+        for case in [_attention_case(*shape, dtype) for shape in ATTENTION_SHAPES]
+    ]
+    torch.save((_linear_cases(torch.Generator().manual_seed(1)), attention), tmp_path / "cases.pt")
     result = subprocess.run(
-        [sys.executable, "-c", AVX2_CHECK, str(source), str(build), str(tmp_path / "cases.pt"), *AVX2_FLAGS],
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, "-c", AVX2_CHECK, str(tmp_path / "cases.pt")], capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
     code = subprocess.run(
-        ["objdump", "-d", str(build / "ingot_packed_linear_avx2.so")], capture_output=True, text=True, check=True
+        ["objdump", "-d", str(library_file("avx2"))], capture_output=True, text=True, check=True
     ).stdout
     assert "%ymm" in code and "%zmm" not in code  # 256-bit vectors only: no instruction an AVX2 CPU lacks

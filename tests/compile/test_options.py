@@ -27,6 +27,8 @@ def test_buckets_never_exceed_the_context_and_include_max_batch():
         (dict(prefill_buckets=(64, 32)), "increasing"),
         (dict(max_context=128, prefill_buckets=(256,)), "exceeds max context 128"),
         (dict(dtype="float16"), "only float32"),
+        (dict(kv_cache_dtype="fp16"), "--kv-cache-dtype: unknown KV-cache dtype 'fp16'; choices: fp32, bf16"),
+        (dict(kv_cache_dtype="bf16", target="p150"), "--kv-cache-dtype bf16 applies to the cpu target, not p150"),
     ],
 )
 def test_bad_values_are_one_line_option_errors(values, message):

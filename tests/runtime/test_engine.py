@@ -22,18 +22,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def artifact(compiled):
-    return compiled("llama").path
-
-
-@pytest.fixture(scope="module")
-def engine(artifact):
-    engine = Engine(artifact, check_artifact(artifact), num_blocks=128)
-    yield engine
-    engine.shutdown()
-
-
 def test_batched_greedy_equals_one_at_a_time_and_transformers(engine, artifact):
     together = engine.generate(PROMPTS, GREEDY_64)
     alone = [engine.generate([p], GREEDY_64)[0] for p in PROMPTS]

@@ -17,18 +17,6 @@ SCORE = SamplingParams(temperature=0, max_tokens=0, prompt_logprobs=3)
 
 
 @pytest.fixture(scope="module")
-def artifact(compiled):
-    return compiled("llama").path
-
-
-@pytest.fixture(scope="module")
-def engine(artifact):
-    engine = Engine(artifact, check_artifact(artifact), num_blocks=128)
-    yield engine
-    engine.shutdown()
-
-
-@pytest.fixture(scope="module")
 def reference(artifact):
     return reference_model(artifact, check_artifact(artifact))
 

@@ -6,7 +6,8 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -85,9 +86,9 @@ def engine(compiled) -> Iterator[Engine]:
     engine.shutdown()
 
 
-@pytest.fixture(scope="session")
-def serve(engine):
-    """serve(**settings) -> a started LiveServer over the shared engine; stopped at the end of the session."""
+@contextmanager
+def live_servers(engine: Engine) -> Iterator[Callable[..., LiveServer]]:
+    """start(**settings) -> a started LiveServer over ``engine``; every one started is stopped on leaving."""
     servers: list[LiveServer] = []
 
     def start(**settings: object) -> LiveServer:
@@ -96,9 +97,18 @@ def serve(engine):
         servers.append(server)
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def serve(engine):
+    """serve(**settings) -> a started LiveServer over the shared engine; stopped at the end of the session."""
+    with live_servers(engine) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")
@@ -129,14 +139,5 @@ def long_engine(tiny_model, session_store) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def serve_long(long_engine):
     """serve_long(**settings) -> a started LiveServer over the long-context engine."""
-    servers: list[LiveServer] = []
-
-    def start(**settings: object) -> LiveServer:
-        server = LiveServer(long_engine, ServerSettings(**settings))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    with live_servers(long_engine) as start:
+        yield start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -79,6 +81,24 @@ def test_stream_usage_comes_last_when_asked_for(client, server, endpoint):
     assert chunks[-1].usage.completion_tokens == 14
     assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + 14
     assert all(c.usage is None for c in chunks[:-1])
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_streamed_chunks_carry_usage_null_until_the_last_as_openai_sends_them(server, include_usage):
+    body = {"model": server.model, "prompt": "Hello", "max_tokens": 3, "stream": True, "temperature": 0}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    for path, extra in [("/v1/completions", {}), ("/v1/chat/completions", {"messages": MESSAGES})]:
+        request = {k: v for k, v in body.items() if not (extra and k == "prompt")} | extra
+        with server.http() as http, http.stream("POST", path, json=request) as response:
+            data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        chunks = [json.loads(d) for d in data[:-1]]
+        assert data[-1] == "[DONE]"
+        if include_usage:
+            assert all("usage" in c and c["usage"] is None for c in chunks[:-1])
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+        else:
+            assert not any("usage" in c for c in chunks)
 
 
 def test_n_choices_with_a_seed_differ_from_each_other_and_repeat_exactly(client, server):

@@ -45,6 +45,12 @@ def tool_client(tool_server):
     return tool_server.client()
 
 
+@pytest.fixture(scope="module")
+def hermes_server(serve_long):
+    """`auto` needs a parser: the tiny model's template shows no call format."""
+    return serve_long(tool_call_parser="hermes")
+
+
 class Answer(BaseModel):
     ok: bool
     color: Literal["red", "green", "blue"]
@@ -358,10 +364,10 @@ def test_aborting_a_constrained_stream_frees_its_grammar_state(server):
     assert states[0]() is None
 
 
-def test_hermes_auto_parses_calls_and_keeps_text(serve_long):
+def test_hermes_auto_parses_calls_and_keeps_text(hermes_server):
     """--tool-call-parser hermes on a template that does not render tools: the tools are described in a system
     message and the model's text is parsed (a random model writes no call, so its text comes back as content)."""
-    parsing = serve_long(tool_call_parser="hermes")
+    parsing = hermes_server
     body = {"messages": ASK, "tools": TOOLS, "max_tokens": 8, "temperature": 0}
     response = parsing.http().post(CHAT, json=body)
     assert response.status_code == 200, response.text
@@ -369,3 +375,36 @@ def test_hermes_auto_parses_calls_and_keeps_text(serve_long):
     assert choice["finish_reason"] in ("stop", "length") and "tool_calls" not in choice["message"]
     tokens = parsing.http().post("/tokenize", json={"messages": ASK}).json()["count"]
     assert response.json()["usage"]["prompt_tokens"] > tokens  # the tools' description is in the prompt
+
+
+def test_auto_streams_a_call_as_the_model_writes_it(hermes_server):
+    """A regex makes the random model write some text and a Hermes call, so that `auto` has a call to read: the
+    stream sends the text as content, then the call's name, then its arguments in several fragments, which put
+    together are the non-streaming response's call."""
+    parsing = hermes_server
+    call = r'<tool_call>\{"name": "weather", "arguments": \{"city": "(Oslo|Lima)"\}\}</tool_call>'
+    request = dict(
+        model=parsing.model,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="auto",
+        max_tokens=120,
+        temperature=0,
+        extra_body={"structured_outputs": {"regex": r"Sure\. " + call}},
+    )
+    client = parsing.client()
+    whole = client.chat.completions.create(**request).choices[0]
+    assert whole.finish_reason == "tool_calls" and whole.message.content == "Sure."
+    (expected,) = whole.message.tool_calls
+    assert expected.function.name == "weather"
+    jsonschema.validate(json.loads(expected.function.arguments), WEATHER)
+
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    calls, finish_reason = _reassembled(chunks)
+    assert finish_reason == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in calls] == [(expected.function.name, expected.function.arguments)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Sure. "
+    pieces = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert pieces[0].id.startswith("call_") and pieces[0].function.name == "weather"
+    assert all(p.id is None and p.function.name is None for p in pieces[1:])
+    assert len([p for p in pieces if p.function.arguments]) > 1

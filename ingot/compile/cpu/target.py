@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 import shutil
 import warnings
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import torch
 
+from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.isa import vector_isa
 from ingot.compile.cpu.packed_linears import empty_packed, pack_weights, use_packed_linears
 from ingot.compile.cpu.workers import lower_in_workers, lowering_workers
 from ingot.compile.options import DetectorOptions
 from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
+from ingot.compile.tt.formats import quantize
+from ingot.compile.weight_formats import tensor_formats, tt_format
 from ingot.compile.weights import ProgramWeights, named_tensors
 from ingot.compile.plan import AccuracyBar, LoweredPrograms, ProgramPlan
 from ingot.progress import StageProgress, note
@@ -46,16 +50,15 @@ class CpuTarget:
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
+        packed = dict(packed_linears=True, cpu_isa=options.cpu_isa, weight_format=options.weight_format)
         prefill = ProgramPlan(  # several prompts in one step: more rows for each pass over the weights
-            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), packed_linears=True,
-            cpu_isa=options.cpu_isa,
+            "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), **packed
         )
         decode = ProgramPlan(  # one program for every batch: a row's logits are the same bits at any batch size
-            "decode", "decode", batch=(1, options.max_batch), tokens=(1, 1), decode_kernel=True, packed_linears=True,
-            cpu_isa=options.cpu_isa,
+            "decode", "decode", batch=(1, options.max_batch), tokens=(1, 1), decode_kernel=True, **packed
         )
         logits = ProgramPlan(  # prompt logprobs: rows of hidden states -> logits, on the packed LM head
-            "logits", "logits", batch=(1, buckets[-1]), packed_linears=True, cpu_isa=options.cpu_isa
+            "logits", "logits", batch=(1, buckets[-1]), **packed
         )
         return [prefill, decode, logits]
 
@@ -96,23 +99,27 @@ class CpuTarget:
         self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]]
     ) -> ProgramWeights:
         """The tensors the programs read, by the names they read them by: a language model's linears packed once
-        (every program runs the same pass, so they share each packed tensor), the rest as the model has them."""
+        (every program runs the same pass, so they share each packed tensor) in the formats ``--weight-format``
+        chose, the rest as the model has them, but for the values the choice rounds (see weight_formats.py)."""
         if not any(plan.packed_linears for plan, _ in programs):
             return ProgramWeights(named_tensors(module))
         packed: dict[str, torch.Tensor] = {}
 
-        def pack_once(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
+        def pack_once(name: str, weights: list[torch.Tensor], fmt: WeightFormat) -> torch.Tensor:
             if name not in packed:
-                packed[name] = pack_weights(name, weights)
+                packed[name] = pack_weights(name, weights, fmt)
             return packed[name]
 
         result = ProgramWeights({})
+        formats: dict[str, WeightFormat] = {}
         for plan, exported in programs:
             program = exported.module(check_guards=False)
             if plan.packed_linears:
-                result.packed.update(use_packed_linears(program, pack_once))
+                formats |= _formats(plan, program)
+                result.packed.update(use_packed_linears(program, pack_once, formats))
             read = [node.target for node in program.graph.find_nodes(op="get_attr")]
             result.tensors.update({name: _attr(program, name) for name in read})
+        _round_to_formats(result, formats)
         return result
 
     def lower(self, exported: torch.export.ExportedProgram, out_file: Path, plan: ProgramPlan) -> None:
@@ -127,7 +134,7 @@ class CpuTarget:
         )
         module = exported.module(check_guards=False)
         if plan.packed_linears:
-            use_packed_linears(module, empty_packed)
+            use_packed_linears(module, empty_packed, _formats(plan, module))
         with warnings.catch_warnings(), torch.no_grad(), vector_isa(plan.cpu_isa):  # freezing needs no grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
             _compile_and_package(module, exported.example_inputs, out_file, configs)
@@ -135,6 +142,31 @@ class CpuTarget:
 
 def _attr(module: torch.nn.Module, name: str) -> torch.Tensor:
     return operator.attrgetter(name)(module).detach()
+
+
+def _formats(plan: ProgramPlan, program: torch.nn.Module) -> dict[str, WeightFormat]:
+    """The format of each of the program's tensors that ``plan.weight_format`` stores in one."""
+    every = {"remove_duplicate": False}  # a tied LM head is read by its own name too
+    names = [name for name, _ in itertools.chain(program.named_parameters(**every), program.named_buffers(**every))]
+    return tensor_formats(plan.weight_format, names)
+
+
+def _round_to_formats(weights: ProgramWeights, formats: dict[str, WeightFormat]) -> None:
+    """Round, in ``weights``, the float32 tensors the programs read whose values a format was chosen for (norm
+    weights, an untied embedding, the biases of linears packed together), and record them in ``weights.rounded``.
+    A tensor read under two names stays one tensor."""
+    wanted = {name: formats[name] for name in weights.tensors if name in formats}
+    for name, group in weights.packed.items():
+        bias_formats = {formats[bias] for bias in group.biases if bias in formats}
+        if f"{name}_bias" in weights.tensors and bias_formats:
+            (wanted[f"{name}_bias"],) = bias_formats
+    rounded_by_storage: dict[int, torch.Tensor] = {}
+    for name, fmt in wanted.items():
+        tensor = weights.tensors[name]
+        if tensor.data_ptr() not in rounded_by_storage:
+            rounded_by_storage[tensor.data_ptr()] = quantize(tensor, tt_format(fmt))
+        weights.tensors[name] = rounded_by_storage[tensor.data_ptr()]
+        weights.rounded[name] = fmt
 
 
 def _single_and_batched(single: ProgramPlan, largest: int) -> list[ProgramPlan]:

@@ -14,18 +14,44 @@
 // claimed_items.h). A decode step is one row block: its items are the panels, each streamed from memory once.
 // bench/packed_linear.py compares it with oneDNN on its own prepacked weights, at decode and prefill row counts.
 //
+// The weight may be stored in one of Tenstorrent's formats instead of float32 (the bits a Tenstorrent device
+// would hold, ingot/compile/tt/formats.py), read as stored: no float32 copy. A panel's 48 columns at one k are
+// one record, and at every k they are exactly three of Tenstorrent's blocks (16 consecutive output features
+// sharing an exponent, as it stores a linear's weight transposed). Records, by format:
+//   fp32: 48 floats;  bf16: 48 bfloat16 (the top half of a float's bits);
+//   bfp8: 48 signed codes (int8, -127..127), then the 3 blocks' shared exponents (a float's biased exponent field);
+//         a weight is code * 2^(exponent - 127 - 6);
+//   bfp4: 24 bytes of signed 4-bit codes (two's complement, -7..7), block b's 8 bytes from byte 8b: value i of a
+//         block is nibble i / 2 of the block's 32-bit word i % 2 (little-endian; nibble n is bits 4n to 4n + 3),
+//         so that one 8-byte load broadcast to every lane holds each lane's code at a shift of its own; then the
+//         3 exponents; a weight is code * 2^(exponent - 127 - 2).
+// Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2
+// multiplies by two, each product a normal float). Decode steps (a row block of at most one tile's rows) decode
+// in registers, so a step reads the format's bytes from memory and nothing else: bfp8 is 3.8x fewer bytes than
+// fp32, bfp4 7.1x. A larger row block would decode each weight once per tile, so it decodes its panel's chunk
+// once into a float32 scratch buffer (in L2) and runs the float32 tiles on it.
+//
 // Every row is summed in the same order however many rows the step has, so a sequence's logits do not depend on
 // what else is in the batch: a tile sums k in order, one fused multiply-add per k, from zero, and a partial sum
 // stored to the output between k blocks and loaded again keeps its bits; so neither the blocks nor the tile a
-// row falls in change its result.
+// row falls in change its result. The weights a tile multiplies are the same floats whether decoded in registers
+// or read from the scratch buffer.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <optional>
+#include <string_view>
 #include <utility>
+#include <vector>
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
 
 #include "claimed_items.h"
 #include "register_once.h"
@@ -36,14 +62,165 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kPanel = 48;  // output columns per packed panel (the layout, whatever the vector width)
 constexpr int kTileVecs = 3;  // vectors of columns per tile: a whole panel with AVX-512, half of one with AVX2
 constexpr int kTileRows = Vec::size() == 16 ? 8 : 4;  // 24 accumulators with AVX-512 (of 32 registers), 12 with AVX2
-constexpr int64_t kPanelParts = kPanel / (kTileVecs * Vec::size());
-constexpr int64_t kLines = kPanel * sizeof(float) / 64;  // cache lines per k of a panel
-constexpr int64_t kDepth = 1024;  // k per block: a panel's chunk is 192 KiB, in L2 beside the rows' inputs
+constexpr int kPanelParts = kPanel / (kTileVecs * Vec::size());
+constexpr int64_t kDepth = 1024;  // k per block: a panel's float32 chunk is 192 KiB, in L2 beside the rows' inputs
 constexpr int64_t kBlockRows = 128;  // rows per work item: their inputs over a k block are 512 KiB
+constexpr int kBlock = 16;  // weights sharing one exponent in the block formats
+
+enum class Format { kFp32, kBf16, kBfp8, kBfp4 };
+
+// Bytes of one record (a panel's 48 columns at one k).
+template <Format F>
+constexpr int64_t kRecord = F == Format::kFp32 ? 192 : F == Format::kBf16 ? 96 : F == Format::kBfp8 ? 51 : 27;
+
+// A block format's exponent offset: a weight is code * 2^(exponent - kExponentBias).
+template <Format F>
+constexpr int kExponentBias = F == Format::kBfp8 ? 127 + 6 : 127 + 2;
+
+// Where a block format's exponents start in a record.
+template <Format F>
+constexpr int kExponents = F == Format::kBfp8 ? kPanel : kPanel / 2;
+
+// A bfp4 code is decoded in the top 4 bits of an int32: code * 2^28.
+template <Format F>
+constexpr int kCodeShift = F == Format::kBfp4 ? 28 : 0;
+
+// The bfp4 code of value ``i`` of the block at ``block``: nibble i / 2 of word i % 2, moved to the top of an int32
+// and back down with its sign.
+inline int32_t bfp4_code(const uint8_t* block, int i) {
+  uint32_t word;
+  std::memcpy(&word, block + 4 * (i % 2), sizeof word);
+  return static_cast<int32_t>(word << (28 - 4 * (i / 2))) >> 28;
+}
+
+// The weight of column ``column`` in ``record``, one at a time: for CPUs without the vector paths below.
+template <Format F>
+float weight_at(const uint8_t* record, int column) {
+  uint32_t bits;
+  if constexpr (F == Format::kFp32) {
+    std::memcpy(&bits, record + column * sizeof(float), sizeof bits);
+  } else if constexpr (F == Format::kBf16) {
+    uint16_t half;
+    std::memcpy(&half, record + column * 2, sizeof half);
+    bits = uint32_t{half} << 16;
+  } else {
+    const int32_t code = F == Format::kBfp8 ? static_cast<int8_t>(record[column])
+                                             : bfp4_code(record + column / kBlock * 8, column % kBlock);
+    if (code == 0) return 0.f;
+    const float value = static_cast<float>(code);
+    std::memcpy(&bits, &value, sizeof bits);
+    bits += static_cast<uint32_t>(record[kExponents<F> + column / kBlock] - kExponentBias<F>) * (1u << 23);
+  }
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+// By exponent byte, the power of two that scales a block format's decoded codes (for scalef, which takes it as a
+// float and handles a zero code and any exponent exactly).
+template <Format F>
+struct ScaleTable {
+  float values[256];
+  constexpr ScaleTable() : values() {
+    for (int e = 0; e < 256; ++e) values[e] = static_cast<float>(e - kExponentBias<F> - kCodeShift<F>);
+  }
+};
+template <Format F>
+constexpr ScaleTable<F> kScales{};
+
+template <Format F>
+inline Vec scaled(__m512i codes, uint8_t exponent) {
+  return _mm512_scalef_ps(_mm512_cvtepi32_ps(codes), _mm512_set1_ps(kScales<F>.values[exponent]));
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+constexpr float power_of_two(int n) {
+  double value = 1;
+  for (; n > 0; --n) value *= 2;
+  for (; n < 0; ++n) value /= 2;
+  return static_cast<float>(value);
+}
+
+// By exponent byte, two powers of two whose product scales a block format's decoded codes: each a normal float,
+// and so is a code times the first (AVX2 has no scalef; a single factor would be subnormal for tiny blocks).
+template <Format F>
+struct ScaleTables {
+  float first[256], second[256];
+  constexpr ScaleTables() : first(), second() {
+    for (int e = 0; e < 256; ++e) {
+      const int total = e - kExponentBias<F> - kCodeShift<F>, part = total < -100 ? -100 : total;
+      first[e] = power_of_two(part);
+      second[e] = power_of_two(total - part);
+    }
+  }
+};
+template <Format F>
+constexpr ScaleTables<F> kScales{};
+
+// Codes (int32 lanes) times 2^(exponent - bias), exactly: every product is a normal float.
+template <Format F>
+inline Vec scaled(__m256i codes, uint8_t exponent) {
+  const __m256 first = _mm256_mul_ps(_mm256_cvtepi32_ps(codes), _mm256_set1_ps(kScales<F>.first[exponent]));
+  return _mm256_mul_ps(first, _mm256_set1_ps(kScales<F>.second[exponent]));
+}
+#endif
+
+// Vec::size() weights of ``record`` from column COLUMN (a multiple of Vec::size()), as float32.
+template <Format F, int COLUMN>
+inline Vec decode(const uint8_t* record) {
+  [[maybe_unused]] constexpr int block = COLUMN / kBlock;
+  if constexpr (F == Format::kFp32) {
+    return Vec::loadu(reinterpret_cast<const float*>(record) + COLUMN);
+#if defined(CPU_CAPABILITY_AVX512)
+  } else if constexpr (F == Format::kBf16) {
+    const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(record + 2 * COLUMN));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  } else if constexpr (F == Format::kBfp8) {
+    const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(record + COLUMN));
+    return scaled<F>(_mm512_cvtepi8_epi32(codes), record[kExponents<F> + block]);
+  } else {
+    int64_t words;
+    std::memcpy(&words, record + 8 * block, sizeof words);
+    const __m512i shifts = _mm512_setr_epi32(28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
+    const __m512i codes = _mm512_and_si512(_mm512_sllv_epi32(_mm512_set1_epi64(words), shifts),
+                                           _mm512_set1_epi32(static_cast<int32_t>(0xF0000000u)));
+    return scaled<F>(codes, record[kExponents<F> + block]);
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  } else if constexpr (F == Format::kBf16) {
+    const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(record + 2 * COLUMN));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+  } else if constexpr (F == Format::kBfp8) {
+    const __m128i codes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(record + COLUMN));
+    return scaled<F>(_mm256_cvtepi8_epi32(codes), record[kExponents<F> + block]);
+  } else {
+    int64_t words;
+    std::memcpy(&words, record + 8 * block, sizeof words);
+    constexpr int n = COLUMN % kBlock / 2;  // the first lane's nibble
+    const __m256i shifts = _mm256_setr_epi32(28 - 4 * n, 28 - 4 * n, 24 - 4 * n, 24 - 4 * n, 20 - 4 * n,
+                                             20 - 4 * n, 16 - 4 * n, 16 - 4 * n);
+    const __m256i codes = _mm256_and_si256(_mm256_sllv_epi32(_mm256_set1_epi64x(words), shifts),
+                                           _mm256_set1_epi32(static_cast<int32_t>(0xF0000000u)));
+    return scaled<F>(codes, record[kExponents<F> + block]);
+  }
+#else
+  } else {
+    float values[Vec::size()];
+    for (int i = 0; i < Vec::size(); ++i) values[i] = weight_at<F>(record, COLUMN + i);
+    return Vec::loadu(values);
+  }
+#endif
+}
+
+// Vectors V of ``record`` from column FIRST on.
+template <Format F, int FIRST, int... V>
+inline void decode_vectors(const uint8_t* record, Vec* out, std::integer_sequence<int, V...>) {
+  ((out[V] = decode<F, FIRST + V * Vec::size()>(record)), ...);
+}
 
 struct Problem {
   const float* x;  // [M, K]
-  const float* w;  // [P, K, 48]
+  const uint8_t* w;  // [P, K, record]
   const float* bias;  // [N] or null
   float* y;  // [M, N]
   int64_t rows, K, N;
@@ -63,12 +240,13 @@ struct Fetch {
   int64_t lines;
 };
 
-// Rows [row, row + ROWS) of ``in`` x the tile's columns from ``column`` on, over the k range of ``in`` of the
-// panel chunk at ``w``, fetching ``fetch`` with FETCH. The first k range starts from zero, the others from what
-// the output holds; the last adds the bias. A template parameter, so that tiles without it keep their loop as
-// tight as can be (the same code with a runtime switch ran 1.5x slower).
-template <int ROWS, bool FETCH>
-void tile(const Problem& p, const Inputs& in, int64_t row, const float* w, int64_t column, Fetch fetch) {
+// Rows [row, row + ROWS) of ``in`` x the columns of part PART of the panel whose chunk (its records over the k
+// range of ``in``) is at ``w``, ``column`` the part's first column of the output, fetching ``fetch`` with FETCH.
+// The first k range starts from zero, the others from what the output holds; the last adds the bias. Template
+// parameters, so that tiles without them keep their loop as tight as can be (the same code with a runtime switch
+// ran 1.5x slower).
+template <Format F, int PART, int ROWS, bool FETCH>
+void tile(const Problem& p, const Inputs& in, int64_t row, const uint8_t* w, int64_t column, Fetch fetch) {
   const bool first = in.k == 0, last = in.k + in.depth == p.K;
   int64_t counts[kTileVecs];
   for (int v = 0; v < kTileVecs; ++v) counts[v] = std::clamp<int64_t>(p.N - column - v * Vec::size(), 0, Vec::size());
@@ -84,7 +262,8 @@ void tile(const Problem& p, const Inputs& in, int64_t row, const float* w, int64
       for (due += fetch.lines; due >= in.depth; due -= in.depth, fetch.from += 64) __builtin_prefetch(fetch.from, 0, 2);
     }
     Vec weights[kTileVecs];
-    for (int v = 0; v < kTileVecs; ++v) weights[v] = Vec::loadu(w + k * kPanel + v * Vec::size());
+    decode_vectors<F, PART * kTileVecs * Vec::size()>(w + k * kRecord<F>, weights,
+                                                      std::make_integer_sequence<int, kTileVecs>());
     for (int r = 0; r < ROWS; ++r) {
       const Vec value(x[r * in.stride + k]);
       for (int v = 0; v < kTileVecs; ++v) acc[r][v] = at::vec::fmadd(value, weights[v], acc[r][v]);
@@ -100,67 +279,129 @@ void tile(const Problem& p, const Inputs& in, int64_t row, const float* w, int64
   }
 }
 
-// All rows of ``in`` over one panel's chunk of its k range: the chunk comes from memory once, then from cache.
-// The tiles fetch the next chunk (``next``, null at a thread's last) between them, each an equal share, so that
-// the stream from memory overlaps the arithmetic at an even pace (without it the kernel only matched oneDNN at
-// 16-32 rows).
-template <int... Remainder>
-void panel(const Problem& p, const Inputs& in, int64_t index, Fetch next, std::integer_sequence<int, Remainder...>) {
-  const int64_t tiles = kPanelParts * ((in.rows + kTileRows - 1) / kTileRows);
-  int64_t done = 0;
-  const auto share = [&] {  // the next tile's share of the lines
+// The next tile's share of the lines to fetch, when ``tiles`` tiles share them.
+struct Shares {
+  Fetch next;
+  int64_t tiles, done = 0;
+  Fetch operator()() {
     const int64_t from = done * next.lines / tiles, to = ++done * next.lines / tiles;
     return Fetch{next.from + from * 64, to - from};
-  };
-  for (int64_t part = 0; part < kPanelParts; ++part) {
-    const float* w = p.w + (index * p.K + in.k) * kPanel + part * kTileVecs * Vec::size();
-    const int64_t column = index * kPanel + part * kTileVecs * Vec::size();
-    if (column >= p.N) return;
-    int64_t row = 0;
-    for (; row + kTileRows <= in.rows; row += kTileRows) {
-      if (next.from) tile<kTileRows, true>(p, in, row, w, column, share());
-      else tile<kTileRows, false>(p, in, row, w, column, {});
-    }
-    const int64_t left = in.rows - row;
-    if (next.from)
-      ((left == Remainder + 1 ? tile<Remainder + 1, true>(p, in, row, w, column, share()) : void()), ...);
-    else
-      ((left == Remainder + 1 ? tile<Remainder + 1, false>(p, in, row, w, column, {}) : void()), ...);
   }
+};
+
+// All rows of ``in`` x part PART of a panel.
+template <Format F, int PART, int... Remainder>
+void part(const Problem& p, const Inputs& in, const uint8_t* w, int64_t column, Shares& shares,
+          std::integer_sequence<int, Remainder...>) {
+  const bool fetching = shares.next.from != nullptr;
+  int64_t row = 0;
+  for (; row + kTileRows <= in.rows; row += kTileRows) {
+    if (fetching) tile<F, PART, kTileRows, true>(p, in, row, w, column, shares());
+    else tile<F, PART, kTileRows, false>(p, in, row, w, column, {});
+  }
+  const int64_t left = in.rows - row;
+  if (fetching)
+    ((left == Remainder + 1 ? tile<F, PART, Remainder + 1, true>(p, in, row, w, column, shares()) : void()), ...);
+  else
+    ((left == Remainder + 1 ? tile<F, PART, Remainder + 1, false>(p, in, row, w, column, {}) : void()), ...);
 }
 
 constexpr auto kRemainders = std::make_integer_sequence<int, kTileRows - 1>();  // 1 to kTileRows - 1 rows
 
+// All rows of ``in`` over the chunk of panel ``index`` at ``w`` (records of format F): the chunk comes from memory
+// once, then from cache. The tiles fetch the next chunk (``next``, null at a thread's last) between them, each an
+// equal share, so that the stream from memory overlaps the arithmetic at an even pace (without it the kernel only
+// matched oneDNN at 16-32 rows).
+template <Format F>
+void tiles(const Problem& p, const Inputs& in, int64_t index, const uint8_t* w, Fetch next) {
+  Shares shares{next, kPanelParts * ((in.rows + kTileRows - 1) / kTileRows)};
+  part<F, 0>(p, in, w, index * kPanel, shares, kRemainders);
+  if constexpr (kPanelParts == 2) {
+    const int64_t column = index * kPanel + kTileVecs * Vec::size();
+    if (column < p.N) part<F, 1>(p, in, w, column, shares, kRemainders);
+  }
+}
+
+// A thread's buffer for one chunk of a panel decoded to float32.
+float* scratch() {
+  struct alignas(64) Line {
+    float values[16];
+  };
+  static thread_local std::vector<Line> lines(kDepth * kPanel / 16);
+  return lines.data()->values;
+}
+
+// ``depth`` records of format F from ``w``, decoded into the thread's scratch buffer as float32 records.
+template <Format F>
+const uint8_t* decoded(const uint8_t* w, int64_t depth) {
+  float* out = scratch();
+  constexpr auto vectors = std::make_integer_sequence<int, static_cast<int>(kPanel / Vec::size())>();
+  for (int64_t k = 0; k < depth; ++k) {
+    Vec record[kPanel / Vec::size()];
+    decode_vectors<F, 0>(w + k * kRecord<F>, record, vectors);
+    for (int v = 0; v < kPanel / Vec::size(); ++v) record[v].store(out + k * kPanel + v * Vec::size());
+  }
+  return reinterpret_cast<const uint8_t*>(out);
+}
+
 // A panel's chunk over k range [k, k + kDepth), for fetching.
+template <Format F>
 Fetch chunk(const Problem& p, int64_t index, int64_t k) {
-  return {reinterpret_cast<const char*>(p.w + (index * p.K + k) * kPanel), std::min(kDepth, p.K - k) * kLines};
+  const int64_t bytes = std::min(kDepth, p.K - k) * kRecord<F>;
+  return {reinterpret_cast<const char*>(p.w + (index * p.K + k) * kRecord<F>), (bytes + 63) / 64};
 }
 
 // Work items of a block of rows x one panel, each over all of k in blocks; a thread's consecutive items take the
 // same rows (from L2) to the next panel.
+template <Format F>
 void product(const Problem& p, int64_t panels) {
   const int64_t row_blocks = (p.rows + kBlockRows - 1) / kBlockRows;
   ingot::for_each_claimed(row_blocks * panels, [&](int64_t item, int64_t next_item) {
     const int64_t index = item % panels, first_row = item / panels * kBlockRows;
     const int64_t rows = std::min(kBlockRows, p.rows - first_row);
     for (int64_t k = 0; k < p.K; k += kDepth) {
-      const Fetch next = k + kDepth < p.K ? chunk(p, index, k + kDepth)
-                         : next_item >= 0 ? chunk(p, next_item % panels, 0)
+      const Fetch next = k + kDepth < p.K ? chunk<F>(p, index, k + kDepth)
+                         : next_item >= 0 ? chunk<F>(p, next_item % panels, 0)
                                           : Fetch{nullptr, 0};
       const Inputs in{p.x + first_row * p.K + k, p.K, first_row, rows, k, std::min(kDepth, p.K - k)};
-      panel(p, in, index, next, kRemainders);
+      const uint8_t* w = p.w + (index * p.K + k) * kRecord<F>;
+      if constexpr (F != Format::kFp32) {
+        if (rows > kTileRows) {
+          tiles<Format::kFp32>(p, in, index, decoded<F>(w, in.depth), next);
+          continue;
+        }
+      }
+      tiles<F>(p, in, index, w, next);
     }
   });
 }
 
+// The format named ``name``, with the element type and last dimension of its packed weight.
+struct FormatSpec {
+  Format format;
+  at::ScalarType dtype;
+  int64_t record_elements;
+};
+
+FormatSpec format_spec(std::string_view name) {
+  if (name == "fp32") return {Format::kFp32, at::kFloat, kPanel};
+  if (name == "bf16") return {Format::kBf16, at::kBFloat16, kPanel};
+  if (name == "bfp8") return {Format::kBfp8, at::kByte, kRecord<Format::kBfp8>};
+  if (name == "bfp4") return {Format::kBfp4, at::kByte, kRecord<Format::kBfp4>};
+  TORCH_CHECK(false, "packed_linear: unknown weight format ", name, " (fp32, bf16, bfp8 or bfp4)");
+}
+
 }  // namespace
 
-// input [..., K]; packed_weight [ceil(N / 48), K, 48], zero past column N; bias [N] or none -> [..., N]
+// input [..., K]; packed_weight [ceil(N / 48), K, record] in ``format`` (see above), zero past column N;
+// bias [N] or none -> [..., N]
 at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weight, int64_t out_features,
-                         const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat && packed_weight.scalar_type() == at::kFloat, "float32 only");
-  TORCH_CHECK(packed_weight.dim() == 3 && packed_weight.size(2) == kPanel && packed_weight.is_contiguous(),
-              "packed_linear: the weight is not packed");
+                         const std::optional<at::Tensor>& bias, std::string_view format) {
+  const FormatSpec spec = format_spec(format);
+  TORCH_CHECK(input.scalar_type() == at::kFloat, "packed_linear: float32 inputs only");
+  TORCH_CHECK(packed_weight.scalar_type() == spec.dtype && packed_weight.dim() == 3 &&
+                  packed_weight.size(2) == spec.record_elements && packed_weight.is_contiguous(),
+              "packed_linear: the weight is not packed in format ", format);
   const int64_t K = packed_weight.size(1), N = out_features;
   TORCH_CHECK(input.size(-1) == K && packed_weight.size(0) * kPanel >= N, "packed_linear: shapes disagree");
   const auto x = input.contiguous();
@@ -169,10 +410,16 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weigh
   auto sizes = input.sizes().vec();
   sizes.back() = N;
   auto y = at::empty(sizes, x.options());
-  const Problem p{x.data_ptr<float>(), packed_weight.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
-                  y.data_ptr<float>(), x.numel() / K, K, N};
+  const Problem p{x.data_ptr<float>(), static_cast<const uint8_t*>(packed_weight.const_data_ptr()),
+                  b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(), x.numel() / K, K, N};
   if (p.rows == 0) return y;
-  product(p, packed_weight.size(0));
+  const int64_t panels = packed_weight.size(0);
+  switch (spec.format) {
+    case Format::kFp32: product<Format::kFp32>(p, panels); break;
+    case Format::kBf16: product<Format::kBf16>(p, panels); break;
+    case Format::kBfp8: product<Format::kBfp8>(p, panels); break;
+    case Format::kBfp4: product<Format::kBfp4>(p, panels); break;
+  }
   return y;
 }
 
@@ -180,7 +427,9 @@ namespace {
 const bool registered = ingot::register_once(
     "ingot::packed_linear",
     [](torch::Library& library) {
-      library.def("packed_linear(Tensor input, Tensor packed_weight, int out_features, Tensor? bias) -> Tensor");
+      library.def(
+          "packed_linear(Tensor input, Tensor packed_weight, int out_features, Tensor? bias, str format=\"fp32\") "
+          "-> Tensor");
     },
     [](torch::Library& library) { library.impl("packed_linear", &packed_linear); });
 }  // namespace

@@ -53,7 +53,8 @@ def capture_program(
         "block_tables": torch.zeros(batch, blocks, **long),
         "logits_index": torch.zeros(batch, **long),
         "kv_cache": cache_init(
-            layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim
+            layout.num_layers, 2, num_blocks, layout.block_size, layout.num_kv_heads, layout.head_dim,
+            dtype=getattr(torch, layout.dtype),
         ),
     }
     b, t = _dim("batch", *plan.batch), _dim("tokens", *plan.tokens)
@@ -87,9 +88,10 @@ def capture_program(
     }
     inputs = [TensorSpec(name=name, dtype=dtypes[name], shape=shape) for name, shape in shapes.items()]
     hidden_size = step.model.config.hidden_size
-    outputs = [TensorSpec(name="logits", dtype=dtypes["kv_cache"], shape=[B, _vocab_size(step)])]
+    model_dtype = str(next(step.model.parameters()).dtype).removeprefix("torch.")  # the cache's may be narrower
+    outputs = [TensorSpec(name="logits", dtype=model_dtype, shape=[B, _vocab_size(step)])]
     if prefill:
-        outputs.append(TensorSpec(name="hidden_states", dtype=dtypes["kv_cache"], shape=[B, T, hidden_size]))
+        outputs.append(TensorSpec(name="hidden_states", dtype=model_dtype, shape=[B, T, hidden_size]))
     return exported, inputs, outputs
 
 

@@ -2,7 +2,9 @@
 
 transformers passes unknown keyword arguments of the model's forward down to the attention
 function, so the per-step paging tensors reach every layer without a rewrite of the model.
-The cache is one tensor ``kv_cache[layer, k|v, block, slot_in_block, kv_head, head_dim]``.
+The cache is one tensor ``kv_cache[layer, k|v, block, slot_in_block, kv_head, head_dim]``, in float32 or
+bfloat16 (``--kv-cache-dtype``): keys and values are rounded to the cache's dtype when written, and read back into
+the query's dtype (float32) for the attention itself.
 
 Every program, prefill or decode, is the same computation:
 1. write this step's keys and values into the cache at ``slot_mapping``;
@@ -53,7 +55,7 @@ def paged_attention(
     blocks, offsets = slots // block_size, slots % block_size
     for kind, new in enumerate((key, value)):
         where = (layer, torch.full_like(slots, kind), blocks, offsets)
-        kv_cache.index_put_(where, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim))
+        kv_cache.index_put_(where, new.transpose(1, 2).reshape(-1, num_kv_heads, head_dim).to(kv_cache.dtype))
     if decode_kernel and num_tokens == 1 and head_dim in DECODE_HEAD_DIMS:
         out = torch.ops.ingot.paged_decode_attention(
             query.reshape(batch, num_heads, head_dim), kv_cache, module.layer_idx, block_tables,
@@ -64,9 +66,11 @@ def paged_attention(
     layer_cache = kv_cache[module.layer_idx]
 
     context_len = block_tables.shape[1] * block_size
-    # [B, nb, bs, Hkv, D] -> [B, Hkv, T, D]
-    keys = layer_cache[0][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
-    values = layer_cache[1][block_tables].reshape(batch, context_len, num_kv_heads, head_dim).transpose(1, 2)
+    # [B, nb, bs, Hkv, D] -> [B, Hkv, T, D], in the query's dtype: a bfloat16 cache is read at half the bytes and
+    # converted as it is gathered
+    shape = (batch, context_len, num_kv_heads, head_dim)
+    keys = layer_cache[0][block_tables].to(query.dtype).reshape(shape).transpose(1, 2)
+    values = layer_cache[1][block_tables].to(query.dtype).reshape(shape).transpose(1, 2)
 
     key_positions = torch.arange(context_len, device=query.device)
     visible = key_positions.view(1, 1, 1, -1) <= position_ids.reshape(batch, 1, num_tokens, 1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+STEP_PREFIX = "model."  # the step holds the transformers model as ``model``: the artifact's tensors are named so
+
 
 class CausalLMStep(torch.nn.Module):
     """Runs the family's own transformers model on the paged cache and returns one row of logits per sequence.

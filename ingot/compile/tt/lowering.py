@@ -3,9 +3,10 @@
 ``lower_programs`` takes any list of (name, ExportedProgram): the language-model step programs of
 ``TtTarget.plan``, the YOLOv4 batch programs of ``TtTarget.detector_plan`` (tt/target.py), or anything
 torch.export captures.
-Programs are saved without their weights (only shapes matter to the compiler), lowered in one plugin worker
-process, and each one's ``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``,
-``NAME.ttnn.mlir``.
+Programs are saved into ``out_dir`` without their weights (``NAME.pt2``: only shapes matter to the compiler, and
+the conversion check reads the weights from the artifact), lowered in one plugin worker process, and each one's
+``.ttnn``, TTIR and TTNN MLIR land in ``out_dir`` as ``NAME.ttnn``, ``NAME.ttir.mlir``, ``NAME.ttnn.mlir``, beside
+its JAX function exported for JAX's CPU backend (``NAME.jax``, see verify/tt_conversion.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ingot.compile.tt.ops import unlowered_ops
 from ingot.compile.tt.specs import device_spec
 from ingot.compile.weightless import save_weightless
 from ingot.errors import CompileError
+
+TORCH_PROGRAM_SUFFIX = ".pt2"
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,8 @@ def lower_programs(
     try:
         jobs = []
         for name, exported in programs:
-            path = session / f"{name}.pt2"
-            save_weightless(exported, path, keep_inputs_and_constants=False)
+            path = out_dir / f"{name}{TORCH_PROGRAM_SUFFIX}"
+            save_weightless(exported, path, keep_example_inputs=False)
             jobs.append({"name": name, "exported": str(path), "out_dir": str(out_dir)})
         (session / "tmp").mkdir()
         env = plugin.worker_environment(target, session / "tmp", cache_dir / "tt-metal-cache")
@@ -118,6 +121,8 @@ def lower_programs(
             remaining = [j for j in remaining if j["name"] not in records]
     finally:
         shutil.rmtree(session, ignore_errors=True)  # the plugin's unpacked runtime assets (~420 MB) included
+    for name, _ in programs:
+        records[name].setdefault("files", {})["torch_program"] = f"{name}{TORCH_PROGRAM_SUFFIX}"
     results = [_result(name, records[name]) for name, _ in programs]
     _raise_for_failures(results, allow_cpu_fallback)
     return results

@@ -13,11 +13,13 @@ TMPDIR); and a compiler failure can abort the whole process (``LLVM ERROR``), wh
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ingot.artifacts.manifest import SystemDescriptorInfo
 from ingot.digest import sha256_file
 from ingot.errors import OptionError
 
@@ -27,8 +29,12 @@ PLUGIN_DISTRIBUTIONS = ("pjrt-plugin-tt", "jax-tt-plugin")
 FRONTEND_DISTRIBUTIONS = ("jax", "jaxlib", "torchax")
 INSTALL_HINT = "pip install -e '.[tt]'"
 
-# The system descriptor of the plugin's own mock Blackhole p150 (captured by capture_descriptor.py).
-DESCRIPTORS = {"p150": Path(__file__).parent / "descriptors" / "p150.ttsys"}
+# The system descriptors: the plugin's own mock Blackhole p150 (captured by capture_descriptor.py), and tt-xla's
+# compile-only Wormhole n150 and n300 ones re-stamped with this plugin's schema hash (descriptors/provenance.json
+# says where each is from and what changed; tt-xla's license and notice lie beside them).
+DESCRIPTOR_DIR = Path(__file__).parent / "descriptors"
+DESCRIPTORS = {target: DESCRIPTOR_DIR / f"{target}.ttsys" for target in ("p150", "n150", "n300")}
+PROVENANCE = DESCRIPTOR_DIR / "provenance.json"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,13 @@ def descriptor(target: str) -> Path:
     if path is None or not path.is_file():
         raise OptionError(f"target {target}: no system descriptor ships with this ingot")
     return path
+
+
+def descriptor_info(target: str) -> SystemDescriptorInfo:
+    """The descriptor ``target`` compiles against, its sha256 and provenance, for the manifest."""
+    path = descriptor(target)
+    provenance = json.loads(PROVENANCE.read_text())[target]
+    return SystemDescriptorInfo(file=path.name, sha256=sha256_file(path), **provenance)
 
 
 def toolchain(target: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ Imports nothing heavy: the cache key is computed from it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ingot.errors import OptionError
 from ingot.sizes import ceil_div
@@ -27,8 +27,9 @@ class DeviceSpec:
     data_format: str  # what the lowered graph computes in: the captured float32 graph, as captured
     policy: str  # the per-layer number-format policy device accuracy is predicted for (numerics half)
     optimization_level: int  # tt-mlir optimizer level: 0 lowers only; 1-2 also build device kernels (minutes)
-    missing: str | None = None  # why this target is refused, or None
     detector_policy: str = "yolov4"  # the format policy a detector's (YOLOv4's) accuracy is predicted for
+    max_optimization_level: int = 2
+    higher_levels_refused: str | None = None  # why a level above max_optimization_level cannot compile
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -46,32 +47,42 @@ BLACKHOLE_P150 = DeviceSpec(
     optimization_level=0,
 )
 
-_WORMHOLE_MISSING = (
-    "target {name} (Wormhole {board}) needs a TT PJRT plugin build that compiles for Wormhole; "
-    "the one this ingot drives (jax-tt-plugin 0.1.3) compiles for Blackhole only: use --target p150"
+# Levels 1-2 build device kernels on the host; the plugin's assets carry the firmware toolchain for Blackhole only.
+_WORMHOLE_LEVELS = (
+    "builds device kernels on the host, and this TT plugin build carries no Wormhole firmware toolchain: "
+    "Wormhole compiles at level 0 only (its descriptor is a re-stamped tt-xla one)"
 )
 
-SPECS = {
-    "p150": BLACKHOLE_P150,
-    "n150": DeviceSpec(
-        "n150", "Tenstorrent Wormhole n150 (1 chip)", "wormhole_b0", 32, 8192, 32, "float32", "accuracy", 0,
-        missing=_WORMHOLE_MISSING.format(name="n150", board="n150"),
-    ),
-    "n300": DeviceSpec(
-        "n300", "Tenstorrent Wormhole n300 (2 chips)", "wormhole_b0", 32, 8192, 32, "float32", "accuracy", 0,
-        missing=_WORMHOLE_MISSING.format(name="n300", board="n300"),
-    ),
-}
+
+def _wormhole(target: str, chips: str) -> DeviceSpec:
+    return replace(
+        BLACKHOLE_P150,
+        target=target,
+        device=f"Tenstorrent Wormhole {target} ({chips})",
+        arch="wormhole_b0",
+        max_optimization_level=0,
+        higher_levels_refused=_WORMHOLE_LEVELS,
+    )
+
+
+SPECS = {"p150": BLACKHOLE_P150, "n150": _wormhole("n150", "1 chip"), "n300": _wormhole("n300", "2 chips")}
 
 
 def device_spec(target: str) -> DeviceSpec:
-    """The spec of a TT target; a target this build cannot compile for is refused with what is missing."""
+    """The spec of a TT target."""
     spec = SPECS.get(target)
     if spec is None:
         raise OptionError(f"target {target}: not a Tenstorrent target ({', '.join(SPECS)})")
-    if spec.missing:
-        raise OptionError(spec.missing)
     return spec
+
+
+def optimization_level(spec: DeviceSpec, requested: int | None) -> int:
+    """The tt-mlir level a compile for ``spec`` uses (the spec's own unless ``requested``); one the target cannot
+    compile at is refused saying why."""
+    level = spec.optimization_level if requested is None else requested
+    if level > spec.max_optimization_level:
+        raise OptionError(f"--optimization-level {level} on {spec.target}: {spec.higher_levels_refused}")
+    return level
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ingot.compile.plan import LoweredPrograms, ProgramPlan
 from ingot.compile.tt import plugin
 from ingot.compile.weights import ProgramWeights, named_tensors
 from ingot.compile.tt.lowering import lower_programs
-from ingot.compile.tt.specs import DeviceSpec, model_shapes
+from ingot.compile.tt.specs import DeviceSpec, model_shapes, optimization_level
 from ingot.progress import StageProgress
 
 DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
@@ -58,7 +58,7 @@ class TtTarget:
         return [ProgramPlan(f"detect_{b}", "detect", batch=(b, b)) for b in options.batch_sizes]
 
     def optimization_level(self, options: TargetOptions) -> int:
-        return self.spec.optimization_level if options.optimization_level is None else options.optimization_level
+        return optimization_level(self.spec, options.optimization_level)
 
     def lower_all(
         self,
@@ -86,13 +86,15 @@ class TtTarget:
                 ttnn_ops=r.ttnn_ops,
                 unlowered_ops=r.unlowered_ops,
                 error=r.error if r.status != "lowered" else None,
-                dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind != "ttnn"],
+                dumps=[f"{out_dir.name}/{f}" for kind, f in sorted(r.files.items()) if kind.endswith("_mlir")],
                 weight_inputs=[w["name"] for w in r.weights],
                 inputs=[TensorSpec(**t) for t in r.inputs],
                 outputs=[TensorSpec(**t) for t in r.outputs],
                 toolchain=toolchain,
                 optimization_level=level,
                 seconds=r.seconds,
+                torch_program=f"{out_dir.name}/{r.files['torch_program']}",
+                jax_program=f"{out_dir.name}/{r.files['jax_program']}" if "jax_program" in r.files else None,
             )
             lowered[r.name] = (f"{out_dir.name}/{r.files['ttnn']}" if "ttnn" in r.files else "", info)
         return lowered
@@ -102,4 +104,8 @@ class TtTarget:
         return ProgramWeights(named_tensors(module))
 
     def manifest_info(self) -> TtTargetInfo:
-        return TtTargetInfo(spec=self.spec.as_dict(), device_verification=DEVICE_VERIFICATION.format(device=self.spec.device))
+        return TtTargetInfo(
+            spec=self.spec.as_dict(),
+            device_verification=DEVICE_VERIFICATION.format(device=self.spec.device),
+            descriptor=plugin.descriptor_info(self.name),
+        )

@@ -3,8 +3,9 @@
 For each program in the job: load the saved ExportedProgram (weights replaced by zero-stride stand-ins:
 only their shapes matter), convert it to a JAX function with torchax, lower it for the ``tt`` device with
 abstract inputs, and compile it with the plugin in compile-only mode, which writes a ``.ttnn`` flatbuffer
-and MLIR dumps. One JSON line per program goes to the job's results file; a ``start`` line before each
-compile lets the parent name the program if the plugin aborts the process.
+and MLIR dumps. The same JAX function is exported for JAX's CPU backend (``NAME.jax``), so that the conversion
+check (verify/tt_conversion.py) runs what was lowered. One JSON line per program goes to the job's results file; a
+``start`` line before each compile lets the parent name the program if the plugin aborts the process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import warnings
 from pathlib import Path
 
 OUTPUT_FILES = {"ttnn": ".ttnn", "ttir_mlir": ".ttir.mlir", "ttnn_mlir": ".ttnn.mlir"}
+JAX_PROGRAM_SUFFIX = ".jax"
 
 
 def _newest(directory: Path, pattern: str) -> Path | None:
@@ -39,6 +41,29 @@ def _output_names(out_avals, user_outputs: list[str], inputs: list) -> list[str]
         unused = [(n, a) for n, a in unused if n != match]
         names.append(f"{match} (updated)" if match else "updated input")
     return names + user_outputs
+
+
+def _export_for_cpu(fn, states: list, weight_names: list[str], avals: list, user_avals: tuple, program: dict) -> str:
+    """Export ``fn`` for JAX's CPU backend as ``NAME.jax`` in the output directory; returns the file's name.
+
+    torchax passes the program's lifted constants after its named weights; their values are in the saved program
+    (small tensors), so the export holds them and takes the named weights and the user inputs, as the artifact
+    stores them."""
+    import jax
+    import numpy as np
+
+    constants = [jax.numpy.asarray(np.asarray(c)) for c in states[len(weight_names):]]
+
+    def converted(weights, inputs):
+        return fn(list(weights) + constants, inputs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export = jax.export.export(jax.jit(converted), platforms=("cpu",))
+        exported = export(avals[: len(weight_names)], user_avals)
+    name = f"{program['name']}{JAX_PROGRAM_SUFFIX}"
+    (Path(program["out_dir"]) / name).write_bytes(exported.serialize())
+    return name
 
 
 def lower_one(program: dict, compiler_options: dict, device) -> dict:
@@ -76,6 +101,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
         warnings.simplefilter("ignore")
         lowered = jax.jit(fn, device=device).lower(weight_avals, user_avals)
         lowered.compile(compiler_options={**compiler_options, "export_path": str(export_dir)})
+    files = {"jax_program": _export_for_cpu(fn, weights, weight_names, weight_avals, user_avals, program)}
     out_avals = jax.tree_util.tree_leaves(lowered.out_info)
     output_names = _output_names(out_avals, user_outputs, [(n, a) for (n, _), a in zip(user, user_avals)])
 
@@ -88,7 +114,6 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     }
     if dumps["ttnn"] is None:
         raise RuntimeError(f"the plugin compiled {program['name']} but wrote no .ttnn file into {export_dir}")
-    files = {}
     for kind, path in dumps.items():
         if path is not None:
             target = Path(program["out_dir"]) / f"{program['name']}{OUTPUT_FILES[kind]}"

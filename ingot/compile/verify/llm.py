@@ -9,13 +9,14 @@ program takes them and decoded together. PCC, max abs error and top-1/top-5 agre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from ingot.artifacts.manifest import Manifest, VerificationReport
+from ingot.compile.plan import AccuracyBar
 from ingot.compile.verify.metrics import agreement, pcc
 from ingot.compile.verify.references import LLM_REFERENCE
 from ingot.compile.verify.sample_inputs import verification_tokens
@@ -29,6 +30,19 @@ if TYPE_CHECKING:
 PREFILL_TOKENS = 32
 BATCH_DECODE_STEPS = 4
 DECODE_NOTE_EVERY = 64  # decode steps between progress notes (a 1B model decodes a few steps a second here)
+# A bfloat16 KV cache keeps 8 significant bits of every key and value, which flips near-tied top-1 choices: on
+# SmolLM2 (eager, the verification text) logits PCC 0.9999962 and top-5 100%, but top-1 99.06% (3 of 320 tokens),
+# at the edge of the float32 bar's 99%. So it owes Tenstorrent's bar instead, logits PCC >= 0.99 (what tt-metal
+# holds its models to, with their bfloat16 or bfloat8_b caches; --weight-format's smaller formats owe it too), with
+# no top-1 bar: top-1 agreement is reported.
+NARROW_KV_CACHE_BAR = {"min_pcc": 0.99, "min_top1": 0.0}
+
+
+def llm_bar(target_bar: AccuracyBar, manifest: Manifest) -> AccuracyBar:
+    """What a language model's verification owes: its target's bar, loosened for a KV cache narrower than float32."""
+    if manifest.kv_cache.dtype == "float32":
+        return target_bar
+    return dataclasses.replace(target_bar, **NARROW_KV_CACHE_BAR)
 
 
 def verify_llm(
@@ -38,24 +52,24 @@ def verify_llm(
     tokenizer: PreTrainedTokenizerBase,
     min_pcc: float,
     min_top1: float,
+    reference_name: str = LLM_REFERENCE,
 ) -> VerificationReport:
     tokens = verification_tokens(tokenizer, manifest.buckets.max_context)
     with torch.no_grad():
         expected = reference(torch.tensor([tokens])).logits[0].float()
     note(f"reference: {len(tokens)} tokens")
 
-    block_size = manifest.kv_cache.block_size
-    blocks_per_sequence = ceil_div(len(tokens), block_size)
     max_batch = manifest.buckets.decode_batch[-1]
-    runner = ModelRunner(directory, manifest, num_blocks=1 + max_batch * blocks_per_sequence)
-
-    def block_table(sequence: int) -> list[int]:
-        first = 1 + sequence * blocks_per_sequence
-        return list(range(first, first + blocks_per_sequence))
+    # Sequence 0 holds the whole text; the batch check's sequences hold short prefixes. A cache of just those
+    # blocks (allocated zeroed, so all of it resident) keeps a big-KV model's verification small.
+    batch_lengths = _batch_lengths(tokens, max_batch) if max_batch > 1 else []
+    needed = [len(tokens), *(length + BATCH_DECODE_STEPS for length in batch_lengths[1:])]
+    tables = _block_tables(needed, manifest.kv_cache.block_size)
+    runner = ModelRunner(directory, manifest, num_blocks=1 + sum(map(len, tables)))
 
     # Sequence 0 alone: one prefill chunk, then teacher-forced decode to the end of the text.
     prefill_tokens = min(PREFILL_TOKENS, manifest.buckets.prefill_tokens[-1], len(tokens) // 2)
-    table = block_table(0)
+    table = tables[0]
     first, hidden = runner.prefill_with_hidden_states([tokens[:prefill_tokens]], [0], [table])  # one chunk
     rows = [first[0]]
     note(f"prefill: {prefill_tokens} tokens")
@@ -71,12 +85,12 @@ def verify_llm(
     if runner.scores_prompts:  # the logits program, on every prompt position's hidden states (prompt logprobs)
         programs["logits"] = pcc(runner.logits(hidden[0, :prefill_tokens]), expected[:prefill_tokens])
     if max_batch > 1:
-        programs.update(_batch_pccs(runner, tokens, expected, block_table, max_batch))
+        programs.update(_batch_pccs(runner, tokens, expected, tables, batch_lengths))
 
     report = agreement(actual, compared)
     passed = report["pcc"] >= min_pcc and report["top1_agreement"] >= min_top1 and min(programs.values()) >= min_pcc
     return VerificationReport(
-        reference=LLM_REFERENCE,
+        reference=reference_name,
         num_tokens=len(tokens),
         prefill_tokens=prefill_tokens,
         decode_steps=len(tokens) - prefill_tokens,
@@ -84,21 +98,36 @@ def verify_llm(
         min_top1=min_top1,
         programs=programs,
         passed=passed,
+        weight_format=manifest.options.get("weight_format", "fp32"),
         **report,
     )
+
+
+def _batch_lengths(tokens: list[int], batch: int) -> list[int]:
+    """The batch check's sequences: prefixes of the text of different lengths."""
+    return [min(PREFILL_TOKENS // 2 + 3 * i, len(tokens) - BATCH_DECODE_STEPS) for i in range(batch)]
+
+
+def _block_tables(lengths: list[int], block_size: int) -> list[list[int]]:
+    """Consecutive blocks for sequences of ``lengths`` tokens, from block 1 (block 0 is the padding block)."""
+    tables, first = [], 1
+    for length in lengths:
+        count = ceil_div(length, block_size)
+        tables.append(list(range(first, first + count)))
+        first += count
+    return tables
 
 
 def _batch_pccs(
     runner: ModelRunner,
     tokens: list[int],
     expected: torch.Tensor,
-    block_table: Callable[[int], list[int]],
-    batch: int,
+    tables: list[list[int]],
+    lengths: list[int],
 ) -> dict[str, float]:
     """A full batch of sequences of different lengths (each a prefix of the text): prefilled in one step when a
-    program takes them all, then decoded together."""
-    lengths = [min(PREFILL_TOKENS // 2 + 3 * i, len(tokens) - BATCH_DECODE_STEPS) for i in range(batch)]
-    tables = [block_table(s) for s in range(batch)]
+    program takes them all, then decoded together. Sequence 0 reuses the whole text's blocks."""
+    batch = len(lengths)
     pccs = {}
     if runner.prefill_batches[-1] >= batch and max(lengths) <= runner.prefill_sizes[-1]:
         logits = runner.prefill([tokens[:length] for length in lengths], [0] * batch, tables)

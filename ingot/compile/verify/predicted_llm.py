@@ -12,27 +12,13 @@ import transformers
 from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ingot.artifacts.manifest import Manifest
+from ingot.artifacts.manifest import Manifest, TenstorrentAcceptance
 from ingot.compile.tt.emulate import count_applied, predicted_model
 from ingot.compile.tt.policies import FormatPolicy, get_policy
 from ingot.compile.verify.metrics import agreement
 from ingot.compile.verify.references import LLM_REFERENCE, reference_model
 from ingot.compile.verify.sample_inputs import verification_tokens
-
-# Tenstorrent's acceptance numbers: PCC >= 0.99 for a model's output against its reference, and what tt-metal
-# reports for Llama-3.1-8B teacher-forced top-1/top-5 token accuracy in each mode (models/tt_transformers).
-TT_MIN_PCC = 0.99
-TT_REPORTED = {"accuracy": (0.96, 1.00), "performance": (0.90, 0.97)}
-TT_REPORTED_MODEL = "Llama-3.1-8B"
-
-
-class TenstorrentAcceptance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_pcc: float
-    reported_model: str
-    reported_top1: float | None
-    reported_top5: float | None
+from ingot.compile.verify.tt_acceptance import TT_MIN_PCC, tenstorrent_acceptance
 
 
 class TTAccuracyReport(BaseModel):
@@ -82,16 +68,13 @@ def _report(
     if policy.kv_cache is not None:
         counts[f"kv cache {policy.kv_cache.value}"] = num_layers
     metrics = agreement(actual, expected)
-    top1, top5 = TT_REPORTED.get(policy.name, (None, None))
     return TTAccuracyReport(
         policy=policy.name,
         description=policy.description,
         source=policy.source,
         reference=LLM_REFERENCE,
         num_tokens=num_tokens,
-        tenstorrent=TenstorrentAcceptance(
-            min_pcc=TT_MIN_PCC, reported_model=TT_REPORTED_MODEL, reported_top1=top1, reported_top5=top5
-        ),
+        tenstorrent=tenstorrent_acceptance(policy.name),
         meets_tt_pcc=metrics["pcc"] >= TT_MIN_PCC,
         applied=dict(sorted(counts.items())),
         **metrics,

@@ -11,16 +11,18 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from ingot.artifacts.manifest import Manifest, PackedLinear
 from ingot.compile.cpu.packed_linears import unpack_linear_weight
+from ingot.compile.llm.step_module import STEP_PREFIX
 from ingot.errors import ArtifactError
 from ingot.models.yolov4.network import YOLOv4
 
 LLM_REFERENCE = "transformers eager float32"
+DECODED_REFERENCE = "transformers eager float32 on the artifact's decoded weights"
 DETECTOR_REFERENCE = "eager float32 PyTorch"
-STEP_PREFIX = "model."  # a language model's weights are stored under the CausalLMStep wrapper's names
 
 
 def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
-    """The eager float32 transformers model with the artifact's own config and weights."""
+    """The eager float32 transformers model with the artifact's own config and weights: the model's own float32
+    weights for an fp32 artifact, the stored values decoded to float32 for one in a smaller format."""
     config_dict = dict(manifest.model.config)
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -40,7 +42,7 @@ def reference_model(directory: Path, manifest: Manifest) -> PreTrainedModel:
 
 def _unpacked(packed: torch.Tensor, bias: torch.Tensor | None, linears: PackedLinear) -> dict[str, torch.Tensor]:
     """The model's own weights (and biases) of linears stored packed together."""
-    weights = unpack_linear_weight(packed, sum(linears.out_features)).split(linears.out_features)
+    weights = unpack_linear_weight(packed, sum(linears.out_features), linears.format).split(linears.out_features)
     tensors = dict(zip(linears.weights, weights))
     if bias is not None:
         for name, part in zip(linears.biases, bias.split(linears.out_features)):

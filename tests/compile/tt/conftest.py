@@ -29,6 +29,22 @@ def tt_compiled(tiny_model, session_store):
     return get
 
 
+@pytest.fixture(scope="session")
+def tt_wormhole(tiny_model, session_store):
+    """tt_wormhole(target) -> CompileResult of the tiny Llama's two-program set compiled for n150 or n300."""
+    from ingot.compile.llm.kind import compile_model
+
+    results = {}
+
+    def get(target: str):
+        if target not in results:
+            options = CompileOptions.parse(**dict(TT_SMALL_OPTIONS, target=target))
+            results[target] = compile_model(str(tiny_model("llama")), options, session_store, quiet=True)
+        return results[target]
+
+    return get
+
+
 # YOLOv4 for p150 at the smallest input, batch sizes 1 and 2: two programs lowered in one plugin session
 # (~75 s on 2 cores), shared by every test of a TT detector.
 TT_YOLO_OPTIONS = dict(target="p150", input_size=320, max_batch=2)

@@ -70,20 +70,42 @@ class Softmax(torch.nn.Module):
         return torch.softmax(x @ x.T, dim=-1)
 
 
+class WideSoftmaxAndGate(torch.nn.Module):
+    """A softmax over 2,048 keys and a SiLU gate on the same scores: tt-mlir fuses the exp into a subtract and the
+    SiLU into the multiply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys = torch.nn.Parameter(torch.randn(32, 2048))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = x @ self.keys
+        return torch.softmax(scores, dim=-1), torch.nn.functional.silu(scores) * scores
+
+
 def _export(module: torch.nn.Module):
     return torch.export.export(module, (torch.randn(32, 32),))
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    """A program with an op the plugin cannot lower beside one it can, lowered with --allow-cpu-fallback."""
+    """A program with an op the plugin cannot lower beside ones it can, lowered with --allow-cpu-fallback."""
     tmp = tmp_path_factory.mktemp("mixed")
-    programs = [("solve", _export(TriangularSolve())), ("softmax", _export(Softmax()))]
+    programs = [("solve", _export(TriangularSolve())), ("softmax", _export(Softmax())),
+                ("fused", _export(WideSoftmaxAndGate()))]  # fmt: skip
     return tmp, lower_programs(programs, tmp / "out", allow_cpu_fallback=True, cache_dir=tmp)
 
 
+def test_the_op_histogram_counts_fused_activations(mixed):
+    _, (_, _, fused) = mixed
+    ops = fused.ttnn_ops
+    assert ops["ttnn.exp (fused)"] == 1 and ops["ttnn.silu (fused)"] == 1
+    # at 2,048 keys the softmax is decomposed, its exp fused into a subtract; neither exp nor silu is an op of its own
+    assert not {"ttnn.softmax", "ttnn.exp", "ttnn.silu"} & set(ops) and {"ttnn.subtract", "ttnn.multiply"} <= set(ops)
+
+
 def test_allow_cpu_fallback_records_the_ops_and_lowers_the_rest(mixed):
-    tmp, (solve, softmax) = mixed
+    tmp, (solve, softmax, _) = mixed
     assert solve.status == "cpu-fallback" and solve.unlowered_ops == ["stablehlo.triangular_solve"]
     assert not (tmp / "out" / "solve.ttnn").exists()
     assert softmax.status == "lowered" and (tmp / "out" / "softmax.ttnn").is_file()

@@ -37,14 +37,17 @@ def test_engine_refuses_a_tt_artifact(tt_compiled, session_store):
 
 
 @pytest.mark.parametrize("target", ["n150", "n300"])
-def test_wormhole_targets_are_refused_naming_what_is_missing(tiny_model, tmp_path, target):
+def test_wormhole_above_level_0_is_refused_saying_why(tiny_model, tmp_path, target):
     for command in ("compile", "cache-key"):
-        result = run_cli(command, str(tiny_model("llama")), "--target", target, *tiny_cli_options(), cache_dir=tmp_path)
-        assert_one_line_error(result, f"target {target} (Wormhole")
-        assert "compiles for Blackhole only: use --target p150" in result.stderr
+        model = str(tiny_model("llama"))
+        result = run_cli(command, model, "--target", target, "--optimization-level", "1", *tiny_cli_options(),
+                         cache_dir=tmp_path)  # fmt: skip
+        assert_one_line_error(result, f"--optimization-level 1 on {target}: builds device kernels on the host")
+        assert "no Wormhole firmware toolchain" in result.stderr
 
 
 def test_tt_flags_are_refused_on_the_cpu_target(tiny_model, tmp_path):
     model = str(tiny_model("llama"))
     assert_one_line_error(run_cli("cache-key", model, "--optimization-level", "1", cache_dir=tmp_path), "not cpu")
     assert_one_line_error(run_cli("cache-key", model, "--allow-cpu-fallback", cache_dir=tmp_path), "not cpu")
+    assert_one_line_error(run_cli("cache-key", model, "--allow-unverified", cache_dir=tmp_path), "not cpu")
