@@ -157,14 +157,27 @@ def _routing(options: AppOptions) -> dict:
 def run_locally(options: AppOptions, settings: ServerSettings, host: str, port: int) -> None:
     """`ingot serve --replicas N`: the application on the Ray cluster at $RAY_ADDRESS, else on a local one started
     here, its HTTP proxy on ``host``:``port``, until Ctrl-C or SIGTERM."""
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its authors unless told not to
     if settings.api_key:
         os.environ[API_KEY_ENV] = settings.api_key  # a local cluster's workers inherit it
-    ray.init(include_dashboard=False, **({"_node_ip_address": host} if _is_loopback(host) else {}))
-    serve.start(http_options={"host": host, "port": port})
+    start_cluster(host, port)
     serve.run(build_app(options, settings), name=APP_NAME, route_prefix="/", blocking=True)
+
+
+def start_cluster(host: str, port: int, num_cpus: int | None = None) -> None:
+    """Connect to the cluster at $RAY_ADDRESS, else start a local one (of ``num_cpus``, default every core), and
+    start Ray Serve's HTTP proxy on ``host``:``port``."""
+    import ray
+
+    for name, value in CLUSTER_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)  # read by Ray's processes as they start: set before ray.init
+    ray.init(include_dashboard=False, num_cpus=num_cpus, **({"_node_ip_address": host} if _is_loopback(host) else {}))
+    serve.start(http_options={"host": host, "port": port})
+
+
+# Ray reports usage to its authors unless told not to. Serve's controller kills a proxy that is not ready within
+# 5 s, three times in a row, and serve.start then fails with ActorDiedError: on a busy host (replicas loading their
+# engines, a compile) a proxy takes longer than that to start, so it gets a minute.
+CLUSTER_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 
 
 def _is_loopback(host: str) -> bool:
