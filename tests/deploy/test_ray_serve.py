@@ -63,6 +63,20 @@ def cluster(compiled, session_store):
         finally:
             serve.shutdown()
             ray.shutdown()
+    assert eventually(lambda: not _ray_processes_started_here(), timeout=30), _ray_processes_started_here()
+
+
+def _ray_processes_started_here() -> list[str]:
+    """The command lines of this process's descendants that belong to Ray (its GCS, raylet, workers)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if "ray" in command.split("/") or "ray::" in command or "/ray/" in command:
+            found.append(command[:200])
+    return found
 
 
 def replica_metrics(cluster: Cluster) -> dict[str, dict[str, float]]:
