@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import socket
 import sys
@@ -126,22 +125,20 @@ def run_configuration(name: str, options, url: str, model_name: str, prompts, ou
 
 def main() -> None:
     args = parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
     from transformers import AutoTokenizer
 
-    from ingot.deploy.ray import AppOptions
+    from ingot.deploy.ray import AppOptions, start_cluster
 
     store = ArtifactStore.open(args.cache_dir)
     path = serving_artifact(store, args.model)
     manifest = check_artifact(path)
     tokenizer = AutoTokenizer.from_pretrained(path / manifest.tokenizer.directory)
-    common = dict(model=str(path), cache_dir=str(store.root), kv_cache_gb=args.kv_cache_gb)
+    common = {"model": str(path), "cache_dir": str(store.root), "kv_cache_gb": args.kv_cache_gb}
 
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_cluster("127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
     results: dict[str, dict] = {}
     try:

@@ -4,7 +4,6 @@ application as a whole."""
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response

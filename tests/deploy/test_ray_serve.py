@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
