@@ -84,9 +84,10 @@ class AppOptions(BaseModel):
         return self.threads or max(1, (os.cpu_count() or 1) // self.most_replicas)
 
 
-def app(args: AppOptions) -> Application:
-    """The application builder `serve run` calls with its NAME=VALUE arguments."""
-    return build_app(args)
+def app(args: dict[str, str]) -> Application:
+    """The application builder `serve run` calls with its NAME=VALUE arguments. They are validated here: Ray
+    validates them only against a model class it finds in the signature, and postponed annotations hide it."""
+    return build_app(AppOptions.model_validate(args))
 
 
 def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Application:

@@ -13,6 +13,7 @@ import signal
 import socket
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import openai
@@ -20,8 +21,10 @@ import psutil
 import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 from ray import serve
 
+from ingot.deploy import ray as ingot_ray
 from ingot.deploy.ray import APP_NAME, CLUSTER_ENVIRONMENT, AppOptions, build_app, start_cluster
 from ingot.server.settings import DEFAULT_MAX_REQUEST_BYTES
 from tests.server.helpers import eventually
@@ -34,6 +37,8 @@ SYSTEM = "You are the keeper of a lighthouse on a rocky coast; answer every ques
 class Cluster:
     url: str
     model: str
+    artifact: Path
+    cache_dir: Path
 
 
 def _free_port() -> int:
@@ -58,7 +63,7 @@ def cluster(compiled, session_store):
             serve.run(build_app(options), name=APP_NAME, route_prefix="/")
             url = f"http://127.0.0.1:{port}"
             assert eventually(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=60)
-            yield Cluster(url, artifact.manifest.model.name)
+            yield Cluster(url, artifact.manifest.model.name, artifact.path, session_store.root)
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -138,6 +143,19 @@ def test_requests_sharing_a_prefix_go_to_one_replica(cluster: Cluster):
     assert prompt_tokens[replica] > 0 and all(v == 0 for r, v in prompt_tokens.items() if r != replica), prompt_tokens
     hits = after["vllm:prefix_cache_hits_total"][replica] - before["vllm:prefix_cache_hits_total"].get(replica, 0)
     assert hits > 0  # the shared prefix was computed once and then found in the replica's cache
+
+
+def test_serve_run_arguments_build_the_application(cluster: Cluster):
+    """What `serve run ingot.deploy.ray:app NAME=VALUE ...` does with its arguments (text, as the command line gives
+    them), through the function of Ray's that it calls."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary as build_with_args
+
+    args = {"model": str(cluster.artifact), "cache_dir": str(cluster.cache_dir), "replicas": "2", "threads": "1"}
+    assert isinstance(build_with_args(ingot_ray.app, args), serve.Application)
+    with pytest.raises(ValidationError, match="replicas"):
+        build_with_args(ingot_ray.app, {**args, "replicas": "0"})
+    with pytest.raises(ValidationError, match="no_such_option"):
+        build_with_args(ingot_ray.app, {**args, "no_such_option": "1"})
 
 
 def test_chat_streamed_and_not_says_the_same(cluster: Cluster):
