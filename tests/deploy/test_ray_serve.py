@@ -158,6 +158,22 @@ def test_serve_run_arguments_build_the_application(cluster: Cluster):
         build_with_args(ingot_ray.app, {**args, "no_such_option": "1"})
 
 
+def test_autoscaling_bounds_and_threads_reach_the_replicas_deployment(cluster: Cluster):
+    """What Ray is handed (read through Ray's private fields: nothing public exposes a bound application's config);
+    that Ray then scales on it is Ray's."""
+    options = AppOptions(
+        model=str(cluster.artifact), cache_dir=str(cluster.cache_dir), min_replicas=1, max_replicas=3, threads=1,
+        target_ongoing_requests=4,
+    )
+    ingress = build_app(options)._bound_deployment
+    [replicas] = [arg._bound_deployment for arg in ingress.init_args if isinstance(arg, serve.Application)]
+    assert replicas.name == "IngotReplica" and replicas.ray_actor_options["num_cpus"] == 1
+    scaling = replicas._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.initial_replicas, scaling.max_replicas) == (1, 1, 3)
+    assert scaling.target_ongoing_requests == 4
+    assert ingress.ray_actor_options["num_cpus"] == 0
+
+
 def test_chat_streamed_and_not_says_the_same(cluster: Cluster):
     messages = [{"role": "user", "content": "Name a colour."}]
     with openai.OpenAI(base_url=f"{cluster.url}/v1", api_key="none", max_retries=0) as client:
