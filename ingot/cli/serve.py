@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from ingot.artifacts.store import ArtifactStore
-from ingot.cli.arguments import add_command, finite_float, port_number, positive_float, positive_int
-from ingot.cli.locate import default_artifact_key, newest_detector_artifact, open_store
-from ingot.cli.registry import OCI_PREFIX, registry_parent
+from ingot.cli.arguments import (
+    add_command,
+    finite_float,
+    non_negative_int,
+    port_number,
+    positive_float,
+    positive_int,
+)
+from ingot.cli.locate import OCI_PREFIX, compile_options, open_store, serving_artifact
+from ingot.cli.registry import registry_parent
 from ingot.errors import IngotError, OptionError
 from ingot.server import settings as defaults
 from ingot.server.settings import ServerSettings
@@ -88,6 +92,27 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
         help='how tool_choice "auto" reads calls from the model\'s text (default: from the chat template, when it '
         "writes calls as Qwen's <tool_call> or Llama 3's JSON)",
     )
+    replicas = sub.add_argument_group(
+        "replicas on Ray Serve (pip install 'ingot[ray]'; on the cluster at $RAY_ADDRESS, else a local one)"
+    )
+    replicas.add_argument(
+        "--replicas", type=positive_int,
+        help="serve the model from this many engine replicas behind Ray Serve's proxy (the initial count when "
+        "autoscaling)",
+    )
+    replicas.add_argument("--min-replicas", type=non_negative_int, help="autoscale from this many replicas")
+    replicas.add_argument("--max-replicas", type=positive_int, help="autoscale up to this many replicas")
+    replicas.add_argument(
+        "--target-ongoing-requests", type=positive_float,
+        help="autoscaling's target of requests in flight per replica (default 16)",
+    )
+    replicas.add_argument(
+        "--threads", type=positive_int, help="torch threads (and Ray CPUs) per replica (default: cores / replicas)"
+    )
+    replicas.add_argument(
+        "--router", choices=("prefix", "default"),
+        help="prefix: to the replica holding the prompt's prefix, else the least busy (the default); default: Ray's",
+    )
     connections = sub.add_argument_group("connections")
     connections.add_argument(
         "--timeout-keep-alive", type=positive_float, default=defaults.DEFAULT_TIMEOUT_KEEP_ALIVE,
@@ -159,12 +184,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = server_settings(args)
     models = args.models or ["smollm2-135m"]
     names = _served_names(args.served_model_name, len(models))
-    options = _compile_options(args)
+    options = compile_options(args.weight_format)
+    if _on_ray(args):
+        _serve_replicas(args, settings, models, names[0])
+        return
     store = open_store(args)
     with bind_socket(args.host, args.port) as sock:
         artifacts: dict[str, tuple[Path, Manifest]] = {}
         for model, name in zip(models, names):
-            path = _artifact_path(store, model, args, options)
+            path = serving_artifact(store, model, options, args.plain_http, args.no_compile)
             manifest = check_artifact(path)
             refusal = unservable_reason(manifest)
             if refusal:
@@ -207,47 +235,45 @@ def _served_names(names: list[str] | None, models: int) -> list[str | None]:
     return names
 
 
-def _compile_options(args: argparse.Namespace):
-    """The compile options a MODEL named as a model means (its artifact's key; compiled with them on a miss)."""
-    from ingot.compile.options import CompileOptions
-
-    return CompileOptions.parse(weight_format=args.weight_format)
+RAY_OPTIONS = ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "threads", "router")
 
 
-def _artifact_path(store: ArtifactStore, model: str, args: argparse.Namespace, options) -> Path:
-    """A registry's artifact (``oci://REF``, pulled on a cache miss); a built-in model's artifact (a language
-    model's default-options one, compiled on a miss; a detector's newest: compiling one needs its weights); else an
-    artifact key, prefix or path; else a model directory or file whose default-options artifact is compiled on a
-    miss."""
-    from ingot.artifacts.registry import pull_artifact
-    from ingot.errors import ArtifactError
-    from ingot.models.source import BUILTIN_MODELS
-    from ingot.models.yolov4.source import is_detector
-
-    if model.startswith(OCI_PREFIX):
-        return pull_artifact(store, model.removeprefix(OCI_PREFIX), plain_http=args.plain_http).path
-    if is_detector(model):
-        return newest_detector_artifact(store, model)
-    if model not in BUILTIN_MODELS:  # a built-in name is never a path or key (./NAME is the directory)
-        try:
-            return store.resolve(model)
-        except ArtifactError:
-            if not Path(model).expanduser().exists():
-                raise
-    key = default_artifact_key(model, options)
-    if not store.has(key):
-        if args.no_compile:
-            raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
-        _compile_in_child(model, store, options.weight_format)
-    return store.path(key)
+def _on_ray(args: argparse.Namespace) -> bool:
+    return any(getattr(args, option) is not None for option in RAY_OPTIONS)
 
 
-def _compile_in_child(model: str, store: ArtifactStore, weight_format: str) -> None:
-    """``ingot compile MODEL`` in a child process: a compile holds the model's weights more than once and inductor
-    besides, and a process never gives all of that back, so a server that compiled in its own process would carry
-    it for its whole life. The child prints its progress and, if it fails, its one-line error."""
-    command = [sys.executable, "-m", "ingot.cli", "compile", model, "--cache-dir", str(store.root)]
-    command += ["--weight-format", weight_format]
-    status = subprocess.call(command)
-    if status != 0:
-        raise SystemExit(status)
+def _serve_replicas(args: argparse.Namespace, settings: ServerSettings, models: list[str], name: str | None) -> None:
+    """One language model from engine replicas on Ray Serve (ingot/deploy/ray.py); the port is checked first."""
+    from pydantic import ValidationError
+
+    from ingot.server.run import bind_socket
+
+    if len(models) > 1:
+        raise OptionError("--replicas serves one model; run one application per model")
+    if args.max_image_pixels is not None:
+        raise OptionError("--max-image-pixels is for detectors, which replicas do not serve")
+    try:
+        from ingot.deploy.ray import AppOptions, run_locally
+    except ImportError as error:
+        raise OptionError(f"--replicas needs Ray Serve ({error.name} is missing): pip install 'ingot[ray]'") from None
+    chosen = {option: getattr(args, option) for option in RAY_OPTIONS if getattr(args, option) is not None}
+    try:
+        options = AppOptions(
+            model=models[0],
+            served_model_name=name,
+            weight_format=args.weight_format,
+            cache_dir=args.cache_dir,
+            kv_cache_gb=args.kv_cache_gb,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_queue=args.max_queue,
+            max_request_bytes=args.max_request_bytes,
+            plain_http=args.plain_http,
+            no_compile=args.no_compile,
+            **chosen,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where, message = ".".join(str(part) for part in first["loc"]), first["msg"].removeprefix("Value error, ")
+        raise OptionError(f"--{where.replace('_', '-')}: {message}" if where else message) from None
+    bind_socket(args.host, args.port).close()  # a busy port is reported now, before Ray starts
+    run_locally(options, settings, args.host, args.port)

@@ -71,7 +71,7 @@ def create_app(
 @asynccontextmanager
 async def _warm_up_in_background(app: FastAPI) -> AsyncIterator[None]:
     """The server listens at once (so /health can say 503) and turns ready when every model has warmed up."""
-    task = asyncio.create_task(_warm_up(app.state.ingot))
+    task = asyncio.create_task(warm_up(app.state.ingot))
     task.add_done_callback(_report_failure)
     try:
         yield
@@ -79,7 +79,9 @@ async def _warm_up_in_background(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
 
 
-async def _warm_up(state: ServerState) -> None:
+async def warm_up(state: ServerState) -> None:
+    """Every model's first generation, then ready. `ingot serve` runs it in the background (/health says 503 until
+    then); a Ray replica awaits it before it takes requests."""
     for served in state.all_served():
         await served.warm_up()
         log.info("%s is warm", served.name)

@@ -1,0 +1,105 @@
+"""Which replica holds which prompt prefixes, as the router sees them: the bookkeeping behind prefix-aware routing.
+
+A replica's prefix cache keeps the KV blocks of the prompts it computed, keyed by every token up to a block's end.
+The router has text, not tokens, so it keys prompts the same way in characters: a prompt is a chain of blocks of
+``BLOCK_CHARS`` characters, each block's key a hash of the whole text up to its end. A replica that was sent a
+prompt holds the blocks of its prefix; a new prompt goes where the longest chain of its blocks already is, unless
+that replica is much busier than the least busy one. No Ray here, so the choice is tested on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+BLOCK_CHARS = 64  # about 16 tokens of English: one KV-cache block at the default block size
+MAX_ROUTED_CHARS = 32_768  # a longer prompt is keyed by its start only: its first blocks decide anyway
+DEFAULT_BLOCKS_PER_REPLICA = 200_000  # remembered per replica (least recently routed forgotten first): ~13 MB of text
+DEFAULT_IMBALANCE = 8  # requests: a replica holding the prefix is skipped once this much busier than the least busy
+
+Replica = Hashable
+
+
+def block_keys(text: str) -> list[bytes]:
+    """The chained keys of ``text``'s full blocks: key i stands for ``text[:(i + 1) * BLOCK_CHARS]``."""
+    text = text[:MAX_ROUTED_CHARS]
+    keys: list[bytes] = []
+    previous = b""
+    for end in range(BLOCK_CHARS, len(text) + 1, BLOCK_CHARS):
+        previous = hashlib.blake2b(previous + text[end - BLOCK_CHARS : end].encode(), digest_size=16).digest()
+        keys.append(previous)
+    return keys
+
+
+class PrefixIndex:
+    """The prompt blocks each replica was sent, most recent last; each replica remembers at most
+    ``blocks_per_replica`` of them, as its prefix cache evicts the least recently used blocks first."""
+
+    def __init__(self, blocks_per_replica: int = DEFAULT_BLOCKS_PER_REPLICA) -> None:
+        self.blocks_per_replica = blocks_per_replica
+        self._holders: dict[bytes, set[Replica]] = {}
+        self._blocks: dict[Replica, OrderedDict[bytes, None]] = {}
+
+    def matched_blocks(self, keys: Sequence[bytes], candidates: Iterable[Replica]) -> dict[Replica, int]:
+        """For each candidate, how many of ``keys``' leading blocks it holds (0 for none)."""
+        matched = {replica: 0 for replica in candidates}
+        still = set(matched)
+        for depth, key in enumerate(keys, start=1):
+            still &= self._holders.get(key, set())
+            if not still:
+                break
+            for replica in still:
+                matched[replica] = depth
+        return matched
+
+    def record(self, keys: Sequence[bytes], replica: Replica) -> None:
+        """``replica`` was sent a prompt of these blocks: it holds them now."""
+        blocks = self._blocks.setdefault(replica, OrderedDict())
+        for key in keys:
+            blocks[key] = None
+            blocks.move_to_end(key)
+            self._holders.setdefault(key, set()).add(replica)
+        while len(blocks) > self.blocks_per_replica:
+            self._drop(blocks.popitem(last=False)[0], replica)
+
+    def forget(self, replica: Replica) -> None:
+        """``replica`` is gone (or restarted: its cache is empty)."""
+        for key in self._blocks.pop(replica, {}):
+            self._drop(key, replica)
+
+    def held(self) -> dict[Replica, int]:
+        """How many blocks each replica holds."""
+        return {replica: len(blocks) for replica, blocks in self._blocks.items()}
+
+    def _drop(self, key: bytes, replica: Replica) -> None:
+        holders = self._holders.get(key)
+        if holders is not None:
+            holders.discard(replica)
+            if not holders:
+                del self._holders[key]
+
+
+def rank_replicas(
+    matched: Mapping[Replica, int],
+    loads: Mapping[Replica, int],
+    held: Mapping[Replica, int] = {},
+    imbalance: int = DEFAULT_IMBALANCE,
+) -> list[list[Replica]]:
+    """Candidates (``matched``'s keys) in order of preference, as tiers: the one holding the longest prefix alone
+    first, unless it is more than ``imbalance`` requests busier than the least busy candidate; then the rest, least
+    busy first.
+
+    ``loads`` are requests in flight; ``held``, the blocks each replica holds: among equally busy replicas a prompt
+    no one holds goes to the one holding the fewest, so that distinct prefixes spread over the replicas even when
+    they arrive one at a time."""
+    candidates = list(matched)
+    if not candidates:
+        return []
+    least_busy = sorted(candidates, key=lambda r: (loads.get(r, 0), held.get(r, 0)))
+    best = max(candidates, key=lambda r: (matched[r], -loads.get(r, 0)))
+    if matched[best] > 0 and loads.get(best, 0) - loads.get(least_busy[0], 0) <= imbalance:
+        first = best
+    else:
+        first = least_busy[0]
+    return [[first], [r for r in least_busy if r != first]]

@@ -1,0 +1,105 @@
+"""The prefix-aware router's choice, without Ray: which replica a prompt goes to, and what it keys a request by."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingot.deploy.forwarding import ForwardedRequest, routing_text
+from ingot.deploy.metrics import render_merged, with_replica_label
+from ingot.deploy.prefixes import BLOCK_CHARS, PrefixIndex, block_keys, rank_replicas
+
+SYSTEM = "You are a careful assistant who answers questions about lighthouses. " * 4  # 4+ blocks
+
+
+def test_block_keys_chain_the_whole_prefix():
+    keys = block_keys(SYSTEM + "Where?")
+    assert len(keys) == len(SYSTEM + "Where?") // BLOCK_CHARS
+    assert keys[:3] == block_keys(SYSTEM)[:3]  # a shared start: the same leading keys
+    # A block's key stands for everything before it too: the same second block after a different first is not it.
+    other = "x" * BLOCK_CHARS + SYSTEM[BLOCK_CHARS : 2 * BLOCK_CHARS]
+    assert block_keys(other)[1] != keys[1]
+    assert block_keys("short") == []
+
+
+def test_a_prompt_goes_to_the_replica_holding_its_prefix():
+    index = PrefixIndex()
+    index.record(block_keys(SYSTEM + "first question"), "a")
+    index.record(block_keys("An unrelated system prompt about cooking pasta. " * 4), "b")
+    keys = block_keys(SYSTEM + "second question, a different one")
+    matched = index.matched_blocks(keys, ["a", "b"])
+    assert matched["a"] == len(block_keys(SYSTEM)) and matched["b"] == 0
+    # Equally busy, or "a" a little busier: "a", which holds the prefix.
+    assert rank_replicas(matched, {"a": 0, "b": 0})[0] == ["a"]
+    assert rank_replicas(matched, {"a": 5, "b": 1}, imbalance=8)[0] == ["a"]
+
+
+def test_a_busy_prefix_holder_falls_back_to_the_least_busy_replica():
+    index = PrefixIndex()
+    index.record(block_keys(SYSTEM), "a")
+    matched = index.matched_blocks(block_keys(SYSTEM + "more"), ["a", "b", "c"])
+    tiers = rank_replicas(matched, {"a": 20, "b": 3, "c": 1}, imbalance=8)
+    assert tiers == [["c"], ["b", "a"]]
+
+
+def test_a_new_prefix_goes_to_the_least_busy_then_the_emptiest_replica():
+    matched = {"a": 0, "b": 0}
+    assert rank_replicas(matched, {"a": 2, "b": 0})[0] == ["b"]
+    # Idle replicas: distinct prefixes arriving one at a time spread out instead of piling onto the first.
+    index = PrefixIndex()
+    for n in range(4):
+        keys = block_keys(f"system prompt number {n}: " * 8)
+        tiers = rank_replicas(index.matched_blocks(keys, ["a", "b"]), {"a": 0, "b": 0}, index.held())
+        index.record(keys, tiers[0][0])
+    assert index.held()["a"] == index.held()["b"]
+
+
+def test_the_longest_match_wins_and_forgotten_replicas_hold_nothing():
+    index = PrefixIndex()
+    index.record(block_keys(SYSTEM[: 2 * BLOCK_CHARS]), "short")
+    index.record(block_keys(SYSTEM), "long")
+    keys = block_keys(SYSTEM + "?")
+    assert rank_replicas(index.matched_blocks(keys, ["short", "long"]), {})[0] == ["long"]
+    index.forget("long")
+    assert index.matched_blocks(keys, ["short", "long"]) == {"short": 2, "long": 0}
+
+
+def test_each_replica_remembers_a_bounded_number_of_blocks():
+    index = PrefixIndex(blocks_per_replica=4)
+    old, new = block_keys("a" * 4 * BLOCK_CHARS), block_keys("b" * 4 * BLOCK_CHARS)
+    index.record(old, "r")
+    index.record(new, "r")
+    assert index.held() == {"r": 4}
+    assert index.matched_blocks(old, ["r"]) == {"r": 0}  # the least recently routed went first
+    assert index.matched_blocks(new, ["r"]) == {"r": 4}
+
+
+def test_routing_text_reads_completions_and_chats():
+    completion = json.dumps({"model": "m", "prompt": SYSTEM + "Q"}).encode()
+    assert routing_text("/v1/completions", completion) == SYSTEM + "Q"
+    assert routing_text("/v1/completions", json.dumps({"prompt": [SYSTEM, "other"]}).encode()) == SYSTEM
+    chat = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": [{"type": "text", "text": "Q"}]}]}
+    text = routing_text("/v1/chat/completions", json.dumps(chat).encode())
+    assert text.startswith(f"<system>{SYSTEM}") and text.endswith("<user>Q\n")
+    assert routing_text("/v1/models", b"") is None
+    assert routing_text("/v1/completions", b"{not json") is None  # the replica answers it with its 400
+    request = ForwardedRequest.of("POST", "/v1/completions", b"", [], completion)
+    assert request.prefix_keys == block_keys(SYSTEM + "Q")
+
+
+def test_replica_metrics_merge_into_one_exposition_with_a_replica_label():
+    per_replica = []
+    for replica, waiting in (("r1", 2), ("r2", 5)):
+        registry = CollectorRegistry()
+        Gauge("vllm:num_requests_waiting", "Waiting.", ["model_name"], registry=registry).labels("m").set(waiting)
+        Counter("vllm:request_success", "Finished.", ["model_name"], registry=registry).labels("m").inc(waiting)
+        per_replica.append(with_replica_label(registry.collect(), replica))
+    text = render_merged(per_replica).decode()
+    assert text.count("# TYPE vllm:num_requests_waiting gauge") == 1  # one family, both replicas' samples
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    waiting = {s.labels["replica"]: s.value for s in families["vllm:num_requests_waiting"].samples}
+    assert waiting == {"r1": 2, "r2": 5}
+    finished = [s for s in families["vllm:request_success"].samples if s.name.endswith("_total")]
+    assert {s.labels["replica"]: s.value for s in finished} == {"r1": 2, "r2": 5}
