@@ -21,7 +21,8 @@ def test_p150_shapes_round_prefill_buckets_to_tiles_and_fix_the_cache():
     shapes = model_shapes(BLACKHOLE_P150, options)
     assert shapes.prefill_buckets == [32, 128]
     assert shapes.decode_batches == [1, 2, 4, 8]
-    assert shapes.blocks_per_sequence == 64 and shapes.cache_blocks == 8 * 64 + 1
+    assert options.block_size == 32  # TT's paged cache ops need blocks of a multiple of 32 tokens
+    assert shapes.blocks_per_sequence == 1024 // 32 and shapes.cache_blocks == 8 * 32 + 1
 
 
 def test_p150_spec_limits_are_enforced():
