@@ -147,7 +147,8 @@ def test_the_tiny_llamas_p150_programs(tt_compiled):
     assert programs["decode_1"].matmul_flops == _decode_matmul_flops(config, 1, keys)
     assert programs["decode_2"].matmul_flops == _decode_matmul_flops(config, 2, keys)
     assert programs["prefill_64"].matmul_flops > programs["prefill_32"].matmul_flops > 0
-    assert all(p.dram_bytes > 0 and p.seconds >= max(p.compute_seconds, p.memory_seconds) for p in report.programs)
+    for p in report.programs:  # a sum over ops of each op's larger time: never below the larger total (up to rounding)
+        assert p.dram_bytes > 0 and p.seconds >= max(p.compute_seconds, p.memory_seconds) * (1 - 1e-12)
     assert report.ttft_seconds() == {32: programs["prefill_32"].seconds, 64: programs["prefill_64"].seconds}
     assert report.tokens_per_second_per_user()[1] == pytest.approx(1 / programs["decode_1"].seconds)
     # the weights as the programs take them: every float32 tensor of the model, at least

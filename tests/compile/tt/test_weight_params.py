@@ -35,7 +35,10 @@ def test_weights_are_parameters_and_matmul_weights_are_bfp8_in_the_binary(tt_bfp
         assert ttir.count("ttcore.argument_type<parameter>") == len(tt.weight_formats)
         for weight in tt.weight_formats:
             assert f'ttir.name = "{weight}"' in ttir
-        assert ttir.count("ttcore.argument_type<input>") == len(tt.inputs)
+        # the step's inputs stay inputs; the paged cache ops address the cache by position and block table, so
+        # slot_mapping is unused on TT and JAX drops it
+        used_inputs = [i for i in tt.inputs if i.name != "slot_mapping"]
+        assert ttir.count("ttcore.argument_type<input>") == len(used_inputs)
         assert 'tt.function_type = "const_eval"' in ttnn
         assert "tile<32x32, bfp_bf8>" in ttnn and "tile<32x32, bfp_bf4>" not in ttnn
         # the manifest says per weight what the binary reads: every matmul weight bfp8 (the tied LM head's too),
