@@ -255,13 +255,8 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    argv = sys.argv[1:]
-    compile_args = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="smollm2-135m, a Hugging Face directory, or a shape (llama-3.2-1b, ...)")
-    parser.add_argument("--work-dir", type=Path, help="models, GGUFs and the artifact (default: a new temporary one)")
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The servers' settings, the workloads and the outputs, which bench/weight_formats.py shares."""
     parser.add_argument("--kv-cache-gb", type=float, default=1.0, help="ingot's KV cache; llama-server gets as many tokens")
     parser.add_argument("--llama-server", type=Path, default=LLAMA_SERVER, help="llama.cpp's llama-server binary")
     parser.add_argument("--llama-kv-type", default="f16", help="llama-server's KV-cache type (its default: f16)")
@@ -274,6 +269,16 @@ def main() -> None:
     parser.add_argument("--stream-output-len", type=int, default=128)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    compile_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="smollm2-135m, a Hugging Face directory, or a shape (llama-3.2-1b, ...)")
+    parser.add_argument("--work-dir", type=Path, help="models, GGUFs and the artifact (default: a new temporary one)")
+    add_workload_arguments(parser)
     args = parser.parse_args(argv)
     if not args.llama_server.is_file():
         parser.error(f"no llama-server at {args.llama_server}: build it with bench/build_llama_server.sh")

@@ -25,8 +25,7 @@ from pathlib import Path
 import gguf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_scale import ROWS, bench_ingot, bench_llama_server, compile_cold, prepare_model
-from online_peers import LLAMA_SERVER
+from model_scale import ROWS, add_workload_arguments, bench_ingot, bench_llama_server, compile_cold, prepare_model
 
 NEAREST = {"fp32": "F32", "bf16": "BF16", "bfp8": "Q8_0", "bfp4": "Q4_1"}
 SPEED_ROWS = [row for row in ROWS if row[1] in ("decode_b1", "prefill", "streams")]
@@ -80,18 +79,7 @@ def main() -> None:
     parser.add_argument("--formats", default="bf16,bfp8,bfp4", help="ingot --weight-format values")
     parser.add_argument("--llama-types", default="BF16,Q8_0,Q4_1", help="llama.cpp tensor types (F32 is the source)")
     parser.add_argument("--kv-cache-dtype", default="bf16", help="ingot's --kv-cache-dtype")
-    parser.add_argument("--kv-cache-gb", type=float, default=1.0, help="ingot's KV cache; llama-server gets as many tokens")
-    parser.add_argument("--llama-server", type=Path, default=LLAMA_SERVER, help="llama.cpp's llama-server binary")
-    parser.add_argument("--llama-kv-type", default="f16", help="llama-server's KV-cache type (its default: f16)")
-    parser.add_argument("--threads", type=int, default=2, help="llama-server's threads")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--decode-tokens", type=int, default=128)
-    parser.add_argument("--prefill-tokens", type=int, default=512)
-    parser.add_argument("--streams", type=int, default=32)
-    parser.add_argument("--stream-input-len", type=int, default=128)
-    parser.add_argument("--stream-output-len", type=int, default=128)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--markdown", type=Path)
+    add_workload_arguments(parser)
     args = parser.parse_args()
     if not args.llama_server.is_file():
         parser.error(f"no llama-server at {args.llama_server}: build it with bench/build_llama_server.sh")
