@@ -1,7 +1,7 @@
 """ingot's weight formats beside llama.cpp's nearest formats, in one run: decode, prefill, 32 streams and memory.
 
     python bench/weight_formats.py MODEL [--work-dir DIR] [--formats bf16,bfp8,bfp4] [--llama-types BF16,Q8_0,Q4_1]
-        [--kv-cache-dtype bf16] [--json FILE] [--markdown FILE] [--llama-server PATH] [...model_scale's workload options]
+        [--kv-cache-dtype bf16] [--no-transformers] [--json FILE] [--markdown FILE] [--llama-server PATH] [...model_scale's workload options]
 
 MODEL as for bench/model_scale.py (the demo or a shape such as `llama-3.2-1b`). ingot: one artifact per
 `--weight-format` (compiled into DIR/cache unless already there, with `--allow-low-accuracy`: a random-weight shape
@@ -11,18 +11,23 @@ the same weights quantized to each of --llama-types by the gguf package's quanti
 Each server gets as many KV-cache tokens as ingot's cache holds; llama-server's f16 cache has the bytes per token of
 ingot's bf16 one. The workloads, medians and memory readings are model_scale's.
 
-Pairs compared (Tenstorrent format -> llama.cpp's nearest): bf16 -> BF16, bfp8 -> Q8_0, bfp4 -> Q4_1.
-Needs a quiet machine.
+Pairs compared (Tenstorrent format -> llama.cpp's nearest): bf16 -> BF16, bfp8 -> Q8_0, bfp4 -> Q4_1. The best
+format's 32 streams are also set against transformers' batched generate in float32 eager (the streams' prompts as
+one batch, `--stream-output-len` new tokens each, in this process with --threads threads; `--no-transformers` skips
+it). Needs a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import gguf
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_scale import ROWS, add_workload_arguments, bench_ingot, bench_llama_server, compile_cold, prepare_model
@@ -41,6 +46,31 @@ def llama_gguf(f32: Path, quant: str) -> Path:
     if not out.exists():
         quantized_gguf(f32, out, gguf.GGMLQuantizationType[quant])
     return out
+
+
+def bench_transformers_batched(artifact: dict, tokenizer, args: argparse.Namespace) -> float:
+    """Output tokens/s of transformers' generate on the streams' prompts as one batch, in float32 eager (the
+    artifact's weights decoded to float32: the speed of float32 whatever the values)."""
+    from ingot.artifacts.integrity import check_artifact
+    from ingot.benchmark.workload import random_token_prompts
+    from ingot.compile.verify.references import reference_model
+
+    path = Path(artifact["path"])
+    model = reference_model(path, check_artifact(path))
+    torch.set_num_threads(args.threads)
+    new = args.stream_output_len
+    seeds = iter(range(1, args.repeats + 2))
+
+    def rate() -> float:
+        ids = torch.tensor(random_token_prompts(tokenizer, args.streams, args.stream_input_len, seed=next(seeds)))
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                           do_sample=False, pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+        return args.streams * new / (time.perf_counter() - start)
+
+    rate()
+    return statistics.median(rate() for _ in range(args.repeats))
 
 
 def markdown(results: dict) -> str:
@@ -69,6 +99,10 @@ def markdown(results: dict) -> str:
     ratio = ingot[best_ingot]["streams"] / llama[best_llama]["streams"]
     lines += ["", f"Best streams: ingot {best_ingot} {ingot[best_ingot]['streams']:.1f} tok/s vs llama-server "
               f"{best_llama} {llama[best_llama]['streams']:.1f} tok/s = **{ratio:.2f}x**"]  # fmt: skip
+    if "transformers" in results:
+        rate = results["transformers"]
+        lines.append(f"Best streams against transformers' batched generate in float32 ({rate:.1f} tok/s): "
+                     f"**{ingot[best_ingot]['streams'] / rate:.2f}x**")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +113,7 @@ def main() -> None:
     parser.add_argument("--formats", default="bf16,bfp8,bfp4", help="ingot --weight-format values")
     parser.add_argument("--llama-types", default="BF16,Q8_0,Q4_1", help="llama.cpp tensor types (F32 is the source)")
     parser.add_argument("--kv-cache-dtype", default="bf16", help="ingot's --kv-cache-dtype")
+    parser.add_argument("--no-transformers", action="store_true", help="skip transformers' batched generate")
     add_workload_arguments(parser)
     args = parser.parse_args()
     if not args.llama_server.is_file():
@@ -112,6 +147,9 @@ def main() -> None:
     for quant, path in ggufs.items():
         results["llama-server"][quant] = bench_llama_server(path, context, tokenizer, args)
         print(quant, {k: results["llama-server"][quant][k] for k in ("decode_b1", "prefill", "streams")}, flush=True)
+    if not args.no_transformers:
+        results["transformers"] = bench_transformers_batched(next(iter(artifacts.values())), tokenizer, args)
+        print("transformers batched generate", results["transformers"], flush=True)
     table = markdown(results)
     print(table)
     if args.json:
