@@ -111,6 +111,16 @@ def tag_exists(ref: str, plain_http: bool = False) -> bool:
     return _Client(container, plain_http).has_manifest()
 
 
+def check_pullable(store: ArtifactStore, ref: str, plain_http: bool = False) -> None:
+    """Raise the error ``pull_artifact(store, ref)`` would fail with first (a malformed REF, an unreachable registry,
+    refused credentials, no such tag), downloading nothing: the store has the tag's key, or the registry the tag."""
+    container = _parse_ref(ref)
+    if not container.digest and store.has(container.tag):
+        return
+    if not _Client(container, plain_http).has_manifest():
+        raise RegistryNotFoundError(f"{container.uri}: not in the registry")
+
+
 def pull_artifact(store: ArtifactStore, ref: str, plain_http: bool = False) -> Pulled:
     """The artifact ``ref`` names, in ``store``: there already if the tag is a key the store has (no network), else
     pulled, every file checked, and published under its key."""
