@@ -111,11 +111,21 @@ def tag_exists(ref: str, plain_http: bool = False) -> bool:
     return _Client(container, plain_http).has_manifest()
 
 
+def check_pullable(store: ArtifactStore, ref: str, plain_http: bool = False) -> None:
+    """Raise the error ``pull_artifact(store, ref)`` would fail with first (a malformed REF, an unreachable registry,
+    refused credentials, no such tag), downloading nothing: the store has the tag's key, or the registry the tag."""
+    container = _parse_ref(ref)
+    if _cached(store, container):
+        return
+    if not _Client(container, plain_http).has_manifest():
+        raise RegistryNotFoundError(f"{container.uri}: not in the registry")
+
+
 def pull_artifact(store: ArtifactStore, ref: str, plain_http: bool = False) -> Pulled:
     """The artifact ``ref`` names, in ``store``: there already if the tag is a key the store has (no network), else
     pulled, every file checked, and published under its key."""
     container = _parse_ref(ref)
-    if not container.digest and store.has(container.tag):
+    if _cached(store, container):
         return Pulled(container.tag, store.path(container.tag), downloaded=False)
     client = _Client(container, plain_http)
     oci_manifest = client.manifest()
@@ -134,6 +144,11 @@ def pull_artifact(store: ArtifactStore, ref: str, plain_http: bool = False) -> P
             client.download(layers[name], entry, workdir / name, f"{ref}: {name}")
         check_artifact(workdir, manifest_digest=manifest_sha256(raw))
     return Pulled(key, store.path(key), downloaded=True)
+
+
+def _cached(store: ArtifactStore, container: oras.container.Container) -> bool:
+    """Whether the store has what a tag names (a tag is the artifact's key); a digest is known only to the registry."""
+    return not container.digest and store.has(container.tag)
 
 
 def _checked_key(key: str, ref: str) -> str:

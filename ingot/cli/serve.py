@@ -9,6 +9,7 @@ from pathlib import Path
 from ingot.cli.arguments import (
     add_command,
     finite_float,
+    non_negative_float,
     non_negative_int,
     port_number,
     positive_float,
@@ -105,6 +106,14 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     replicas.add_argument(
         "--target-ongoing-requests", type=positive_float,
         help="autoscaling's target of requests in flight per replica (default 16)",
+    )
+    replicas.add_argument(
+        "--upscale-delay-s", type=non_negative_float,
+        help="seconds the load must stay above target before a replica is added (default: Ray's, 30)",
+    )
+    replicas.add_argument(
+        "--downscale-delay-s", type=non_negative_float,
+        help="seconds the load must stay below target before a replica is removed (default: Ray's, 600)",
     )
     replicas.add_argument(
         "--threads", type=positive_int, help="torch threads (and Ray CPUs) per replica (default: cores / replicas)"
@@ -235,7 +244,10 @@ def _served_names(names: list[str] | None, models: int) -> list[str | None]:
     return names
 
 
-RAY_OPTIONS = ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "threads", "router")
+RAY_OPTIONS = (
+    "replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s",
+    "threads", "router",
+)
 
 
 def _on_ray(args: argparse.Namespace) -> bool:

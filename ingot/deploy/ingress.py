@@ -2,7 +2,6 @@
 router sees its prompt), the replica's response streamed back through Ray's proxy; /health and /metrics for the
 application as a whole."""
 
-import asyncio
 import logging
 
 from fastapi import FastAPI, Request
@@ -10,6 +9,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayError
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.types import Message, Receive, Scope, Send
 
@@ -19,7 +19,7 @@ from ingot.server.errors import APIError, error_response
 
 log = logging.getLogger("ingot.deploy")
 
-READY_TIMEOUT = 5.0  # seconds /health waits for some replica to answer; none in that time: 503
+READY_TIMEOUT = 5.0  # seconds /health waits for the replicas' answers; none in that time: 503
 METRICS_TIMEOUT = 5.0  # seconds /metrics waits for each replica's metrics
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
@@ -62,16 +62,13 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-async def _awaited(response):
-    return await response
-
-
 async def every_replica(replicas: DeploymentHandle, method: str, timeout: float) -> list:
-    """``method``'s result from every live replica (an exception in place of a replica's that failed); none when
-    there is no replica, or they do not all answer within ``timeout`` seconds."""
+    """``method``'s result from every replica Ray lists as running (an exception in place of a replica's that
+    failed); none when there is no replica (Ray's DeploymentUnavailableError, a RayServeException, not a RayError),
+    or when they do not all answer within ``timeout`` seconds."""
     try:
         return await replicas.broadcast(method).results_async(timeout_s=timeout, return_exceptions=True)
-    except (TimeoutError, RayError):
+    except (TimeoutError, RayError, RayServeException):
         return []
 
 
@@ -85,15 +82,13 @@ class IngotIngress:
 
     @ingress_app.get("/health")
     async def health(self) -> Response:
-        """200 while at least one replica is ready (Ray routes to a replica only once its constructor, which warms
-        the engine up, has returned), else 503."""
-        response = self.replicas.ready.remote()  # to any one replica: one that answers at all is ready
-        try:
-            ready = await asyncio.wait_for(_awaited(response), READY_TIMEOUT)
-        except (TimeoutError, RayError):
-            response.cancel()
-            ready = False
-        if ready:
+        """200 while at least one replica is ready, else 503 in OpenAI's error shape.
+
+        Ray lists a replica as running once its constructor (pull, engine, warm-up) has returned; each listed one
+        is asked (a broadcast: unlike a routed call, it neither waits for a replica to appear nor wakes a
+        deployment scaled to zero), and one killed since fails its answer at once."""
+        answers = await every_replica(self.replicas, "ready", READY_TIMEOUT)
+        if any(answer is True for answer in answers):
             return Response(status_code=200)
         error = APIError(503, "no replica is ready", type="server_error", code="unavailable", headers={"Retry-After": "1"})
         return error_response(error)

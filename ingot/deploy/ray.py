@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
+from ingot.artifacts.registry import check_pullable
 from ingot.artifacts.store import ArtifactStore
 from ingot.cli.locate import OCI_PREFIX, compile_options, serving_artifact
 from ingot.deploy.ingress import IngotIngress
@@ -44,6 +45,9 @@ class AppOptions(BaseModel):
     min_replicas: int | None = Field(None, ge=0)  # either bound set: autoscale on ongoing requests
     max_replicas: int | None = Field(None, ge=1)
     target_ongoing_requests: float = Field(DEFAULT_TARGET_ONGOING_REQUESTS, gt=0)
+    # Seconds the load must stay above (below) target before Ray adds (removes) replicas; None: Ray's 30 (600).
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
     max_ongoing_requests: int = Field(DEFAULT_MAX_ONGOING_REQUESTS, ge=1)
     threads: int | None = Field(None, ge=1)  # per replica; default: this host's cores / the most replicas
     router: Literal["prefix", "default"] = "prefix"  # default: Ray's own (power of two choices)
@@ -63,6 +67,8 @@ class AppOptions(BaseModel):
             raise ValueError(f"min_replicas..max_replicas is empty ({low}..{high})")
         if not low <= self.initial_replicas <= high:
             raise ValueError(f"replicas must be within min_replicas..max_replicas ({low}..{high}), not {self.replicas}")
+        if not self.autoscaling and (self.upscale_delay_s is not None or self.downscale_delay_s is not None):
+            raise ValueError("the scaling delays apply when autoscaling: set min_replicas or max_replicas too")
         return self
 
     @property
@@ -100,8 +106,9 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
     )
     store = ArtifactStore.open(options.cache_dir)
     pull = options.model.startswith(OCI_PREFIX)
-    if pull:
+    if pull:  # each replica pulls it where it runs (replica.artifact_path says why); a wrong REF is refused here, once
         artifact = options.model.removeprefix(OCI_PREFIX)
+        check_pullable(store, artifact, options.plain_http)
     else:
         chosen = compile_options(options.weight_format)
         path = serving_artifact(store, options.model, chosen, options.plain_http, options.no_compile)
@@ -142,6 +149,11 @@ def _scaling(options: AppOptions) -> dict:
             "initial_replicas": options.initial_replicas,
             "max_replicas": options.most_replicas,
             "target_ongoing_requests": options.target_ongoing_requests,
+            **{
+                name: getattr(options, name)
+                for name in ("upscale_delay_s", "downscale_delay_s")
+                if getattr(options, name) is not None
+            },
         }
     }
 
@@ -157,11 +169,13 @@ def _routing(options: AppOptions) -> dict:
 
 def run_locally(options: AppOptions, settings: ServerSettings, host: str, port: int) -> None:
     """`ingot serve --replicas N`: the application on the Ray cluster at $RAY_ADDRESS, else on a local one started
-    here, its HTTP proxy on ``host``:``port``, until Ctrl-C or SIGTERM."""
+    here, its HTTP proxy on ``host``:``port``, until Ctrl-C or SIGTERM. The application is built first, so a model
+    that cannot be compiled or a REF that cannot be pulled is one error before Ray starts."""
+    application = build_app(options, settings)
     if settings.api_key:
         os.environ[API_KEY_ENV] = settings.api_key  # a local cluster's workers inherit it
     start_cluster(host, port)
-    serve.run(build_app(options, settings), name=APP_NAME, route_prefix="/", blocking=True)
+    serve.run(application, name=APP_NAME, route_prefix="/", blocking=True)
 
 
 def start_cluster(host: str, port: int, num_cpus: int | None = None) -> None:

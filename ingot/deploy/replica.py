@@ -45,9 +45,16 @@ class ReplicaSpec:
 
 
 def artifact_path(spec: ReplicaSpec) -> Path:
-    """The replica's artifact, pulled first when it is a registry's: a pull is published into the cache only once
-    every file checks out, under the key's lock, so replicas sharing a cache pull it once and none loads a partial
-    one."""
+    """The replica's artifact, pulled first when it is a registry's.
+
+    Every replica pulls where it runs rather than the driver once for all: a replica starts on whichever node has
+    room, now or when Ray replaces a dead one or scales up, and only a pull on that node puts the files on its disk
+    (a driver's pull reaches other nodes only through a shared filesystem, which a registry is there to replace).
+    It costs one download per host, not per replica: a pull is ``pull_artifact``, the one ``ingot pull`` runs, so a
+    tag the cache holds means no network, and replicas sharing a cache pull under the key's file lock, one
+    downloading while the others wait and then find it published. Every file is checked against the manifest before the cache entry is
+    renamed into place, so a replica killed mid-pull leaves nothing another could load. The replica is not ready
+    (Ray sends it nothing, /health counts it out) until its pull and warm-up are done."""
     if spec.pull:
         return pull_artifact(ArtifactStore.open(spec.cache_dir), spec.artifact, plain_http=spec.plain_http).path
     return Path(spec.artifact)

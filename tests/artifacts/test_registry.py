@@ -15,8 +15,9 @@ import oras.provider
 import pytest
 
 from ingot.artifacts.integrity import check_artifact
-from ingot.artifacts.registry import FILE_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, TITLE
+from ingot.artifacts.registry import FILE_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, TITLE, check_pullable
 from ingot.artifacts.store import ArtifactStore
+from ingot.errors import RegistryNotFoundError, RegistryUnreachableError
 from ingot.runtime.sampling_params import SamplingParams
 from tests.artifacts.registry_server import RegistryServer, running_registry
 from tests.conftest import run_cli
@@ -110,6 +111,19 @@ def test_an_unknown_tag_is_a_one_line_error(pushed, tmp_path):
     result = run_cli("pull", f"{pushed.rpartition(':')[0]}:no-such-tag", cache_dir=tmp_path)
     assert_one_line_error(result, "no-such-tag", "not in the registry")
     assert_nothing_cached(ArtifactStore(tmp_path))
+
+
+def test_check_pullable_asks_the_registry_only_on_a_cache_miss(compiled, pushed, session_store, tmp_path):
+    """What `ingot serve --replicas oci://REF` checks before Ray starts (each replica then pulls for itself)."""
+    empty = ArtifactStore(tmp_path)
+    check_pullable(empty, pushed)
+    with pytest.raises(RegistryNotFoundError):
+        check_pullable(empty, pushed.rsplit(":", 1)[0] + ":no-such-tag")
+    unreachable = f"127.0.0.1:{free_port()}/ingot/tiny-llama:{compiled('llama').key}"
+    check_pullable(session_store, unreachable)  # the key is cached: no network
+    with pytest.raises(RegistryUnreachableError):
+        check_pullable(empty, unreachable)
+    assert_nothing_cached(empty)
 
 
 def test_a_manifest_whose_layer_lies_is_refused_before_any_download(compiled, pushed, registry, tmp_path):

@@ -1,7 +1,7 @@
 """ingot on a local Ray cluster: two engine replicas of the tiny llama behind Ray Serve's proxy on 127.0.0.1.
 
-One cluster for the module (starting Ray and two replicas is most of its time); the test that kills a replica runs
-last and leaves the application recovered.
+One application for the module (starting two replicas is most of its time, on the session's cluster); the test that
+kills a replica runs last and leaves the application recovered.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,14 @@ import httpx
 import openai
 import psutil
 import pytest
-import ray
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from ray import serve
 
 from ingot.deploy import ray as ingot_ray
-from ingot.deploy.ray import APP_NAME, CLUSTER_ENVIRONMENT, AppOptions, build_app, start_cluster
+from ingot.deploy.ray import APP_NAME, AppOptions, build_app
 from ingot.server.settings import DEFAULT_MAX_REQUEST_BYTES
+from tests.deploy.conftest import deployed, running_replicas
 from tests.server.helpers import eventually
 from tests.server.test_errors import assert_openai_error
 
@@ -41,46 +40,16 @@ class Cluster:
     cache_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def cluster(compiled, session_store):
+def cluster(ray_cluster, compiled, session_store):
     artifact = compiled("llama")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in CLUSTER_ENVIRONMENT:
-            patch.delenv(name, raising=False)  # start_cluster sets them; this module's end takes them away again
-        patch.delenv("RAY_ADDRESS", raising=False)
-        port = _free_port()
-        try:
-            start_cluster("127.0.0.1", port, num_cpus=2)
-            options = AppOptions(
-                model=str(artifact.path), cache_dir=str(session_store.root), replicas=2, threads=1, kv_cache_gb=0.02
-            )
-            serve.run(build_app(options), name=APP_NAME, route_prefix="/")
-            url = f"http://127.0.0.1:{port}"
-            assert eventually(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=60)
-            yield Cluster(url, artifact.manifest.model.name, artifact.path, session_store.root)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-    assert eventually(lambda: not _ray_processes_started_here(), timeout=30), _ray_processes_started_here()
-
-
-def _ray_processes_started_here() -> list[str]:
-    """The command lines of this process's descendants that belong to Ray (its GCS, raylet, workers)."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            command = " ".join(child.cmdline())
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if "ray" in command.split("/") or "ray::" in command or "/ray/" in command:
-            found.append(command[:200])
-    return found
+    options = AppOptions(
+        model=str(artifact.path), cache_dir=str(session_store.root), replicas=2, threads=1, kv_cache_gb=0.02
+    )
+    with deployed(build_app(options)):
+        url = ray_cluster.url
+        assert eventually(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=60)
+        yield Cluster(url, artifact.manifest.model.name, artifact.path, session_store.root)
 
 
 def replica_metrics(cluster: Cluster) -> dict[str, dict[str, float]]:
@@ -163,7 +132,7 @@ def test_autoscaling_bounds_and_threads_reach_the_replicas_deployment(cluster: C
     that Ray then scales on it is Ray's."""
     options = AppOptions(
         model=str(cluster.artifact), cache_dir=str(cluster.cache_dir), min_replicas=1, max_replicas=3, threads=1,
-        target_ongoing_requests=4,
+        target_ongoing_requests=4, upscale_delay_s=2, downscale_delay_s=5,
     )
     ingress = build_app(options)._bound_deployment
     [replicas] = [arg._bound_deployment for arg in ingress.init_args if isinstance(arg, serve.Application)]
@@ -171,6 +140,7 @@ def test_autoscaling_bounds_and_threads_reach_the_replicas_deployment(cluster: C
     scaling = replicas._deployment_config.autoscaling_config
     assert (scaling.min_replicas, scaling.initial_replicas, scaling.max_replicas) == (1, 1, 3)
     assert scaling.target_ongoing_requests == 4
+    assert (scaling.upscale_delay_s, scaling.downscale_delay_s) == (2, 5)
     assert ingress.ray_actor_options["num_cpus"] == 0
 
 
@@ -206,11 +176,6 @@ def _replica_pids() -> set[int]:
         if any(f"ServeReplica:{APP_NAME}:IngotReplica" in part for part in process.info["cmdline"] or []):
             found.add(process.pid)
     return found
-
-
-def _running_replicas() -> int:
-    deployment = serve.status().applications[APP_NAME].deployments["IngotReplica"]
-    return deployment.replica_states.get("RUNNING", 0)
 
 
 def test_a_killed_replica_fails_only_its_requests_and_is_replaced(cluster: Cluster):
@@ -255,7 +220,7 @@ def test_a_killed_replica_fails_only_its_requests_and_is_replaced(cluster: Clust
     assert not any(done for replica, done in by_replica.items() if replica not in survivors for done in done)
     assert httpx.get(f"{cluster.url}/health").status_code == 200  # one replica is still ready
 
-    assert eventually(lambda: _running_replicas() == 2 and len(_replica_pids() - {min(pids)}) == 2, timeout=180)
+    assert eventually(lambda: running_replicas() == 2 and len(_replica_pids() - {min(pids)}) == 2, timeout=180)
     answered = set()
     for n in range(6):
         response = httpx.post(
