@@ -15,7 +15,7 @@ import torch
 from ingot.artifacts.weight_format import WeightFormat
 from ingot.compile.cpu.packed_linears import pack_linear_weight, unpack_linear_weight
 from ingot.compile.kernels import build_kernels, library_file
-from tests.compile.test_packed_formats import extreme_weights
+from tests.compile.test_packed_formats import arbitrary_records, extreme_weights
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,12 @@ def _linear_cases(generator: torch.Generator) -> list[tuple]:
         decoded = unpack_linear_weight(packed, 101, fmt).contiguous()
         assert torch.equal(native, decoded.T)
         cases.append((torch.eye(40), packed, fmt.value, decoded, None, 101, native))
+        if fmt in (WeightFormat.BFP8, WeightFormat.BFP4):
+            packed = arbitrary_records(fmt)
+            native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 96, None, fmt.value)
+            decoded = unpack_linear_weight(packed, 96, fmt).contiguous()
+            assert torch.equal(native, decoded.T)
+            cases.append((torch.eye(40), packed, fmt.value, decoded, None, 96, native))
     return cases
 
 

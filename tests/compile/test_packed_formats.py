@@ -108,6 +108,36 @@ def test_kernel_multiplies_by_exactly_the_decoded_weights(library, fmt):
     assert torch.equal(_bits(alone), _bits(decoded.T))
 
 
+def arbitrary_records(fmt: WeightFormat, out_features: int = 96, in_features: int = 40) -> torch.Tensor:
+    """A block-format weight of random codes and exponent bytes 7 to 250: every code at every scale the format
+    holds, beyond what packing real weights gives, from float32's smallest normals to near its largest (a record
+    never decodes to a subnormal or infinite weight: packing flushes subnormals and scales codes to the block)."""
+    generator = torch.Generator().manual_seed(in_features)
+    packed = torch.randint(0, 256, packed_shape(out_features, in_features, fmt), dtype=torch.uint8, generator=generator)
+    start = 48 if fmt is WeightFormat.BFP8 else 24
+    packed[..., start:] = torch.randint(7, 251, packed[..., start:].shape, dtype=torch.uint8, generator=generator)
+    if fmt is WeightFormat.BFP8:  # codes -127..127: -128 is not one
+        packed[..., :start][packed[..., :start] == 128] = 0
+    else:  # nibbles -7..7: 8 is not one
+        low, high = packed[..., :start] & 15, packed[..., :start] >> 4
+        packed[..., :start] = torch.where(low == 8, 0, low) | (torch.where(high == 8, 0, high) << 4)
+    return packed
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat.BFP8, WeightFormat.BFP4])
+def test_kernel_decodes_any_codes_and_exponents_exactly(library, fmt):
+    """The AVX-512 bfp4 path reads its weights from a table by exponent byte: every entry must be the exact weight,
+    as scalef and the AVX2 path's products compute it."""
+    packed = arbitrary_records(fmt)
+    decoded = unpack_linear_weight(packed, 96, fmt)
+    assert decoded.abs().max() > 2.0**120 and decoded[decoded != 0].abs().min() < 2.0**-120
+    identity = torch.eye(40)
+    together = torch.ops.ingot.packed_linear(identity, packed, 96, None, fmt.value)
+    alone = torch.cat([torch.ops.ingot.packed_linear(row[None], packed, 96, None, fmt.value) for row in identity])
+    assert torch.equal(_bits(together), _bits(decoded.T))
+    assert torch.equal(_bits(alone), _bits(decoded.T))
+
+
 ROWS = [1, 3, 8, 33, 200]
 
 

@@ -26,9 +26,14 @@
 //         so that one 8-byte load broadcast to every lane holds each lane's code at a shift of its own; then the
 //         3 exponents; a weight is code * 2^(exponent - 127 - 2).
 // Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2
-// multiplies by two, each product a normal float). AVX-512 decodes a bfp4 block by lookup instead: its 16
-// possible weights (the codes -8..7, scaled at once) and each lane's picked by its nibble, a shift and a permute
-// (converting each lane's code took a shift, a mask and a conversion, and made bfp4 slower to decode than bfp8).
+// multiplies by two, each product a normal float). AVX-512 decodes a bfp4 block by lookup instead: each lane's
+// nibble moved to the bottom of its lane (a shift) picks its weight (a permute) from the block's 16 possible
+// weights, read from a table of them by exponent byte (kBfp4Weights, 16 KiB: every code times 2^(e - bias),
+// exactly the value scalef gives). Per 16 weights at one row that is a shift, a permute with its table operand in
+// memory and the FMA; scaling the 16 codes with scalef per block took a fourth vector instruction and made decode
+// steps ~8% slower. A bfp8 block takes a sign extension, a conversion, a scalef and the FMA. Scaling the broadcast
+// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) would
+// save nothing: at one row it is a multiply per block in place of the scalef, at more rows one per row.
 // Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads the format's bytes
 // from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row block would decode
 // each weight once per tile, so it decodes its panel's chunk once into a float32 scratch buffer (in L2) and runs
@@ -47,6 +52,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -115,6 +121,16 @@ float weight_at(const uint8_t* record, int column) {
   return value;
 }
 
+constexpr float kInfinity = std::numeric_limits<float>::infinity();
+
+// 2^n as a float (exact for n from -149 to 127).
+constexpr float power_of_two(int n) {
+  double value = 1;
+  for (; n > 0; --n) value *= 2;
+  for (; n < 0; ++n) value /= 2;
+  return static_cast<float>(value);
+}
+
 #if defined(CPU_CAPABILITY_AVX512)
 // By exponent byte, the power of two that scales a block format's codes (for scalef, which takes it as a float and
 // handles a zero code and any exponent exactly).
@@ -132,13 +148,23 @@ template <Format F>
 inline Vec scaled(__m512 codes, uint8_t exponent) {
   return _mm512_scalef_ps(codes, _mm512_set1_ps(kScales<F>.values[exponent]));
 }
+
+// By exponent byte, a bfp4 block's 16 possible weights in the order of their nibbles (codes 0 to 7, then -8 to -1),
+// each exact: the table a lane's nibble picks its weight from.
+struct Bfp4Weights {
+  alignas(64) float values[256][16];
+  constexpr Bfp4Weights() : values() {
+    for (int e = 0; e < 256; ++e) {
+      const double scale = power_of_two(e - kExponentBias<Format::kBfp4>);
+      for (int nibble = 0; nibble < 16; ++nibble) {
+        const double value = (nibble < 8 ? nibble : nibble - 16) * scale;  // exact; beyond float32's range: infinite
+        values[e][nibble] = value >= 0x1p128 ? kInfinity : value <= -0x1p128 ? -kInfinity : static_cast<float>(value);
+      }
+    }
+  }
+};
+constexpr Bfp4Weights kBfp4Weights{};
 #elif defined(CPU_CAPABILITY_AVX2)
-constexpr float power_of_two(int n) {
-  double value = 1;
-  for (; n > 0; --n) value *= 2;
-  for (; n < 0; ++n) value /= 2;
-  return static_cast<float>(value);
-}
 
 // By exponent byte, two powers of two whose product scales a block format's decoded codes: each a normal float,
 // and so is a code times the first (AVX2 has no scalef; a single factor would be subnormal for tiny blocks).
@@ -184,8 +210,7 @@ inline Vec decode(const uint8_t* record) {
     std::memcpy(&words, record + 8 * block, sizeof words);
     const __m512i shifts = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
     const __m512i nibbles = _mm512_srlv_epi32(_mm512_set1_epi64(words), shifts);
-    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);  // by nibble
-    return _mm512_permutexvar_ps(nibbles, scaled<F>(codes, record[kExponents<F> + block]));
+    return _mm512_permutexvar_ps(nibbles, _mm512_load_ps(kBfp4Weights.values[record[kExponents<F> + block]]));
   }
 #elif defined(CPU_CAPABILITY_AVX2)
   } else if constexpr (F == Format::kBf16) {
