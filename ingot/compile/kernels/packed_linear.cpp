@@ -46,7 +46,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -281,38 +280,6 @@ void tile(const Problem& p, const Inputs& in, int64_t row, const uint8_t* w, int
   }
 }
 
-// EXPERIMENT: rows [row, row + ROWS) x the one vector of columns from COLUMN of the panel, decoding the vector
-// once per k for all ROWS rows.
-template <Format F, int COLUMN, int ROWS, bool FETCH, bool TRANSPOSED>
-void column_tile(const Problem& p, const Inputs& in, int64_t row, const uint8_t* w, int64_t column, Fetch fetch) {
-  const bool first = in.k == 0, last = in.k + in.depth == p.K;
-  const int64_t count = std::clamp<int64_t>(p.N - column, 0, Vec::size());
-  float* y = p.y + (in.first_row + row) * p.N + column;
-  Vec acc[ROWS];
-  for (int r = 0; r < ROWS; ++r) acc[r] = first ? Vec(0.f) : Vec::loadu(y + r * p.N, count);
-  const float* x = TRANSPOSED ? in.x + row : in.x + row * in.stride;
-  int64_t due = 0;
-  for (int64_t k = 0; k < in.depth; ++k) {
-    if constexpr (FETCH) {
-      for (due += fetch.lines; due >= in.depth; due -= in.depth, fetch.from += 64) __builtin_prefetch(fetch.from, 0, 2);
-    }
-    const Vec weights = decode<F, COLUMN>(w + k * kRecord<F>);
-    if constexpr (TRANSPOSED) {
-      for (int r = 0; r < ROWS; ++r) acc[r] = at::vec::fmadd(Vec(x[r]), weights, acc[r]);
-      x += in.stride;
-    } else {
-      for (int r = 0; r < ROWS; ++r) acc[r] = at::vec::fmadd(Vec(x[r * in.stride + k]), weights, acc[r]);
-    }
-  }
-  if (last && p.bias) {
-    const Vec bias = Vec::loadu(p.bias + column, count);
-    for (int r = 0; r < ROWS; ++r) acc[r] = acc[r] + bias;
-  }
-  for (int r = 0; r < ROWS; ++r) acc[r].store(y + r * p.N, count);
-}
-
-constexpr int kWideRows = Vec::size() == 16 ? 24 : 10;
-
 // The next tile's share of the lines to fetch, when ``tiles`` tiles share them.
 struct Shares {
   Fetch next;
@@ -356,41 +323,6 @@ void tiles(const Problem& p, const Inputs& in, int64_t index, const uint8_t* w, 
   }
 }
 
-template <Format F, bool T, int V, int... Rows>
-void column_groups(const Problem& p, const Inputs& in, const uint8_t* w, int64_t panel_column, Shares& shares,
-                   std::integer_sequence<int, Rows...>) {
-  const int64_t column = panel_column + V * Vec::size();
-  if (column >= p.N) return;
-  const bool fetching = shares.next.from != nullptr;
-  const int64_t groups = (in.rows + kWideRows - 1) / kWideRows;
-  int64_t row = 0;
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n = in.rows / groups + (g < in.rows % groups ? 1 : 0);
-    if (fetching)
-      ((n == Rows + 1 ? column_tile<F, V * Vec::size(), Rows + 1, true, T>(p, in, row, w, column, shares()) : void()), ...);
-    else
-      ((n == Rows + 1 ? column_tile<F, V * Vec::size(), Rows + 1, false, T>(p, in, row, w, column, {}) : void()), ...);
-    row += n;
-  }
-}
-
-template <Format F, bool T, int... V>
-void column_tiles(const Problem& p, const Inputs& in, int64_t index, const uint8_t* w, Fetch next,
-                  std::integer_sequence<int, V...>) {
-  const int64_t groups = (in.rows + kWideRows - 1) / kWideRows;
-  Shares shares{next, static_cast<int64_t>(sizeof...(V)) * groups};
-  (column_groups<F, T, V>(p, in, w, index * kPanel, shares, std::make_integer_sequence<int, kWideRows>()), ...);
-}
-
-int variant() {
-  const char* v = std::getenv("PL_VARIANT");
-  return v ? std::atoi(v) : 0;
-}
-int64_t variant_depth() {
-  const char* v = std::getenv("PL_DEPTH");
-  return v ? std::atoll(v) : kDepth;
-}
-
 // A thread's buffer for one chunk of a panel decoded to float32.
 float* scratch() {
   struct alignas(64) Line {
@@ -413,10 +345,10 @@ const uint8_t* decoded(const uint8_t* w, int64_t depth) {
   return reinterpret_cast<const uint8_t*>(out);
 }
 
-// A panel's chunk over k range [k, k + depth), for fetching.
+// A panel's chunk over k range [k, k + kDepth), for fetching.
 template <Format F>
-Fetch chunk(const Problem& p, int64_t index, int64_t k, int64_t depth) {
-  const int64_t bytes = std::min(depth, p.K - k) * kRecord<F>;
+Fetch chunk(const Problem& p, int64_t index, int64_t k) {
+  const int64_t bytes = std::min(kDepth, p.K - k) * kRecord<F>;
   return {reinterpret_cast<const char*>(p.w + (index * p.K + k) * kRecord<F>), (bytes + 63) / 64};
 }
 
@@ -425,37 +357,18 @@ Fetch chunk(const Problem& p, int64_t index, int64_t k, int64_t depth) {
 template <Format F>
 void product(const Problem& p, int64_t panels) {
   const int64_t row_blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  const int var = variant();
-  const int64_t depth = F != Format::kFp32 && p.rows > kTileRows && var == 1 ? variant_depth() : kDepth;
-  std::vector<float> xt;
-  if (var == 4 && p.rows <= 32) {
-    xt.resize(p.rows * p.K);
-    for (int64_t r = 0; r < p.rows; ++r)
-      for (int64_t k = 0; k < p.K; ++k) xt[k * p.rows + r] = p.x[r * p.K + k];
-  }
   ingot::for_each_claimed(row_blocks * panels, [&](int64_t item, int64_t next_item) {
     const int64_t index = item % panels, first_row = item / panels * kBlockRows;
     const int64_t rows = std::min(kBlockRows, p.rows - first_row);
-    for (int64_t k = 0; k < p.K; k += depth) {
-      const Fetch next = k + depth < p.K ? chunk<F>(p, index, k + depth, depth)
-                         : next_item >= 0 ? chunk<F>(p, next_item % panels, 0, depth)
+    for (int64_t k = 0; k < p.K; k += kDepth) {
+      const Fetch next = k + kDepth < p.K ? chunk<F>(p, index, k + kDepth)
+                         : next_item >= 0 ? chunk<F>(p, next_item % panels, 0)
                                           : Fetch{nullptr, 0};
-      const Inputs in{p.x + first_row * p.K + k, p.K, first_row, rows, k, std::min(depth, p.K - k)};
+      const Inputs in{p.x + first_row * p.K + k, p.K, first_row, rows, k, std::min(kDepth, p.K - k)};
       const uint8_t* w = p.w + (index * p.K + k) * kRecord<F>;
       if constexpr (F != Format::kFp32) {
         if (rows > kTileRows) {
-          if (var == 2 && rows <= 32) {
-            tiles<F>(p, in, index, w, next);
-          } else if (var == 3 && rows <= 32) {
-            column_tiles<F, false>(p, in, index, w, next, std::make_integer_sequence<int, kPanel / Vec::size()>());
-          } else if (var == 4 && rows <= 32) {
-            Inputs tin = in;
-            tin.x = xt.data() + k * p.rows;
-            tin.stride = p.rows;
-            column_tiles<F, true>(p, tin, index, w, next, std::make_integer_sequence<int, kPanel / Vec::size()>());
-          } else {
-            tiles<Format::kFp32>(p, in, index, decoded<F>(w, in.depth), next);
-          }
+          tiles<Format::kFp32>(p, in, index, decoded<F>(w, in.depth), next);
           continue;
         }
       }
