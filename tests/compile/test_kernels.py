@@ -96,7 +96,7 @@ def test_loading_another_copy_of_the_library_registers_nothing_twice(library, tm
 
 # every remainder of the 8-row tile (1-7, and none at 32); column counts off the 48-wide panel (1-4 panels: even
 # shares and claimed tail at their smallest); one of SmolLM2's projections (20 panels: 15 shared, 5 claimed);
-# prefill's row counts: blocks of 128 rows, the last partial, and inputs wider than a k block of 1024 (a partial
+# decode steps of many streams (rows in groups); prefill's row counts: blocks of 128 rows, the last partial, and inputs wider than a k block of 1024 (a partial
 # one after full ones, and two full ones)
 PACKED_LINEAR_SHAPES = [
     (1, 64, 32),
@@ -107,6 +107,8 @@ PACKED_LINEAR_SHAPES = [
     (14, 96, 16),
     (7, 50, 24),
     (32, 960, 576),
+    (20, 100, 40),
+    (27, 150, 1100),
     (128, 100, 64),
     (300, 100, 1100),
     (129, 50, 2048),
@@ -182,10 +184,12 @@ def _linear_cases(generator: torch.Generator) -> list[tuple]:
             cases.append((x, packed, fmt.value, decoded, bias, out_features, native))
         weight = extreme_weights(101, 40)
         packed = pack_linear_weight(weight, fmt)
-        native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 101, None, fmt.value)
         decoded = unpack_linear_weight(packed, 101, fmt).contiguous()
-        assert torch.equal(native, decoded.T)
-        cases.append((torch.eye(40), packed, fmt.value, decoded, None, 101, native))
+        for rows in (40, 24):  # prefill's row counts and a decode step's
+            identity = torch.eye(40)[:rows]
+            native = torch.ops.ingot.packed_linear(identity, packed, 101, None, fmt.value)
+            assert torch.equal(native, decoded.T[:rows])
+            cases.append((identity, packed, fmt.value, decoded, None, 101, native))
         if fmt in (WeightFormat.BFP8, WeightFormat.BFP4):
             packed = arbitrary_records(fmt)
             native = torch.ops.ingot.packed_linear(torch.eye(40), packed, 96, None, fmt.value)

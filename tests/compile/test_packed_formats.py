@@ -106,6 +106,9 @@ def test_kernel_multiplies_by_exactly_the_decoded_weights(library, fmt):
     alone = torch.cat([torch.ops.ingot.packed_linear(row[None], packed, 101, None, fmt.value) for row in identity])
     assert torch.equal(_bits(together), _bits(decoded.T))
     assert torch.equal(_bits(alone), _bits(decoded.T))
+    for rows in (9, 16, 24, 25, 32):  # decode steps of many streams
+        step = torch.ops.ingot.packed_linear(identity[:rows], packed, 101, None, fmt.value)
+        assert torch.equal(_bits(step), _bits(decoded.T[:rows])), rows
 
 
 def arbitrary_records(fmt: WeightFormat, out_features: int = 96, in_features: int = 40) -> torch.Tensor:
@@ -175,6 +178,25 @@ def test_kernel_gives_a_row_the_same_bits_in_any_batch(library, fmt, in_features
         for row in (129, 299):
             alone = torch.ops.ingot.packed_linear(x[row : row + 1], packed, 200, b, fmt.value)
             assert torch.equal(alone[0], batches[300][row])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_kernel_gives_decode_steps_of_any_size_the_product_and_each_row_its_bits_alone(library, fmt):
+    """A decode step has a row per stream (1 to 32 rows): at every such row count, whichever tile or group of rows
+    a row falls in, it is the product with the decoded weights and the very bits it gets alone."""
+    generator = torch.Generator().manual_seed(2)
+    weight = _wide_ranging(150, 1100, seed=5) * 2.0**-10  # a partial last panel; two k blocks
+    bias = torch.randn(150, generator=generator)
+    x = torch.randn(32, 1100, generator=generator)
+    packed = pack_linear_weight(weight, fmt)
+    decoded = unpack_linear_weight(packed, 150, fmt)
+    atol = 1e-4 * 1.1 * decoded.abs().max().item()
+    for b in (bias, None):
+        alone = torch.cat([torch.ops.ingot.packed_linear(row[None], packed, 150, b, fmt.value) for row in x])
+        for rows in range(2, 33):
+            out = torch.ops.ingot.packed_linear(x[:rows], packed, 150, b, fmt.value)
+            torch.testing.assert_close(out, torch.nn.functional.linear(x[:rows], decoded, b), atol=atol, rtol=1e-5)
+            assert torch.equal(_bits(out), _bits(alone[:rows])), rows
 
 
 def test_kernel_refuses_a_weight_packed_in_another_format(library):
