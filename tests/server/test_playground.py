@@ -1,0 +1,212 @@
+"""The playground page in a real browser (headless Chromium driven by selenium) against `ingot serve` with a tiny
+language model and a tiny detector behind an API key: the key is asked for and kept out of URLs, a chat answer
+streams in with its numbers, stop aborts it on the server, and a detection is drawn and filtered in the page.
+The chat and detection tests save the README's screenshots (docs/playground-*.png)."""
+
+from __future__ import annotations
+
+import colorsys
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from ingot.compile.verify.sample_inputs import synthetic_scene
+from ingot.server.app import create_app
+from ingot.server.settings import ServerSettings
+from tests.server.helpers import eventually
+from tests.server.test_serve_cli import free_port, healthy
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+KEY = "playground-test-key"
+LLM, DETECTOR = "tiny-llama", "yolov4"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="module")
+def url(compiled, compiled_yolo, tmp_path_factory) -> Iterator[str]:
+    """`ingot serve` as a user starts it: both artifacts, named, behind an API key."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-m", "ingot.cli", "serve", str(compiled("llama").path), str(compiled_yolo(320).path),
+        "--served-model-name", LLM, "--served-model-name", DETECTOR, "--api-key", KEY, "--port", str(port),
+        "--kv-cache-gb", "0.05", "--cache-dir", str(tmp_path_factory.mktemp("serve-cache")),
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        eventually(lambda: healthy(url) or process.poll() is not None, timeout=600)
+        assert healthy(url), f"ingot serve did not turn healthy:\n{log.read_text()[-3000:]}"
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip("Debian's chromium and chromium-driver are missing: `make install-test` installs them with apt-get")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,860"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def page(browser, url):
+    """The page, opened as a user would: it asks for the key, which is typed into its dialog."""
+    browser.get(f"{url}/")
+    wait(browser).until(lambda b: b.find_element(By.ID, "key-dialog").get_attribute("open") is not None)
+    browser.find_element(By.ID, "api-key").send_keys(KEY + "\n")
+    wait(browser).until(lambda b: len(Select(b.find_element(By.ID, "model")).options) == 2)
+    return browser
+
+
+def wait(browser, timeout: float = 60) -> WebDriverWait:
+    return WebDriverWait(browser, timeout, poll_frequency=0.02)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    labels = {"model_name": LLM, **labels}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+def choose(page, model: str) -> None:
+    Select(page.find_element(By.ID, "model")).select_by_value(model)
+
+
+def set_field(page, element_id: str, value: str) -> None:
+    field = page.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def test_the_api_needs_the_key_the_page_does_not_and_the_key_stays_out_of_urls(page, url):
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    assert httpx.post(f"{url}/v1/chat/completions", json={"messages": []}).status_code == 401
+    for path in ("/", "/playground", "/playground/main.js"):
+        assert httpx.get(f"{url}{path}").status_code == 200, path
+    assert "default-src 'self'" in httpx.get(url).headers["content-security-policy"]  # nothing from elsewhere
+    assert [o.get_attribute("value") for o in Select(page.find_element(By.ID, "model")).options] == [LLM, DETECTOR]
+    assert KEY not in page.current_url and page.current_url == f"{url}/"
+
+
+def test_a_chat_answer_streams_in_with_its_numbers(page, url):
+    choose(page, LLM)
+    page.find_element(By.CSS_SELECTOR, "#chat-settings summary").click()
+    set_field(page, "system-prompt", "You are a helpful assistant.")
+    set_field(page, "temperature", "0")
+    set_field(page, "max-tokens", "24")
+    # Count the pieces the answer arrives in: streamed, it grows once per chunk.
+    page.execute_script(
+        "window.pieces = 0; new MutationObserver(() => window.pieces++)"
+        ".observe(document.getElementById('transcript'), {childList: true, subtree: true, characterData: true});"
+    )
+    page.find_element(By.ID, "prompt").send_keys("Tell me about compilers.\n")
+    stats = wait(page).until(lambda b: b.find_element(By.CSS_SELECTOR, ".message.assistant .stats").text)
+    match = re.fullmatch(r"TTFT \d+ ms · ([\d.]+) tokens/s · (\d+) tokens · finish: (length|stop)", stats)
+    assert match, stats
+    assert float(match[1]) > 0 and 0 < int(match[2]) <= 24
+    assert page.find_element(By.CSS_SELECTOR, ".message.assistant .content").text
+    assert page.execute_script("return window.pieces") > 3
+    page.save_screenshot(str(DOCS / "playground-chat.png"))
+
+
+def test_stop_aborts_the_answer_on_the_server(page, url):
+    choose(page, LLM)
+    page.find_element(By.ID, "clear").click()
+    set_field(page, "temperature", "0")
+    set_field(page, "max-tokens", "200")
+    aborted = metric(url, "vllm:request_success_total", finished_reason="abort")
+    page.find_element(By.ID, "prompt").send_keys("Count to a thousand.\n")
+    wait(page).until(lambda b: b.find_element(By.CSS_SELECTOR, ".message.assistant .content").text)
+    page.find_element(By.ID, "stop").click()
+    stats = wait(page).until(lambda b: b.find_element(By.CSS_SELECTOR, ".message.assistant .stats").text)
+    assert stats.endswith("finish: stopped"), stats
+    assert eventually(lambda: metric(url, "vllm:num_requests_running") == 0, timeout=30)
+    assert metric(url, "vllm:request_success_total", finished_reason="abort") == aborted + 1
+    assert page.find_element(By.ID, "send").is_enabled() and not page.find_element(By.ID, "stop").is_enabled()
+
+
+def test_a_detection_is_drawn_and_the_threshold_filters_it_in_the_page(page, url, tmp_path):
+    choose(page, DETECTOR)
+    image = tmp_path / "scene.jpg"
+    synthetic_scene(700, 500, seed=11).save(image)
+    answer = httpx.post(
+        f"{url}/v1/detections", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
+        files={"image": ("scene.jpg", image.read_bytes(), "image/jpeg")}, data={"confidence_threshold": "0.25"},
+    ).json()  # fmt: skip
+    expected = len(answer["detections"])
+    assert expected >= 1
+    requests = metric(url, "ingot:detection_requests_total", model_name=DETECTOR, status="ok")
+    page.find_element(By.ID, "image-input").send_keys(str(image))
+    canvas = page.find_element(By.ID, "detection-canvas")
+    wait(page, 120).until(lambda b: canvas.get_attribute("data-boxes") is not None)
+    assert int(canvas.get_attribute("data-boxes")) == expected  # the slider starts at 0.25
+    assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("700", "500")
+    # The first box's left edge is drawn over the image in a box colour (a later box may cross it).
+    x1, y1, _, y2 = answer["detections"][0]["box"]
+    pixel = page.execute_script(
+        "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data)",
+        canvas, int(x1), int((y1 + y2) / 2),
+    )[:3]  # fmt: skip
+    assert any(all(abs(a - b) <= 2 for a, b in zip(pixel, box_colour(d["class_id"]))) for d in answer["detections"])
+    slide_to(page, "1")
+    assert canvas.get_attribute("data-boxes") == "0"
+    slide_to(page, "0.25")
+    assert canvas.get_attribute("data-boxes") == str(expected)
+    assert metric(url, "ingot:detection_requests_total", model_name=DETECTOR, status="ok") == requests + 1
+    page.save_screenshot(str(DOCS / "playground-detection.png"))
+
+
+def box_colour(class_id: int) -> tuple[int, ...]:
+    """The page's hsl((class_id * 47) % 360, 90%, 45%) in RGB."""
+    return tuple(round(255 * c) for c in colorsys.hls_to_rgb((class_id * 47 % 360) / 360, 0.45, 0.9))
+
+
+def slide_to(page, value: str) -> None:
+    page.execute_script(
+        "const s = document.getElementById('threshold'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('input'));",
+        value,
+    )
+
+
+def test_the_status_panel_shows_the_engine_and_what_each_model_is(page, url):
+    cards = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
+
+    def rows(table: str) -> list[list[str]]:
+        cells = page.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
+        return [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in cells]
+
+    assert wait(page).until(lambda b: rows("engine-status"))[0][:3] == [LLM, "0", "0"]
+    expected = [[c["id"], c["metadata"]["artifact"][:12], "cpu", c["metadata"]["weight_format"] or "–"] for c in cards]
+    assert rows("model-status") == expected
+    assert expected[0][3] == "fp32" and expected[1][3] == "–"
+
+
+def test_no_playground_leaves_only_the_api(detector):
+    for enabled, status in ((True, 200), (False, 404)):
+        app = create_app({}, ServerSettings(playground=enabled), {DETECTOR: detector})
+        client = TestClient(app)  # no lifespan: nothing warms up, nothing is served but these files
+        for path in ("/", "/playground", "/playground/main.js"):
+            assert client.get(path).status_code == status, (enabled, path)
