@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet
 
-.PHONY: install install-tt install-test serve test clean
+.PHONY: install install-tt install-test serve test playground-screenshots clean
 
 install:
 	$(PIP) -e .
@@ -29,6 +29,12 @@ serve: install
 
 test: install-test
 	$(PYTHON) -m pytest -q --timeout 1800 --durations=25
+
+# The README's playground screenshots (docs/playground-*.png): headless Chromium against `ingot serve` of the demo
+# model and YOLOv4, which has no trained weights here, so one with random weights is compiled first (a cache hit after).
+playground-screenshots: install-test
+	$(PYTHON) -m ingot.cli compile yolov4 --random-weights --input-size 320
+	$(PYTHON) docs/playground_screenshots.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
