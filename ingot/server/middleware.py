@@ -27,8 +27,8 @@ class ApiKeyMiddleware:
         self.expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(ASSETS_PREFIX):
+        # Checked first: a lifespan scope has no path (a KeyError there would silently switch uvicorn's lifespan off).
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(ASSETS_PREFIX):
             await self.app(scope, receive, send)
             return
         scheme, _, key = Headers(scope=scope).get("authorization", "").strip().partition(" ")
