@@ -39,7 +39,8 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     key = sub.add_mutually_exclusive_group()
     key.add_argument(
         "--api-key",
-        help=f"require this bearer token on every request but /health, /metrics and /version (default ${API_KEY_ENV})",
+        help=f"require this bearer token on every request but /health, /metrics, /version and the playground page "
+        f"(default ${API_KEY_ENV})",
     )
     key.add_argument("--api-key-file", help="as --api-key, the key being this file's first line")
     sub.add_argument(
@@ -69,6 +70,10 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
     sub.add_argument(
         "--shutdown-timeout", type=finite_float, default=defaults.DEFAULT_SHUTDOWN_TIMEOUT,
         help="seconds in-flight requests get to finish after SIGTERM",
+    )
+    sub.add_argument(
+        "--no-playground", dest="playground", action="store_false",
+        help="do not serve the playground page at / and /playground",
     )
     sub.add_argument("--log-prompts", action="store_true", help="include prompt text in the access log")
     sub.add_argument(
@@ -153,6 +158,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         max_connections=args.max_connections,
         max_tools=args.max_tools,
         tool_call_parser=args.tool_call_parser,
+        playground=args.playground,
     )
 
 

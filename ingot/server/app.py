@@ -21,6 +21,7 @@ from ingot.server.images import image_pixel_limit
 from ingot.server.metrics import ServerMetrics
 from ingot.server.protocol import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from ingot.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware
+from ingot.server.page import install_playground
 from ingot.server.served import ServedDetector, ServedModel
 from ingot.server.settings import ServerSettings
 from ingot.server.state import ServerState
@@ -58,6 +59,8 @@ def create_app(
     app.include_router(chat.router, responses=ERROR_RESPONSES)
     app.include_router(detections.router, responses=DETECTION_ERROR_RESPONSES)
     app.include_router(routes.router)
+    if settings.playground:
+        install_playground(app)
     document_errors(app, schema_components([CompletionRequest, ChatCompletionRequest, TokenizeRequest]))
     # The last added runs first: log every request, then check its key, then its size; bugs become 500s inside.
     app.add_middleware(InternalErrorMiddleware)

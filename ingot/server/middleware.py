@@ -12,11 +12,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingot.server.errors import APIError, error_response
+from ingot.server.page import ASSETS_PREFIX, PAGE_PATHS
 
 log = logging.getLogger("ingot.server")
 
-# Open without a key: probes, scrapers and the version never carry one (vLLM keeps them open too).
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/version"})
+# Open without a key: probes, scrapers and the version never carry one (vLLM keeps them open too); the playground
+# page holds no data and asks for the key itself.
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/version"}) | PAGE_PATHS
 
 
 class ApiKeyMiddleware:
@@ -25,7 +27,8 @@ class ApiKeyMiddleware:
         self.expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        # Checked first: a lifespan scope has no path (a KeyError there would silently switch uvicorn's lifespan off).
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(ASSETS_PREFIX):
             await self.app(scope, receive, send)
             return
         scheme, _, key = Headers(scope=scope).get("authorization", "").strip().partition(" ")

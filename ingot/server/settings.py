@@ -36,6 +36,7 @@ class ServerSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # uvicorn's limit_concurrency
     max_tools: int = DEFAULT_MAX_TOOLS
     tool_call_parser: str | None = None  # None: the one the chat template's family writes, if recognised
+    playground: bool = True  # the web page at / and /playground
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():

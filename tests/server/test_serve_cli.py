@@ -168,12 +168,13 @@ def test_the_serve_flags_reach_the_server_settings(monkeypatch):
     assert (defaults.timeout_keep_alive, defaults.read_timeout, defaults.max_connections) == (
         settings.DEFAULT_TIMEOUT_KEEP_ALIVE, settings.DEFAULT_READ_TIMEOUT, settings.DEFAULT_MAX_CONNECTIONS,
     )  # fmt: skip
-    assert defaults.api_key is None
+    assert defaults.api_key is None and defaults.playground
     flags = ["--max-stop-sequences", "2", "--max-logit-bias", "10", "--timeout-keep-alive", "1.5",
              "--read-timeout", "7", "--max-connections", "9", "--max-image-pixels", "1000"]  # fmt: skip
     given = server_settings(build_parser().parse_args(["serve", *flags]))
     assert (given.max_stop_sequences, given.max_logit_bias, given.timeout_keep_alive) == (2, 10, 1.5)
     assert (given.read_timeout, given.max_connections, given.max_image_pixels) == (7.0, 9, 1000)
+    assert not server_settings(build_parser().parse_args(["serve", "--no-playground"])).playground
 
 
 def test_a_busy_port_is_refused_before_any_model_compiles(tmp_path, tiny_model):
