@@ -52,7 +52,7 @@ def session_store(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
 
 
 class TinyCompiles:
-    """compiled(family, **options) -> CompileResult of that tiny family with TINY_OPTIONS and ``options`` (e.g.
+    """compiled(family, **options) -> CompileResult of that tiny family with TINY_OPTIONS updated by ``options`` (e.g.
     ``weight_format="bfp8"``), compiled once per session; ``progress[family]`` is what its compile with TINY_OPTIONS
     alone printed on stderr (its stages and their steps)."""
 
@@ -65,11 +65,12 @@ class TinyCompiles:
     def __call__(self, family: str, **options: object):
         from ingot.compile.llm.kind import compile_model
 
-        key = (family, *sorted(options.items()))
+        merged = {**TINY_OPTIONS, **options}  # ``options`` may override TINY_OPTIONS (a TT target's max_batch)
+        key = (family, *sorted(merged.items()))
         if key not in self.results:
             printed = io.StringIO()
             with contextlib.redirect_stderr(printed):  # the progress console writes to sys.stderr as it is now
-                compile_options = CompileOptions.parse(**TINY_OPTIONS, **options)
+                compile_options = CompileOptions.parse(**merged)
                 self.results[key] = compile_model(str(self.tiny_model(family)), compile_options, self.store)
             if not options:
                 self.progress[family] = printed.getvalue()

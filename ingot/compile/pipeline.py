@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,14 +163,15 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                 libraries = kernels.add_to_artifact(workdir, kind.options.cpu_isa)
 
         captured = []
-        for plan in plans:
-            with progress.stage(f"capture {plan.name}"):
-                captured.append((plan, *kind.capture(plan)))
+
+        def capture_each() -> Iterator[tuple[ProgramPlan, ExportedProgram]]:
+            for plan in plans:
+                with progress.stage(f"capture {plan.name}"):
+                    captured.append((plan, *kind.capture(plan)))
+                yield plan, captured[-1][1]
+
         (workdir / "programs").mkdir(exist_ok=True)
-        lowered = target.lower_all(
-            [(plan, exported) for plan, exported, _, _ in captured], workdir / "programs", kind.options, cache_root,
-            progress,
-        )
+        lowered = target.lower_all(plans, capture_each(), workdir / "programs", kind.options, cache_root, progress)
         programs = []
         for plan, _, inputs, outputs in captured:
             filename, target_info = lowered[plan.name]
@@ -191,7 +192,8 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
             # What the programs read is in the weights file now. The packed copies were registered on modules
             # that live in reference cycles (an fx graph and its module): collect them before verification maps
             # the file, or a 1B model's build holds its weights three times over.
-            del captured, program_weights
+            captured.clear()
+            del program_weights
             gc.collect()
             manifest = Manifest(
                 kind=kind.name,

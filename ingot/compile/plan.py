@@ -4,6 +4,7 @@ two ``Target``s. Imports nothing heavy: a plan is data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -90,13 +91,15 @@ class Target(Protocol):
 
     def lower_all(
         self,
-        programs: list[tuple[ProgramPlan, ExportedProgram]],
+        plans: list[ProgramPlan],
+        programs: Iterable[tuple[ProgramPlan, ExportedProgram]],
         out_dir: Path,
         options: TargetOptions,
         cache_dir: Path,
         progress: StageProgress,
     ) -> LoweredPrograms:
-        """Lower every captured program into ``out_dir``."""
+        """Lower every planned program into ``out_dir``. ``programs`` captures each one as it is iterated over: a
+        target may lower one while the next is captured."""
         ...
 
     def weights(self, module: torch.nn.Module, programs: list[tuple[ProgramPlan, ExportedProgram]]) -> ProgramWeights:

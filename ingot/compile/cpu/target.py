@@ -7,6 +7,7 @@ import itertools
 import operator
 import shutil
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +72,18 @@ class CpuTarget:
 
     def lower_all(
         self,
-        programs: list[tuple[ProgramPlan, torch.export.ExportedProgram]],
+        plans: list[ProgramPlan],
+        programs: Iterable[tuple[ProgramPlan, torch.export.ExportedProgram]],
         out_dir: Path,
         options: TargetOptions,
         cache_dir: Path,
         progress: StageProgress,
     ) -> LoweredPrograms:
-        """Lower each planned program; name -> (artifact-relative file, None).
+        """Lower each planned program once all are captured; name -> (artifact-relative file, None).
 
         Inductor spends most of a lowering in single-threaded Python, so with more than one core the programs
         lower side by side, each in a fresh worker process that loads its saved exported program."""
+        programs = list(programs)
         files = {plan.name: out_dir / f"{plan.name}{self.program_suffix}" for plan, _ in programs}
         workers = lowering_workers(programs)
         with progress.stage(f"lower {len(programs)} programs ({self.name}, {workers} at a time)"):

@@ -1,7 +1,8 @@
-"""A Tenstorrent device as a compile target: static-shape plans, lowered in one plugin session (tt/lowering.py)."""
+"""A Tenstorrent device as a compile target: static-shape plans, lowered by plugin workers (tt/lowering.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from ingot.compile.options import CompileOptions
 from ingot.compile.options import TargetOptions
 from ingot.compile.plan import LoweredPrograms, ProgramPlan
 from ingot.compile.tt import plugin
-from ingot.compile.weights import ProgramWeights, named_tensors
-from ingot.compile.tt.lowering import LoweringResult, lower_programs
+from ingot.compile.tt.lowering import LoweringResult, lower_programs, lowering_workers
 from ingot.compile.tt.specs import DeviceSpec, model_shapes, optimization_level
 from ingot.compile.tt.weight_dtypes import HELD_FORMATS, plugin_weight_dtype
+from ingot.compile.weights import ProgramWeights, named_tensors
 from ingot.progress import StageProgress
 
 DEVICE_VERIFICATION = "running a TT program needs a {device} and the TT runtime (tt-metal), neither of which is here"
@@ -64,24 +65,28 @@ class TtTarget:
 
     def lower_all(
         self,
-        programs: list[tuple[ProgramPlan, ExportedProgram]],
+        plans: list[ProgramPlan],
+        programs: Iterable[tuple[ProgramPlan, ExportedProgram]],
         out_dir: Path,
         options: TargetOptions,
         cache_dir: Path,
         progress: StageProgress,
     ) -> LoweredPrograms:
-        """Lower every (ProgramPlan, ExportedProgram) in one plugin session; name -> (artifact-relative file,
-        TtProgramInfo)."""
+        """Lower every planned program in plugin workers that start before the first capture: each program lowers
+        while the next is captured; name -> (artifact-relative file, TtProgramInfo)."""
         level = self.optimization_level(options)
         weight_format = getattr(options, "weight_format", WeightFormat.FP32.value)  # a detector's: fp32
-        with progress.stage(f"lower {len(programs)} programs ({self.name}, level {level}, {weight_format} weights)"):
-            results = lower_programs(
-                [(plan.name, exported) for plan, exported in programs], out_dir,
-                target=self.name, optimization_level=level,
-                allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
-                session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
-                weight_dtype=plugin_weight_dtype(weight_format, self.name),
-            )
+        workers = lowering_workers(len(plans))
+        title = f"lower {len(plans)} programs ({self.name}, level {level}, {weight_format} weights, {workers} at a time)"
+        results = lower_programs(
+            ((plan.name, exported) for plan, exported in programs), out_dir,
+            target=self.name, optimization_level=level,
+            allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir,
+            session_root=out_dir.parent,  # the build directory: `ingot gc` removes it if the compile is killed
+            weight_dtype=plugin_weight_dtype(weight_format, self.name),
+            names=[plan.name for plan in plans], workers=workers,
+            waiting=lambda: progress.stage(title),  # what is left to lower once the last program is captured
+        )  # fmt: skip
         toolchain = plugin.toolchain(self.name)
         lowered = {}
         for r in results:

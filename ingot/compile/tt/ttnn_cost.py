@@ -27,9 +27,9 @@ _LAYOUT = re.compile(r"^#(ttnn_layout\d*) = #ttnn\.ttnn_layout<(.*)>\s*$")
 _LAYOUT_GRID = re.compile(r", <(\d+(?:x\d+)*)>, memref<")
 _MEMREF = re.compile(r"memref<((?:\d+x)*)(!ttcore\.tile<\d+x\d+, \w+>|\w+), #(\w+)>")
 # tensor<64x128xbf16, #ttnn_layout3>, or with tiles as its element type: tensor<64x128x!ttcore.tile<32x32, bfp_bf8>, ...>
-_TENSOR_TYPE = r"tensor<(?:\d+x)*(?:!ttcore\.tile<\d+x\d+, \w+>|\w+)(?:, #[\w.]+)?>"
+# groups: dims, tile element type, scalar element type, layout alias
 _TENSOR = re.compile(r"tensor<((?:\d+x)*)(?:!ttcore\.tile<\d+x\d+, (\w+)>|(\w+))(?:, #([\w.]+))?>")
-_ARGUMENT = re.compile(rf"%arg\d+: ({_TENSOR_TYPE})")
+_ARGUMENT = re.compile(rf"%arg\d+: ({_TENSOR.pattern})")
 _OP = re.compile(r'"ttnn\.(\w+)"\(')
 _LOC = re.compile(r"\s+loc\(.*\)\s*$")
 _FIDELITY = re.compile(r"math_fidelity = (\w+)")
@@ -87,6 +87,11 @@ def element_bytes(dtype: str) -> float:
     return _ELEMENT_BITS.get(dtype, 32) / 8
 
 
+def _shape(dims: str) -> tuple[int, ...]:
+    """``64x128x`` (the dimensions before a memref's or tensor's element type) -> (64, 128)."""
+    return tuple(int(d) for d in dims.split("x") if d)
+
+
 def read_layouts(ttnn_mlir: str) -> dict[str, tuple[int, bool]]:
     """Layout alias -> (bytes of a tensor in it, whether it lives in DRAM). The memref is one core's shard (the
     whole tensor for an interleaved layout, whose grid is 1x1), in tiles or in elements."""
@@ -100,7 +105,7 @@ def read_layouts(ttnn_mlir: str) -> dict[str, tuple[int, bool]]:
         if memref is None:
             continue
         dims, element, buffer = memref.groups()
-        count = math.prod(int(d) for d in dims.rstrip("x").split("x") if d)
+        count = math.prod(_shape(dims))
         grid = _LAYOUT_GRID.search(body)
         cores = math.prod(int(d) for d in grid.group(1).split("x")) if grid else 1
         tile = _TILE.match(element)
@@ -117,7 +122,7 @@ def _tensors(types: str, layouts: dict[str, tuple[int, bool]]) -> list[Tensor]:
     tensors = []
     for dims, tile_dtype, scalar_dtype, layout in _TENSOR.findall(types):
         dtype = tile_dtype or scalar_dtype
-        shape = tuple(int(d) for d in dims.rstrip("x").split("x") if d)
+        shape = _shape(dims)
         if layout in layouts:
             nbytes, in_dram = layouts[layout]
         else:  # no device layout: count its logical bytes, not as DRAM traffic
@@ -201,7 +206,7 @@ def main_arguments(ttnn_mlir: str) -> list[Tensor]:
     for line in ttnn_mlir.splitlines():
         if "func.func " in line and '"const_eval"' not in line and "@main(" in line:
             head = line.split(") -> ", 1)[0] if ") -> " in line else line
-            return _tensors(" ".join(_ARGUMENT.findall(head)), layouts)
+            return _tensors(" ".join(found.group(1) for found in _ARGUMENT.finditer(head)), layouts)
     return []
 
 

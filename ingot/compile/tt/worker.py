@@ -4,13 +4,16 @@ For each program in the job: load the saved ExportedProgram (weights replaced by
 only their shapes matter), convert it to a JAX function with torchax, lower it for the ``tt`` device with
 abstract inputs, and compile it with the plugin in compile-only mode, which writes a ``.ttnn`` flatbuffer
 and MLIR dumps. The same JAX function is exported for JAX's CPU backend (``NAME.jax``), so that the conversion
-check (verify/tt_conversion.py) runs what was lowered. One JSON line per program goes to the job's results file; a
-``start`` line before each compile lets the parent name the program if the plugin aborts the process.
+check (verify/tt_conversion.py) runs what was lowered. Several workers share a job: each program goes to the first
+worker that claims it (a file in the job's claims directory), which waits for the parent to have saved it (the parent
+may still be capturing it). One JSON line per program goes to the worker's results file; a ``start`` line before each
+compile lets the parent name the program if the plugin aborts the process.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -20,6 +23,7 @@ from pathlib import Path
 
 OUTPUT_FILES = {"ttnn": ".ttnn", "ttir_mlir": ".ttir.mlir", "ttnn_mlir": ".ttnn.mlir"}
 JAX_PROGRAM_SUFFIX = ".jax"
+SAVED_POLL_SECONDS = 0.2
 
 
 def _newest(directory: Path, pattern: str) -> Path | None:
@@ -66,11 +70,35 @@ def _export_for_cpu(fn, states: list, weight_names: list[str], avals: list, user
     return name
 
 
+def to_jax(exported):
+    """``exported`` as torchax converts it (``exported_program_to_jax(exported, export_raw=True)``: weight names,
+    weights and ``fn(states, inputs)``), decomposed in one pass instead of torchax's two.
+
+    torchax decomposes to core ATen, then again with its own table; each pass re-traces the whole program (for a
+    30-layer model, most of a program's lowering time). One table holding both gives the same core ATen graph."""
+    import torch
+    from torch.utils import _pytree as pytree
+    from torchax import decompositions
+    from torchax.export import JaxInterpreter, _extract_states_from_exported_program
+
+    table = torch.export.default_decompositions()
+    table.update(decompositions.DECOMPOSITIONS)
+    decomposed = exported.run_decompositions(table)
+    names, states = _extract_states_from_exported_program(decomposed)
+    mutated_buffers = len(decomposed.graph_signature.buffers_to_mutate)
+
+    def fn(states, inputs):
+        args = pytree.tree_flatten((inputs, {}))[0]
+        outputs = JaxInterpreter(decomposed.graph_module).run(*states, *args, enable_io_processing=False)
+        return outputs[mutated_buffers:]
+
+    return names, states, fn
+
+
 def lower_one(program: dict, compiler_options: dict, device) -> dict:
     import jax
     import torch
     from torch.export.graph_signature import OutputKind
-    from torchax.export import exported_program_to_jax
     from torchax.ops import mappings
 
     from ingot.compile.tt.arguments import with_marked_weights
@@ -83,7 +111,7 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     start = time.perf_counter()
     exported = torch.export.load(program["exported"])
     signature = exported.graph_signature
-    weight_names, weights, fn = exported_program_to_jax(exported, export_raw=True)
+    weight_names, weights, fn = to_jax(exported)
     placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
     user = [
         (node.name, node.meta["val"])
@@ -144,6 +172,25 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
     }
 
 
+def _claim(path: Path) -> bool:
+    """Take a program for this worker: True if no worker (this one included) has taken it before."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _wait_until_saved(program: dict, cancelled: Path) -> bool:
+    """Wait for the parent to finish saving ``program`` (it may still be capturing it); False if it gave up."""
+    saved = Path(program["saved"])
+    while not saved.exists():
+        if cancelled.exists():
+            return False
+        time.sleep(SAVED_POLL_SECONDS)
+    return True
+
+
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     results = Path(job["results"])
@@ -162,6 +209,10 @@ def main(job_path: str) -> int:
     register_torchax_lowerings()  # TT's paged KV-cache writes (torch.ops.ingot.tt_paged_*)
     device = jax.devices("tt")[0]
     for program in job["programs"]:
+        if not _claim(Path(job["claims"]) / program["name"]):
+            continue  # another worker has it
+        if not _wait_until_saved(program, Path(job["cancelled"])):
+            return 0  # the compile stopped before it captured this program
         emit({"name": program["name"], "status": "start"})
         try:
             record = lower_one(program, job["compiler_options"], device)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ingot.compile.options import CompileOptions
 from tests.conftest import TINY_OPTIONS
 
 # TINY's buckets with a smaller decode range: prefill 16,32,64 round up to TT's 32,64; decode 1 and 2.
@@ -14,35 +13,27 @@ TT_SMALL_OPTIONS = dict(TT_TINY_OPTIONS, max_batch=1, prefill_buckets=(32,))
 
 
 @pytest.fixture(scope="session")
-def tt_compiled(tiny_model, session_store):
-    """tt_compiled(family) -> CompileResult of that tiny family compiled for p150."""
-    from ingot.compile.llm.kind import compile_model
+def tt_compiled(compiled):
+    """tt_compiled(family, **options) -> CompileResult of that tiny family compiled for p150 (the tiny Llama with
+    TT_TINY_OPTIONS, the others with TT_SMALL_OPTIONS), updated by ``options``. Every TT compile of a tiny model goes
+    through the session's one ``compiled`` cache: test files asking for the same options share one compile."""
 
-    results = {}
-
-    def get(family: str):
-        if family not in results:
-            options = CompileOptions.parse(**(TT_TINY_OPTIONS if family == "llama" else TT_SMALL_OPTIONS))
-            results[family] = compile_model(str(tiny_model(family)), options, session_store, quiet=True)
-        return results[family]
+    def get(family: str, **options: object):
+        return compiled(family, **{**(TT_TINY_OPTIONS if family == "llama" else TT_SMALL_OPTIONS), **options})
 
     return get
 
 
 @pytest.fixture(scope="session")
-def tt_wormhole(tiny_model, session_store):
+def tt_wormhole(compiled):
     """tt_wormhole(target) -> CompileResult of the tiny Llama's two-program set compiled for n150 or n300."""
-    from ingot.compile.llm.kind import compile_model
+    return lambda target: compiled("llama", **{**TT_SMALL_OPTIONS, "target": target})
 
-    results = {}
 
-    def get(target: str):
-        if target not in results:
-            options = CompileOptions.parse(**dict(TT_SMALL_OPTIONS, target=target))
-            results[target] = compile_model(str(tiny_model("llama")), options, session_store, quiet=True)
-        return results[target]
-
-    return get
+@pytest.fixture(scope="session")
+def tt_bfp8(compiled):
+    """The tiny Llama's two-program set for p150 with --weight-format bfp8."""
+    return compiled("llama", **TT_SMALL_OPTIONS, weight_format="bfp8")
 
 
 # YOLOv4 for p150 at the smallest input, batch sizes 1 and 2: two programs lowered in one plugin session

@@ -119,3 +119,15 @@ def test_an_op_the_plugin_cannot_lower_fails_the_compile_naming_it(mixed):
     _, results = mixed
     with pytest.raises(CompileError, match=r"solve: stablehlo\.triangular_solve.*--allow-cpu-fallback"):
         _raise_for_failures(results, allow_cpu_fallback=False)
+
+
+def test_a_capture_that_fails_stops_the_workers_waiting_for_it(tmp_path):
+    # The workers start before the programs are captured: one lowers the first while the other waits for the second,
+    # whose capture fails; the call raises that failure, and no worker is left waiting, no session left behind.
+    def captures():
+        yield "softmax", _export(Softmax())
+        raise RuntimeError("capture failed")
+
+    with pytest.raises(RuntimeError, match="capture failed"):
+        lower_programs(captures(), tmp_path / "out", cache_dir=tmp_path, names=["softmax", "second"], workers=2)
+    assert not list((tmp_path / "tt-sessions").iterdir())

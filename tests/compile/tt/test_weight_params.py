@@ -6,7 +6,6 @@ import pytest
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.weight_format import WeightFormat
-from ingot.compile.llm.kind import compile_model
 from ingot.compile.options import CompileOptions
 from ingot.compile.pipeline import cache_key
 from ingot.compile.tt.ops import parameter_formats
@@ -15,13 +14,6 @@ from ingot.models.source import resolve_source
 from tests.compile.tt.conftest import TT_SMALL_OPTIONS
 from tests.conftest import run_cli, tiny_cli_options
 from tests.test_cli import assert_one_line_error
-
-
-@pytest.fixture(scope="module")
-def tt_bfp8(tiny_model, session_store):
-    """The tiny Llama's two-program set for p150 with --weight-format bfp8."""
-    options = CompileOptions.parse(**TT_SMALL_OPTIONS, weight_format="bfp8")
-    return compile_model(str(tiny_model("llama")), options, session_store, quiet=True)
 
 
 def test_weights_are_parameters_and_matmul_weights_are_bfp8_in_the_binary(tt_bfp8):
