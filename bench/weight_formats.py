@@ -9,7 +9,10 @@ measures speed only; the accuracy is the compile's verification report). llama.c
 the same weights quantized to each of --llama-types by the gguf package's quantizers
 (`ingot.benchmark.gguf_f32.quantized_gguf`: every matrix in the type, vectors in F32, as `llama-quantize --pure`).
 Each server gets as many KV-cache tokens as ingot's cache holds; llama-server's f16 cache has the bytes per token of
-ingot's bf16 one. The workloads, medians and memory readings are model_scale's.
+ingot's bf16 one. The workloads and memory readings are model_scale's, each server measured once a round (a fresh
+server, one untimed run of each workload, then one timed) and every server once in each of --repeats rounds; the
+table gives the medians over the rounds. This machine's memory rate drifts within the hour, so a peer measured in
+turn with ingot, round by round, meets the same machine, where one measured after all of ingot's repeats may not.
 
 Pairs compared (Tenstorrent format -> llama.cpp's nearest): bf16 -> BF16, bfp8 -> Q8_0, bfp4 -> Q4_1. The best
 format's 32 streams are also set against transformers' batched generate in float32 eager (the streams' prompts as
@@ -71,6 +74,15 @@ def bench_transformers_batched(artifact: dict, tokenizer, args: argparse.Namespa
 
     rate()
     return statistics.median(rate() for _ in range(args.repeats))
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One server's readings from every round: the median of each number, the first round's value otherwise."""
+    merged = dict(rounds[0])
+    for key, value in merged.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(r[key] for r in rounds)
+    return merged
 
 
 def markdown(results: dict) -> str:
@@ -140,13 +152,20 @@ def main() -> None:
         "ingot": {},
         "llama-server": {},
     }
-    for name, artifact in artifacts.items():
-        results["ingot"][name] = bench_ingot(artifact, tokenizer, args)
-        print(name, {k: results["ingot"][name][k] for k in ("decode_b1", "prefill", "streams")}, flush=True)
-    context = max(r["kv_cache_tokens"] for r in results["ingot"].values())
-    for quant, path in ggufs.items():
-        results["llama-server"][quant] = bench_llama_server(path, context, tokenizer, args)
-        print(quant, {k: results["llama-server"][quant][k] for k in ("decode_b1", "prefill", "streams")}, flush=True)
+    once = argparse.Namespace(**vars(args) | {"repeats": 1})
+    rounds: dict[str, dict[str, list[dict]]] = {"ingot": {}, "llama-server": {}}
+    for round_index in range(args.repeats):
+        for name, artifact in artifacts.items():
+            rounds["ingot"].setdefault(name, []).append(bench_ingot(artifact, tokenizer, once))
+        context = max(runs[0]["kv_cache_tokens"] for runs in rounds["ingot"].values())
+        for quant, path in ggufs.items():
+            rounds["llama-server"].setdefault(quant, []).append(bench_llama_server(path, context, tokenizer, once))
+        for side, servers in rounds.items():
+            for name, runs in servers.items():
+                print(f"round {round_index + 1}", side, name,
+                      {k: round(runs[-1][k], 1) for k in ("decode_b1", "prefill", "streams")}, flush=True)  # fmt: skip
+    for side, servers in rounds.items():
+        results[side] = {name: median_of_rounds(runs) for name, runs in servers.items()}
     if not args.no_transformers:
         results["transformers"] = bench_transformers_batched(next(iter(artifacts.values())), tokenizer, args)
         print("transformers batched generate", results["transformers"], flush=True)
