@@ -34,6 +34,7 @@ SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 PROMPT = "What does a compiler do?"
 START_TIMEOUT_S = 1800  # the demo model compiles on a cache miss
 ANSWER_TIMEOUT_S = 300
+CHROMIUM_MISSING = "Debian's chromium and chromium-driver are missing: `make install-test` installs them with apt-get"
 
 
 def main() -> None:
@@ -90,16 +91,24 @@ def healthy(url: str) -> bool:
         return False
 
 
-@contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
+def headless_chromium(window_size: str) -> webdriver.Chrome | None:
+    """Debian's Chromium, headless, driven by its chromedriver (tests/server/test_playground.py drives the page with
+    it too); None where the two are not installed."""
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if binary is None or driver is None:
-        sys.exit("Debian's chromium and chromium-driver are missing: `make install-test` installs them")
+        return None
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,900"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={window_size}"):
         options.add_argument(argument)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
+@contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    browser = headless_chromium("1360,900")
+    if browser is None:
+        sys.exit(CHROMIUM_MISSING)
     try:
         yield browser
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import colorsys
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from docs.playground_screenshots import CHROMIUM_MISSING, headless_chromium
 
 KEY = "playground-test-key"
 LLM, DETECTOR = "tiny-llama", "yolov4"
@@ -58,14 +59,9 @@ def url(compiled, compiled_yolo, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        pytest.skip("Debian's chromium and chromium-driver are missing: `make install-test` installs them with apt-get")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,860"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    browser = headless_chromium("1360,860")
+    if browser is None:
+        pytest.skip(CHROMIUM_MISSING)
     yield browser
     browser.quit()
 
