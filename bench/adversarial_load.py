@@ -22,7 +22,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -34,18 +33,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ingot.benchmark.launch import free_port
 from ingot.benchmark.online import run_online
 
 NORMAL_STREAMS = 16
 STOPS = 4  # the server's defaults: OpenAI's limits
 LOGIT_BIAS = 300
 MAX_REQUEST_BYTES = 4 * 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png_bomb(side: int = 9400) -> bytes:

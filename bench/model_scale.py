@@ -40,12 +40,13 @@ from pathlib import Path
 import psutil
 
 from ingot.artifacts.store import ArtifactStore
+from ingot.benchmark.launch import free_port, running
 from ingot.benchmark.online import run_online
 from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import random_token_prompts
 
 sys.path.insert(0, str(Path(__file__).parent))
-from online_peers import LLAMA_SERVER, free_port, llama_server_command, running, slot_tokens
+from online_peers import LLAMA_SERVER, llama_server_command, slot_tokens
 
 DECODE_PROMPT_TOKENS = 16
 

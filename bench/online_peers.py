@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-import psutil
-
+from ingot.benchmark.launch import running
 from ingot.models.source import builtin_model_path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,45 +28,6 @@ from peers import dequantized_f32  # noqa: E402
 
 MODEL = "smollm2-135m"
 LLAMA_SERVER = Path("/work/shared/llama-server/llama-server")
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(url)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[psutil.Process]:
-    """A server started with ``command``, ready (/health 200, after its warm-up), stopped on leaving; its last
-    output lines are printed if it fails."""
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/health", process, timeout=1800)
-            yield psutil.Process(process.pid)
-        except BaseException:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").splitlines()[-20:]
-            print(f"{Path(command[0]).name} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
-            raise
-        finally:
-            process.terminate()
-            process.wait(timeout=120)
 
 
 def slot_tokens(input_len: int, output_len: int) -> int:

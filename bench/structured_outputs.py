@@ -35,12 +35,13 @@ from pathlib import Path
 
 import httpx
 
+from ingot.benchmark.launch import free_port, running
 from ingot.benchmark.online import run_online
 from ingot.benchmark.report import summarize
 from ingot.models.source import builtin_model_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from online_peers import LLAMA_SERVER, MODEL, free_port, llama_server_command, running, slot_tokens
+from online_peers import LLAMA_SERVER, MODEL, llama_server_command, slot_tokens
 
 PROMPT_TOKENS = 96  # at most, a request's chat-templated prompt (for llama-server's slots)
 

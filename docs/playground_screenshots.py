@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from ingot.benchmark.launch import free_port, running
 from ingot.compile.verify.sample_inputs import synthetic_scene
 
 DOCS = Path(__file__).resolve().parent
@@ -58,37 +56,16 @@ def main() -> None:
 
 @contextmanager
 def serving(args: argparse.Namespace) -> Iterator[str]:
-    """`ingot serve` of both models on a free port of 127.0.0.1; its log is shown if it does not turn healthy."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    """`ingot serve` of both models on a free port of 127.0.0.1 (its log is shown if it does not turn healthy)."""
+    port = free_port()
     command = [
         sys.executable, "-m", "ingot.cli", "serve", args.model, args.detector, "--port", str(port),
         "--served-model-name", LLM, "--served-model-name", DETECTOR,
     ]  # fmt: skip
     if args.cache_dir:
         command += ["--cache-dir", args.cache_dir]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    sys.exit(f"ingot serve did not turn healthy:\n{log.read().decode(errors='replace')[-3000:]}")
-                time.sleep(1)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health").status_code == 200
-    except httpx.TransportError:
-        return False
+    with running(command, port, timeout=START_TIMEOUT_S):
+        yield f"http://127.0.0.1:{port}"
 
 
 def headless_chromium(window_size: str) -> webdriver.Chrome | None:

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.benchmark.launch import free_port
 from ingot.compile.verify.references import reference_model
 from ingot.runtime.sampling_params import SamplingParams
 from tests.server.helpers import eventually
-from tests.server.test_serve_cli import free_port
 
 QUESTIONS = [
     {"question": "The quick brown fox jumps over the lazy", "choices": ["dog", "code", "fox"], "answer": 0},

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from ingot.benchmark.launch import free_port, healthy
 from ingot.compile.verify.sample_inputs import synthetic_scene
 from ingot.server.app import create_app
 from ingot.server.settings import ServerSettings
 from tests.server.helpers import eventually
-from tests.server.test_serve_cli import free_port, healthy
 from tests.server.test_structured_outputs import ALARM
 
 webdriver = pytest.importorskip("selenium.webdriver")

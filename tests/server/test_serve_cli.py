@@ -16,6 +16,7 @@ import psutil
 import pytest
 import uvicorn
 
+from ingot.benchmark.launch import free_port, healthy
 from ingot.server import run
 from ingot.server.settings import ServerSettings
 from tests.conftest import run_cli
@@ -69,19 +70,6 @@ def test_two_models_with_one_name_are_refused(tmp_path, compiled):
     artifact = str(compiled("llama").path)
     result = run_cli("serve", artifact, artifact, "--port", str(free_port()), cache_dir=tmp_path)
     assert_one_line_error(result, "two models are named")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path, compiled):
