@@ -45,7 +45,8 @@ class PrefixAwareRouter(RequestRouter):
         keys = prefix_keys(pending_request)
         matched = self.index.matched_blocks(keys, by_id)
         loads = {replica_id: self.load(replica_id) for replica_id in by_id}
-        tiers = rank_replicas(matched, loads, self.index.held(), self.imbalance, self.index.home(keys, matched))
+        held = self.index.held() if keys else {}  # a request with nothing to cache (a short prompt) goes by load
+        tiers = rank_replicas(matched, loads, held, self.imbalance, self.index.home(keys, matched))
         if keys and tiers:
             self.index.record(keys, tiers[0][0])
         return [[by_id[replica_id] for replica_id in tier] for tier in tiers if tier]
