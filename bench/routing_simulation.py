@@ -56,13 +56,20 @@ def workload(args: argparse.Namespace) -> list[Request]:
     requests = []
     for s in range(args.system_prompts):
         system_tokens = [1_000_000 * (s + 1) + i for i in range(args.system_tokens)]
-        system_text = "".join(f"{s % 10}{i % 1000:03d}" for i in range(args.system_tokens))  # 4 characters a token
+        system_text = "".join(token_text(s, i, args.chars_per_token) for i in range(args.system_tokens))
         for q in range(args.requests_per_prompt):
             n = s * args.requests_per_prompt + q
             question = [10_000_000 + n * 1000 + i for i in range(args.question_tokens)]
-            requests.append(Request(n, s, f"{system_text}\n\nQuestion {n}", system_tokens + question))
+            question_text = "".join(token_text(n, i, args.chars_per_token) for i in range(args.question_tokens))
+            requests.append(Request(n, s, f"{system_text}\n\nQuestion: {question_text}", system_tokens + question))
     random.Random(args.shuffle_seed).shuffle(requests)
     return requests
+
+
+def token_text(prompt: int, i: int, chars_per_token: float) -> str:
+    """The ``i``-th token of system prompt ``prompt`` as text, ``chars_per_token`` characters long on average."""
+    width = int((i + 1) * chars_per_token) - int(i * chars_per_token)
+    return f"{prompt}.{i}".rjust(width, "_")[-width:]
 
 
 Choose = Callable[[Request, dict[str, int]], str]
@@ -190,6 +197,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests-per-prompt", type=int, default=64)
     parser.add_argument("--system-tokens", type=int, default=768)
     parser.add_argument("--question-tokens", type=int, default=36, help="the question and the text before it")
+    parser.add_argument("--chars-per-token", type=float, default=4.7, help="the benchmark's system prompts' text")
     parser.add_argument("--output-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--shuffle-seed", type=int, default=0, help="the benchmark's is 0")
