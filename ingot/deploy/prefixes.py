@@ -120,11 +120,11 @@ def rank_replicas(
     prompts on one of two replicas, and that one busier for good.
 
     The preferred replica is too busy once it is more than ``imbalance`` requests busier than the least busy, which
-    keeps a hot prefix from piling onto its home. Where the least busy lacks the prefix, the gap must be at least twice that:
-    sent there, the request recomputes the whole prefix, which holds up that replica's other requests, and evicts
-    another prefix to make room; with requests in flight drifting between two replicas by chance, escaping at once
-    set off chains of such misses (the routing benchmark offline at 0.2 GiB a replica: 83% of prompt tokens hit
-    instead of 94%)."""
+    keeps a hot prefix from piling onto its home. Where the least busy lacks the prefix, the gap must be at least
+    twice that: sent there, the request recomputes the whole prefix, which holds up that replica's other requests,
+    and evicts another prefix to make room; with requests in flight drifting between two replicas by chance,
+    escaping at once set off chains of such misses (the routing benchmark offline at 0.2 GiB a replica: 83% of
+    prompt tokens hit instead of 94%)."""
     candidates = list(matched)
     if not candidates:
         return []
