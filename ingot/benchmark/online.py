@@ -10,6 +10,8 @@ import httpx
 
 from ingot.benchmark.report import RequestRecord
 
+REPLICA_HEADER = "x-ingot-replica"  # the replica of ingot on Ray Serve that answered (ingot.deploy.replica sets it)
+
 
 def request_body(endpoint: str, model: str, prompt: str, output_len: int, extra: dict | None = None) -> dict:
     """A streamed request for ``output_len`` tokens; ``extra`` adds fields or replaces these (a JSON schema, say)."""
@@ -46,6 +48,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, prompt_tokens: i
     chunks = 0
     try:
         async with client.stream("POST", url, json=body) as response:
+            record.replica = response.headers.get(REPLICA_HEADER)
             if response.status_code != 200:
                 await response.aread()
                 record.error = f"HTTP {response.status_code}: {response.text[:200]}"

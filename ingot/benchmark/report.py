@@ -21,6 +21,7 @@ class RequestRecord:
     e2el: float = 0.0
     itl: list[float] = field(default_factory=list)
     error: str | None = None
+    replica: str | None = None  # which replica answered, when the server says (ingot's replicas on Ray Serve do)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
+from ingot.artifacts.manifest import Manifest
 from ingot.artifacts.registry import check_pullable
 from ingot.artifacts.store import ArtifactStore
 from ingot.cli.locate import OCI_PREFIX, compile_options, serving_artifact
@@ -26,6 +27,7 @@ from ingot.deploy.ingress import IngotIngress
 from ingot.deploy.prefixes import DEFAULT_IMBALANCE
 from ingot.deploy.replica import API_KEY_ENV, IngotReplica, ReplicaSpec
 from ingot.deploy.router import PrefixAwareRouter
+from ingot.runtime.kv_sizing import kv_cache_blocks
 from ingot.server.settings import DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_BYTES, ServerSettings
 
 DEFAULT_TARGET_ONGOING_REQUESTS = 16  # per replica, for autoscaling: half a default artifact's largest decode batch
@@ -106,6 +108,7 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
     )
     store = ArtifactStore.open(options.cache_dir)
     pull = options.model.startswith(OCI_PREFIX)
+    cache_blocks = None
     if pull:  # each replica pulls it where it runs (replica.artifact_path says why); a wrong REF is refused here, once
         artifact = options.model.removeprefix(OCI_PREFIX)
         check_pullable(store, artifact, options.plain_http)
@@ -113,6 +116,7 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
         chosen = compile_options(options.weight_format)
         path = serving_artifact(store, options.model, chosen, options.plain_http, options.no_compile)
         artifact = str(path.resolve())
+        cache_blocks = replica_cache_blocks(Manifest.read(path), options.kv_cache_gb)
     threads = options.replica_threads()
     spec = ReplicaSpec(
         artifact=artifact,
@@ -131,7 +135,7 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
         # the replica's OMP_NUM_THREADS to them unless the environment already has one; the replica sets torch's).
         ray_actor_options={"num_cpus": threads},
         **_scaling(options),
-        **_routing(options),
+        **_routing(options, cache_blocks),
     ).bind(spec)
     ingress = IngotIngress.options(
         max_ongoing_requests=options.most_replicas * options.max_ongoing_requests + 16,
@@ -158,12 +162,23 @@ def _scaling(options: AppOptions) -> dict:
     }
 
 
-def _routing(options: AppOptions) -> dict:
+def replica_cache_blocks(manifest: Manifest, kv_cache_gb: float | None) -> int | None:
+    """The blocks a replica's prefix cache holds (None for an artifact without one): what the router remembers of
+    each replica, so that it counts a prefix held only while the replica can still be holding it."""
+    if manifest.kv_cache is None or manifest.buckets is None:
+        return None
+    return kv_cache_blocks(manifest.kv_cache, manifest.buckets.max_context, kv_cache_gb) - 1  # less the padding block
+
+
+def _routing(options: AppOptions, cache_blocks: int | None) -> dict:
+    """The prefix-aware router's arguments. Its index is bounded by the replicas' cache (an oci:// artifact's is
+    not known before a replica pulls it: then by the index's default)."""
     if options.router == "default":
         return {}
-    config = RequestRouterConfig(
-        request_router_class=PrefixAwareRouter, request_router_kwargs={"imbalance": options.imbalance}
-    )
+    kwargs = {"imbalance": options.imbalance}
+    if cache_blocks is not None:
+        kwargs["blocks_per_replica"] = cache_blocks
+    config = RequestRouterConfig(request_router_class=PrefixAwareRouter, request_router_kwargs=kwargs)
     return {"request_router_config": config}
 
 

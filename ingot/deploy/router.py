@@ -5,6 +5,11 @@ takes it (see prefixes.py for the bookkeeping and the choice).
 Ray calls the router in the ingress's process for every request the ingress sends to the engine replicas; the
 prompt's block keys travel on the request (``ForwardedRequest.prefix_keys``). Ray then sends the request to the
 first tier's replica unless it is at ``max_ongoing_requests``, else to the least busy of the next tier.
+
+The choice is recorded in the index as it is made, not only once Ray reports the request routed: Ray reports it
+after the replica has accepted it, a round trip later, and requests of the same new prompt that arrive together
+(the first of a benchmark's, or of a burst) would otherwise each find no holder and be spread over the replicas,
+giving that prompt two homes from the start.
 """
 
 from __future__ import annotations
@@ -37,9 +42,13 @@ class PrefixAwareRouter(RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         by_id = {replica.replica_id: replica for replica in candidate_replicas}
-        matched = self.index.matched_blocks(prefix_keys(pending_request), by_id)
+        keys = prefix_keys(pending_request)
+        matched = self.index.matched_blocks(keys, by_id)
         loads = {replica_id: self.load(replica_id) for replica_id in by_id}
-        tiers = rank_replicas(matched, loads, self.index.held(), self.imbalance)
+        held = self.index.held() if keys else {}  # a request with nothing to cache (a short prompt) goes by load
+        tiers = rank_replicas(matched, loads, held, self.imbalance, self.index.home(keys, matched))
+        if keys and tiers:
+            self.index.record(keys, tiers[0][0])
         return [[by_id[replica_id] for replica_id in tier] for tier in tiers if tier]
 
     def load(self, replica_id: ReplicaID) -> int:
@@ -48,6 +57,7 @@ class PrefixAwareRouter(RequestRouter):
         return self.replica_queue_len_cache.get(replica_id) or 0
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: object) -> None:
+        """Where Ray did send it: the first tier's replica, unless that one was full."""
         keys = prefix_keys(pending_request)
         if keys:
             self.index.record(keys, replica_id)

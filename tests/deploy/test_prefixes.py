@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict, deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,7 +46,7 @@ def test_a_busy_prefix_holder_falls_back_to_the_least_busy_replica():
     assert tiers == [["c"], ["b", "a"]]
 
 
-def test_a_new_prefix_goes_to_the_least_busy_then_the_emptiest_replica():
+def test_a_new_prefix_goes_to_the_emptiest_replica_within_the_imbalance():
     matched = {"a": 0, "b": 0}
     assert rank_replicas(matched, {"a": 2, "b": 0})[0] == ["b"]
     # Idle replicas: distinct prefixes arriving one at a time spread out instead of piling onto the first.
@@ -54,6 +56,83 @@ def test_a_new_prefix_goes_to_the_least_busy_then_the_emptiest_replica():
         tiers = rank_replicas(index.matched_blocks(keys, ["a", "b"]), {"a": 0, "b": 0}, index.held())
         index.record(keys, tiers[0][0])
     assert index.held()["a"] == index.held()["b"]
+
+
+def route(index: PrefixIndex, text: str, loads: dict[str, int], imbalance: int = 8) -> str:
+    """As PrefixAwareRouter.choose_replicas: rank, then record the choice as it is made."""
+    keys = block_keys(text)
+    matched = index.matched_blocks(keys, list(loads))
+    first = rank_replicas(matched, loads, index.held(), imbalance, index.home(keys, matched))[0][0]
+    index.record(keys, first)
+    return first
+
+
+def system_prompt(n: int) -> str:
+    return f"System prompt {n}: you answer questions about topic number {n} and nothing else. " * 6
+
+
+def test_interleaved_prompts_each_keep_to_one_replica_and_split_evenly():
+    """Eight system prompts, their questions shuffled together, on two replicas with loads drifting by up to the
+    imbalance: each prompt is served by one replica, four prompts each."""
+    requests = [(n, q) for n in range(8) for q in range(32)]
+    random.Random(0).shuffle(requests)
+    index, served = PrefixIndex(), {"a": defaultdict(int), "b": defaultdict(int)}
+    for i, (n, q) in enumerate(requests):
+        drift = i % 17 - 8  # -8..8: never more than the imbalance apart
+        loads = {"a": 8 + max(drift, 0), "b": 8 - min(drift, 0)}
+        served[route(index, f"{system_prompt(n)}Question {q}?", loads)][n] += 1
+    assert not set(served["a"]) & set(served["b"])  # no prompt on both
+    assert len(served["a"]) == len(served["b"]) == 4
+
+
+def test_a_request_sent_off_its_home_does_not_make_a_second_home():
+    """The home too busy once: that request goes elsewhere, and the prompt's next requests go home again, not to
+    whichever holder is less busy (which would spread every prompt over every replica and thrash both caches)."""
+    index = PrefixIndex()
+    assert route(index, system_prompt(1) + "first", {"a": 0, "b": 0}) == "a"
+    assert route(index, system_prompt(1) + "busy", {"a": 20, "b": 0}) == "b"  # spilled
+    keys = block_keys(system_prompt(1))
+    assert index.matched_blocks(keys, ["a", "b"]) == {"a": len(keys), "b": len(keys)}  # b holds it too
+    assert route(index, system_prompt(1) + "after", {"a": 5, "b": 1}) == "a"  # but a is its home
+    assert route(index, system_prompt(1) + "again", {"a": 5, "b": 1}) == "a"
+
+
+def test_a_replica_lacking_the_prefix_takes_its_requests_only_at_twice_the_imbalance():
+    index = PrefixIndex()
+    route(index, system_prompt(1) + "first", {"a": 0, "b": 0})
+    assert route(index, system_prompt(1) + "?", {"a": 12, "b": 0}, imbalance=8) == "a"  # recomputing it costs more
+    assert route(index, system_prompt(1) + "!", {"a": 16, "b": 0}, imbalance=8) == "b"
+    # Once b holds it, b takes it as soon as a is more than the imbalance busier.
+    assert route(index, system_prompt(1) + ".", {"a": 10, "b": 1}, imbalance=8) == "b"
+
+
+def test_a_hot_prompt_spreads_over_the_replicas():
+    """Every request the same system prompt, 24 in flight: its home takes them until it is too busy, then the other
+    replica takes its share, and from then on the two stay within the imbalance of each other."""
+    index, in_flight, served, gaps = PrefixIndex(), deque(), defaultdict(int), []
+    for q in range(300):
+        if len(in_flight) == 24:
+            in_flight.popleft()  # the oldest finishes
+        loads = {"a": in_flight.count("a"), "b": in_flight.count("b")}
+        gaps.append(abs(loads["a"] - loads["b"]))
+        replica = route(index, f"{system_prompt(7)}Question {q}?", loads, imbalance=8)
+        in_flight.append(replica)
+        served[replica] += 1
+    assert min(served.values()) > 300 / 4
+    assert max(gaps[50:]) <= 8 + 1
+
+
+def test_the_index_forgets_what_a_replica_no_longer_has_room_for_tails_first():
+    index = PrefixIndex(blocks_per_replica=10)
+    assert route(index, system_prompt(1) + "first", {"a": 0, "b": 0}) == "a"  # 7 blocks
+    assert route(index, system_prompt(2) + "first", {"a": 0, "b": 0}) == "b"
+    assert route(index, system_prompt(2) + "spilled", {"a": 0, "b": 20}) == "a"  # 14 blocks: past a's room
+    keys = block_keys(system_prompt(1))
+    assert index.matched_blocks(keys, ["a", "b"]) == {"a": 10 - len(keys), "b": 0}  # prompt 1's start is left
+    # A prompt longer than a replica's room is remembered by its start, which is what a later prompt matches.
+    index = PrefixIndex(blocks_per_replica=4)
+    index.record(block_keys(SYSTEM * 3), "r")
+    assert index.matched_blocks(block_keys(SYSTEM * 3 + "?"), ["r"]) == {"r": 4}
 
 
 def test_the_longest_match_wins_and_forgotten_replicas_hold_nothing():

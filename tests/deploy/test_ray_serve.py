@@ -22,8 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from ray import serve
 
+from ingot.artifacts.integrity import check_artifact
 from ingot.deploy import ray as ingot_ray
+from ingot.deploy.prefixes import DEFAULT_IMBALANCE
 from ingot.deploy.ray import APP_NAME, AppOptions, build_app
+from ingot.runtime.engine import Engine
 from ingot.server.settings import DEFAULT_MAX_REQUEST_BYTES
 from tests.deploy.conftest import deployed, running_replicas
 from tests.server.helpers import eventually
@@ -142,6 +145,22 @@ def test_autoscaling_bounds_and_threads_reach_the_replicas_deployment(cluster: C
     assert scaling.target_ongoing_requests == 4
     assert (scaling.upscale_delay_s, scaling.downscale_delay_s) == (2, 5)
     assert ingress.ray_actor_options["num_cpus"] == 0
+
+
+def test_the_prefix_router_remembers_as_many_blocks_as_a_replica_caches(cluster: Cluster):
+    """The router's index is bounded by a replica's prefix cache, so that it stops counting a replica a holder of a
+    prefix about when that replica's cache has evicted it (read through Ray's private fields, as above)."""
+    options = AppOptions(
+        model=str(cluster.artifact), cache_dir=str(cluster.cache_dir), replicas=2, threads=1, kv_cache_gb=0.02
+    )
+    ingress = build_app(options)._bound_deployment
+    [replicas] = [arg._bound_deployment for arg in ingress.init_args if isinstance(arg, serve.Application)]
+    kwargs = replicas._deployment_config.request_router_config.request_router_kwargs
+    engine = Engine(cluster.artifact, check_artifact(cluster.artifact), kv_cache_gb=0.02)  # what a replica runs
+    try:
+        assert kwargs == {"imbalance": DEFAULT_IMBALANCE, "blocks_per_replica": engine.blocks.capacity}
+    finally:
+        engine.shutdown()
 
 
 def test_chat_streamed_and_not_says_the_same(cluster: Cluster):
