@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.store import ArtifactStore
+from ingot.benchmark.launch import free_port
 from ingot.benchmark.online import run_online
 from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import fixed_text_prompts, random_token_prompts
@@ -81,12 +81,6 @@ def routing_prompts(tokenizer, args: argparse.Namespace) -> tuple[list[tuple[str
 def stream_prompts(tokenizer, args: argparse.Namespace) -> list[tuple[str, int]]:
     ids = random_token_prompts(tokenizer, args.stream_requests, args.input_len, seed=2)
     return [(tokenizer.decode(prompt), len(prompt)) for prompt in ids]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 PREFIX_CACHE_COUNTERS = {"vllm:prefix_cache_hits_total": "hits", "vllm:prefix_cache_queries_total": "queries"}
