@@ -17,7 +17,7 @@ import torch
 
 from ingot.compile.kernels import load_kernels
 from ingot.compile.plan import ProgramPlan
-from ingot.compile.weightless import load_with_empty_weights, save_weightless
+from ingot.compile.weightless import load_program, load_with_empty_weights, save_weightless
 from ingot.errors import CompileError
 from ingot.progress import note
 
@@ -88,5 +88,5 @@ def _lower_saved(target: Lowers, exported_file: Path, out_file: Path, plan: Prog
     torch._inductor.config.compile_threads = 1  # the workers share the cores already: no pool of its own
     if plan.decode_kernel or plan.packed_linears:
         load_kernels(plan.cpu_isa)  # the program calls ingot's ops: loading it needs them registered
-    exported = torch.export.load(exported_file) if plan.frozen else load_with_empty_weights(exported_file)
+    exported = load_program(exported_file) if plan.frozen else load_with_empty_weights(exported_file)
     target.lower(exported, out_file, plan)

@@ -103,13 +103,14 @@ def lower_one(program: dict, compiler_options: dict, device) -> dict:
 
     from ingot.compile.tt.arguments import with_marked_weights
     from ingot.compile.tt.ops import op_histogram, parameter_formats
+    from ingot.compile.weightless import load_program
 
     def jax_dtype(dtype):
         # TT programs take 32-bit integers: JAX without x64 would truncate int64 anyway, so say so up front
         return jax.numpy.int32 if dtype == torch.int64 else mappings.t2j_dtype(dtype)
 
     start = time.perf_counter()
-    exported = torch.export.load(program["exported"])
+    exported = load_program(program["exported"])
     signature = exported.graph_signature
     weight_names, weights, fn = to_jax(exported)
     placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
