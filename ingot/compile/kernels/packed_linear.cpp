@@ -32,8 +32,13 @@
 // exactly the value scalef gives). Per 16 weights at one row that is a shift, a permute with its table operand in
 // memory and the FMA; scaling the 16 codes with scalef per block took a fourth vector instruction and made decode
 // steps ~8% slower. A bfp8 block takes a sign extension, a conversion, a scalef and the FMA. Scaling the broadcast
-// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) would
-// save nothing: at one row it is a multiply per block in place of the scalef, at more rows one per row.
+// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) saves no
+// instruction at one row (a scalef, or an integer add to x's exponent field, per block in place of the codes'
+// scalef) and measured 0.93-0.98x the time of one row's products (alternating, on a shared machine), short of paying
+// for the check that x * 2^e is exact; computing the scaled inputs of a panel's chunk ahead (its exponents gathered
+// 16 at a time, or read one by one) cost more than the scalefs it saves (1.04-1.08x and 1.2-1.4x the time), and
+// decoding the next record ahead of the FMAs was slower too. At one row the products run near the machine's memory
+// rate already: ~35 G weights/s on two cores from L2, ~29-41 GB/s of bfp8 records from memory.
 // Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads the format's bytes
 // from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row block would decode
 // each weight once per tile, so it decodes its panel's chunk once into a float32 scratch buffer (in L2) and runs
@@ -494,7 +499,8 @@ at::Tensor packed_rows(const at::Tensor& packed_weight, const at::Tensor& ids, s
   const auto rows = ids.contiguous();
   const int64_t K = packed_weight.size(1), count = rows.numel(), columns = packed_weight.size(0) * kPanel;
   const int64_t* id = rows.data_ptr<int64_t>();
-  for (int64_t i = 0; i < count; ++i) TORCH_CHECK(id[i] >= 0 && id[i] < columns, "packed_rows: id ", id[i], " out of range");
+  for (int64_t i = 0; i < count; ++i)
+    TORCH_CHECK(id[i] >= 0 && id[i] < columns, "packed_rows: id ", id[i], " out of range");
   auto sizes = ids.sizes().vec();
   sizes.push_back(K);
   auto out = at::empty(sizes, packed_weight.options().dtype(at::kFloat));
@@ -511,7 +517,9 @@ at::Tensor packed_rows(const at::Tensor& packed_weight, const at::Tensor& ids, s
 namespace {
 const bool registered_rows = ingot::register_once(
     "ingot::packed_rows",
-    [](torch::Library& library) { library.def("packed_rows(Tensor packed_weight, Tensor ids, str format) -> Tensor"); },
+    [](torch::Library& library) {
+      library.def("packed_rows(Tensor packed_weight, Tensor ids, str format) -> Tensor");
+    },
     [](torch::Library& library) { library.impl("packed_rows", &packed_rows); });
 
 const bool registered = ingot::register_once(
