@@ -208,12 +208,20 @@ def test_kernel_refuses_a_weight_packed_in_another_format(library):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_embedding_rows_are_the_decoded_rows(fmt):
+def test_embedding_rows_are_the_decoded_rows(library, fmt):
     weight = _wide_ranging(150, 20, seed=3)
     packed = pack_linear_weight(weight, fmt)
     ids = torch.tensor([[0, 15, 16, 47], [48, 100, 149, 8]])
     rows = embedding_rows(packed, ids, fmt.value)
     assert torch.equal(_bits(rows), _bits(unpack_linear_weight(packed, 150, fmt)[ids]))
+
+
+def test_embedding_rows_refuse_an_id_beyond_the_panels(library):
+    packed = pack_linear_weight(torch.randn(50, 8), WeightFormat.BFP8)  # two panels: columns 0 to 95
+    with pytest.raises(RuntimeError, match="out of range"):
+        embedding_rows(packed, torch.tensor([3, 96]), "bfp8")
+    with pytest.raises(RuntimeError, match="out of range"):
+        embedding_rows(packed, torch.tensor([-1]), "bfp8")
 
 
 class TiedModel(torch.nn.Module):

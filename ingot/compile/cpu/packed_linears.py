@@ -166,20 +166,10 @@ def _scaled(codes: torch.Tensor, exponents: torch.Tensor, fmt: WeightFormat) -> 
 
 def embedding_rows(packed: torch.Tensor, ids: torch.Tensor, fmt: str) -> torch.Tensor:
     """Rows ``ids`` of the float32 weight [N, K] a packed linear multiplies by (a tied embedding reads the LM head's
-    panels): [*ids.shape, K], decoding only the gathered values."""
-    fmt = WeightFormat(fmt)
-    panel, column = torch.div(ids, PACK_WIDTH, rounding_mode="floor"), ids % PACK_WIDTH
-    if fmt in (WeightFormat.FP32, WeightFormat.BF16):
-        return packed[panel, :, column].to(torch.float32)
-    block = column // BLOCK
-    exponents = packed[panel, :, _exponents_at(fmt) + block]
-    if fmt is WeightFormat.BFP8:
-        codes = _signed_byte(packed[panel, :, column])
-    else:
-        word, nibble = column % 2, column % BLOCK // 2  # value 2k + w of a block is nibble k of its word w
-        pairs = packed[panel, :, block * (BLOCK // 2) + word * 4 + nibble // 2].to(torch.int32)
-        codes = _signed_nibble((pairs >> (nibble % 2 * 4).unsqueeze(-1)) & 15)
-    return _scaled(codes, exponents, fmt)
+    panels): [*ids.shape, K], decoding only the gathered values. ingot's ``packed_rows`` op rather than tensor ops:
+    inductor inlines a gather written as tensor ops into each of its consumers, which then each read the row again
+    from its values scattered over the panel (see packed_linear.cpp). Needs ingot's native library loaded."""
+    return torch.ops.ingot.packed_rows(packed, ids, WeightFormat(fmt).value)
 
 
 def use_packed_linears(

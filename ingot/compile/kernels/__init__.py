@@ -70,6 +70,10 @@ def _register_shapes() -> None:
     def _(input, packed_weight, out_features, bias, format="fp32"):
         return input.new_empty((*input.shape[:-1], out_features))
 
+    @torch.library.register_fake("ingot::packed_rows")
+    def _(packed_weight, ids, format):
+        return packed_weight.new_empty((*ids.shape, packed_weight.shape[1]), dtype=torch.float32)
+
 
 def _cflags(isa: str) -> list[str]:
     """The vector ISA's, as inductor's programs of the artifact get them (ingot.compile.cpu.isa): ATen's

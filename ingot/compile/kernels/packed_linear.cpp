@@ -32,12 +32,24 @@
 // exactly the value scalef gives). Per 16 weights at one row that is a shift, a permute with its table operand in
 // memory and the FMA; scaling the 16 codes with scalef per block took a fourth vector instruction and made decode
 // steps ~8% slower. A bfp8 block takes a sign extension, a conversion, a scalef and the FMA. Scaling the broadcast
-// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) would
-// save nothing: at one row it is a multiply per block in place of the scalef, at more rows one per row.
+// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) saves no
+// instruction at one row (a scalef, or an integer add to x's exponent field, per block in place of the codes'
+// scalef) and measured 0.93-0.98x the time of one row's products (alternating, on a shared machine), short of paying
+// for the check that x * 2^e is exact; computing the scaled inputs of a panel's chunk ahead (its exponents gathered
+// 16 at a time, or read one by one) cost more than the scalefs it saves (1.04-1.08x and 1.2-1.4x the time), and
+// decoding the next record ahead of the FMAs was slower too. At one row the products run near the machine's memory
+// rate already: ~35 G weights/s on two cores from L2, ~29-41 GB/s of bfp8 records from memory.
 // Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads the format's bytes
 // from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row block would decode
 // each weight once per tile, so it decodes its panel's chunk once into a float32 scratch buffer (in L2) and runs
 // the float32 tiles on it.
+//
+// A tied embedding reads its rows from the LM head's panels (packed_rows): a row is one column of a panel, one
+// value a record, so its values lie a record apart over the panel's whole length. Written as tensor ops, inductor
+// inlined that gather into every consumer (the first layer's norm and residual adds: three kernels of a decode
+// step), each reading the row again, value by value, from K cache lines of a weight last read a step before: ~0.2
+// ms each in a SmolLM2 bfp8 decode step, half the step's time outside the products and attention. The op fetches
+// the row's records once, all at once, then decodes them (that time fell from ~1.2 to ~0.65 ms at one thread).
 //
 // Every row is summed in the same order however many rows the step has, so a sequence's logits do not depend on
 // what else is in the batch: a tile sums k in order, one fused multiply-add per k, from zero, and a partial sum
@@ -409,6 +421,34 @@ void product(const Problem& p, int64_t panels) {
   });
 }
 
+// Where, in a record, the bytes of column ``column``'s value lie (its code, or its bits) and its block's exponent.
+template <Format F>
+std::pair<int64_t, int64_t> value_bytes(int column) {
+  if constexpr (F == Format::kFp32) return {4 * column, 4 * column};
+  else if constexpr (F == Format::kBf16) return {2 * column, 2 * column};
+  else if constexpr (F == Format::kBfp8) return {column, kExponents<F> + column / kBlock};
+  else return {column / kBlock * 8, kExponents<F> + column / kBlock};
+}
+
+// Rows ``ids`` (each below the panels' columns) of the float32 weight packed at ``w`` [panels, K, record], into
+// ``out`` [count, K]: each row's K records fetched first (K cache lines apart: fetched one by one, they would
+// come from memory one at a time), then decoded.
+template <Format F>
+void gather_rows(const uint8_t* w, const int64_t* ids, int64_t count, int64_t K, float* out) {
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      const uint8_t* panel = w + ids[i] / kPanel * K * kRecord<F>;
+      const int column = static_cast<int>(ids[i] % kPanel);
+      const auto [value, exponent] = value_bytes<F>(column);
+      for (int64_t k = 0; k < K; ++k) {
+        __builtin_prefetch(panel + k * kRecord<F> + value, 0, 0);
+        __builtin_prefetch(panel + k * kRecord<F> + exponent, 0, 0);
+      }
+      for (int64_t k = 0; k < K; ++k) out[i * K + k] = weight_at<F>(panel + k * kRecord<F>, column);
+    }
+  });
+}
+
 // The format named ``name``, with the element type and last dimension of its packed weight.
 struct FormatSpec {
   Format format;
@@ -456,7 +496,39 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weigh
   return y;
 }
 
+// packed_weight as for packed_linear; ids [...] (int64) -> rows [..., K]: the rows of the float32 weight it holds
+at::Tensor packed_rows(const at::Tensor& packed_weight, const at::Tensor& ids, std::string_view format) {
+  const FormatSpec spec = format_spec(format);
+  TORCH_CHECK(packed_weight.scalar_type() == spec.dtype && packed_weight.dim() == 3 &&
+                  packed_weight.size(2) == spec.record_elements && packed_weight.is_contiguous(),
+              "packed_rows: the weight is not packed in format ", format);
+  TORCH_CHECK(ids.scalar_type() == at::kLong, "packed_rows: int64 ids only");
+  const auto rows = ids.contiguous();
+  const int64_t K = packed_weight.size(1), count = rows.numel(), columns = packed_weight.size(0) * kPanel;
+  const int64_t* id = rows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < count; ++i)
+    TORCH_CHECK(id[i] >= 0 && id[i] < columns, "packed_rows: id ", id[i], " out of range");
+  auto sizes = ids.sizes().vec();
+  sizes.push_back(K);
+  auto out = at::empty(sizes, packed_weight.options().dtype(at::kFloat));
+  const auto* w = static_cast<const uint8_t*>(packed_weight.const_data_ptr());
+  switch (spec.format) {
+    case Format::kFp32: gather_rows<Format::kFp32>(w, id, count, K, out.data_ptr<float>()); break;
+    case Format::kBf16: gather_rows<Format::kBf16>(w, id, count, K, out.data_ptr<float>()); break;
+    case Format::kBfp8: gather_rows<Format::kBfp8>(w, id, count, K, out.data_ptr<float>()); break;
+    case Format::kBfp4: gather_rows<Format::kBfp4>(w, id, count, K, out.data_ptr<float>()); break;
+  }
+  return out;
+}
+
 namespace {
+const bool registered_rows = ingot::register_once(
+    "ingot::packed_rows",
+    [](torch::Library& library) {
+      library.def("packed_rows(Tensor packed_weight, Tensor ids, str format) -> Tensor");
+    },
+    [](torch::Library& library) { library.impl("packed_rows", &packed_rows); });
+
 const bool registered = ingot::register_once(
     "ingot::packed_linear",
     [](torch::Library& library) {
