@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ingot.deploy.prefixes import DEFAULT_IMBALANCE, PrefixIndex, block_keys, rank_replicas
+from ingot.deploy.prefixes import DEFAULT_IMBALANCE, PrefixIndex, block_keys
 from ingot.runtime.block_manager import BlockManager
 from ingot.runtime.sampling_params import SamplingParams
 from ingot.runtime.scheduler import ScheduledStep, Scheduler
@@ -80,11 +80,7 @@ def prefix_aware(imbalance: int, blocks_per_replica: int) -> tuple[Choose, Calla
 
     def choose(request: Request, loads: dict[str, int]) -> str:
         """As PrefixAwareRouter.choose_replicas does."""
-        keys = block_keys(request.text)
-        matched = index.matched_blocks(keys, REPLICAS)
-        first = rank_replicas(matched, loads, index.held(), imbalance, index.home(keys, matched))[0][0]
-        index.record(keys, first)
-        return first
+        return index.route(block_keys(request.text), loads, imbalance)[0][0]
 
     def routed(request: Request, replica: str) -> None:
         index.record(block_keys(request.text), replica)

@@ -76,6 +76,18 @@ class PrefixIndex:
             return None
         return next(replica for replica in self._holders[keys[longest - 1]] if matched.get(replica) == longest)
 
+    def route(self, keys: Sequence[bytes], loads: Mapping[Replica, int], imbalance: int) -> list[list[Replica]]:
+        """The candidates (``loads``' keys, their requests in flight) for a prompt of ``keys`` in order of preference
+        (``rank_replicas``), the first recorded as holding it at once: requests of a new prompt arriving together
+        then find its home, rather than each finding no holder. A prompt with nothing to cache (shorter than a block)
+        goes by load alone and is not recorded."""
+        matched = self.matched_blocks(keys, loads)
+        held = self.held() if keys else {}
+        tiers = rank_replicas(matched, loads, held, imbalance, self.home(keys, matched))
+        if keys and tiers:
+            self.record(keys, tiers[0][0])
+        return tiers
+
     def record(self, keys: Sequence[bytes], replica: Replica) -> None:
         """``replica`` was sent a prompt of these blocks: it holds them now."""
         blocks = self._blocks.setdefault(replica, OrderedDict())

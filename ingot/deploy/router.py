@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from ingot.deploy.prefixes import DEFAULT_BLOCKS_PER_REPLICA, DEFAULT_IMBALANCE, PrefixIndex, rank_replicas
+from ingot.deploy.prefixes import DEFAULT_BLOCKS_PER_REPLICA, DEFAULT_IMBALANCE, PrefixIndex
 
 
 def prefix_keys(pending_request: PendingRequest | None) -> list[bytes]:
@@ -42,13 +42,8 @@ class PrefixAwareRouter(RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         by_id = {replica.replica_id: replica for replica in candidate_replicas}
-        keys = prefix_keys(pending_request)
-        matched = self.index.matched_blocks(keys, by_id)
         loads = {replica_id: self.load(replica_id) for replica_id in by_id}
-        held = self.index.held() if keys else {}  # a request with nothing to cache (a short prompt) goes by load
-        tiers = rank_replicas(matched, loads, held, self.imbalance, self.index.home(keys, matched))
-        if keys and tiers:
-            self.index.record(keys, tiers[0][0])
+        tiers = self.index.route(prefix_keys(pending_request), loads, self.imbalance)
         return [[by_id[replica_id] for replica_id in tier] for tier in tiers if tier]
 
     def load(self, replica_id: ReplicaID) -> int:

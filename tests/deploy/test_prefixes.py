@@ -59,12 +59,8 @@ def test_a_new_prefix_goes_to_the_emptiest_replica_within_the_imbalance():
 
 
 def route(index: PrefixIndex, text: str, loads: dict[str, int], imbalance: int = 8) -> str:
-    """As PrefixAwareRouter.choose_replicas: rank, then record the choice as it is made."""
-    keys = block_keys(text)
-    matched = index.matched_blocks(keys, list(loads))
-    first = rank_replicas(matched, loads, index.held(), imbalance, index.home(keys, matched))[0][0]
-    index.record(keys, first)
-    return first
+    """The replica PrefixAwareRouter.choose_replicas puts first for ``text``."""
+    return index.route(block_keys(text), loads, imbalance)[0][0]
 
 
 def system_prompt(n: int) -> str:
@@ -182,3 +178,12 @@ def test_replica_metrics_merge_into_one_exposition_with_a_replica_label():
     assert waiting == {"r1": 2, "r2": 5}
     finished = [s for s in families["vllm:request_success"].samples if s.name.endswith("_total")]
     assert {s.labels["replica"]: s.value for s in finished} == {"r1": 2, "r2": 5}
+
+
+def test_a_prompt_with_nothing_to_cache_goes_by_load_and_is_not_recorded():
+    """Short prompts (no full block) must not all go to the replica holding least: eight short streams at once once
+    went all to one replica that way."""
+    index = PrefixIndex()
+    index.record(block_keys(system_prompt(1)), "a")  # a holds more than b
+    assert index.route(block_keys("Hi"), {"a": 0, "b": 3}, imbalance=8)[0] == ["a"]
+    assert index.held() == {"a": len(block_keys(system_prompt(1)))}
