@@ -23,7 +23,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from ingot.benchmark.launch import free_port, running
+from ingot.benchmark.launch import ServerFailed, free_port, running
 from ingot.compile.verify.sample_inputs import synthetic_scene
 
 DOCS = Path(__file__).resolve().parent
@@ -64,8 +64,11 @@ def serving(args: argparse.Namespace) -> Iterator[str]:
     ]  # fmt: skip
     if args.cache_dir:
         command += ["--cache-dir", args.cache_dir]
-    with running(command, port, timeout=START_TIMEOUT_S):
-        yield f"http://127.0.0.1:{port}"
+    try:
+        with running(command, port, timeout=START_TIMEOUT_S):
+            yield f"http://127.0.0.1:{port}"
+    except ServerFailed as error:  # its log's last lines are on stderr already
+        sys.exit(f"ingot serve did not turn healthy: {error}")
 
 
 def headless_chromium(window_size: str) -> webdriver.Chrome | None:
