@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingot.artifacts.integrity import check_artifact
 from ingot.artifacts.store import ArtifactStore
-from ingot.benchmark.launch import free_port
+from ingot.benchmark.launch import free_port, healthy
 from ingot.benchmark.online import run_online
 from ingot.benchmark.report import summarize
 from ingot.benchmark.workload import fixed_text_prompts, random_token_prompts
@@ -125,7 +125,7 @@ def run_configuration(
 
     started = time.perf_counter()
     serve.run(build_app(options), name=name, route_prefix="/")
-    while httpx.get(f"{url}/health", timeout=30).status_code != 200:
+    while not healthy(url):
         time.sleep(0.5)
     print(f"{name}: ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     before = prefix_cache_counters(url)

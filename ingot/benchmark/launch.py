@@ -3,6 +3,7 @@ the one way benchmarks, the docs' screenshot script and the tests do it."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import sys
@@ -43,21 +44,22 @@ def running(
     """The server ``command`` starts on ``port``, once healthy; stopped on leaving. If it fails to start, or the
     body fails, its last output lines go to stderr: a server's log is where the reason is."""
     url = f"http://127.0.0.1:{port}"
+    name = shlex.join([Path(command[0]).name, *command[1:]])  # what it serves is in the arguments, not in "python"
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + timeout
             while not healthy(url):
                 if process.poll() is not None:
-                    raise ServerFailed(f"{Path(command[0]).name} exited with {process.returncode}")
+                    raise ServerFailed(f"{name} exited with {process.returncode}")
                 if time.monotonic() > deadline:
-                    raise ServerFailed(f"{Path(command[0]).name} was not healthy after {timeout:.0f} s")
+                    raise ServerFailed(f"{name} was not healthy after {timeout:.0f} s")
                 time.sleep(1)
             yield psutil.Process(process.pid)
         except BaseException:
             log.seek(0)
             tail = log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-            print(f"{Path(command[0]).name} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
+            print(f"{name} failed; its last output lines:", *tail, sep="\n", file=sys.stderr)
             raise
         finally:
             process.terminate()

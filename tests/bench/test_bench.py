@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ingot.artifacts.integrity import check_artifact
+from ingot.benchmark.launch import ServerFailed, running
 from ingot.benchmark.report import RequestRecord, summarize
 from tests.conftest import run_cli
 from tests.server.helpers import eventually
@@ -88,3 +89,11 @@ def test_online_bench_streams_from_a_server_on_both_endpoints_and_counts_failure
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_a_server_that_exits_at_start_is_named_by_its_arguments_with_its_log_tail(capsys):
+    command = [sys.executable, "-c", "import sys; print('no artifact smollm2-x'); sys.exit(3)", "smollm2-x"]
+    with pytest.raises(ServerFailed, match=r"^python\S* -c .* smollm2-x exited with 3$"):
+        with running(command, free_port()):
+            pass
+    assert "no artifact smollm2-x" in capsys.readouterr().err
