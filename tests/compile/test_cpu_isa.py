@@ -25,7 +25,11 @@ from tests.server.test_serve_cli import assert_one_line_error, free_port
 
 AVX2_ONLY = frozenset(cpu_isa.X86_64_V3)  # e.g. an AMD Zen 3 CI runner
 WITH_AVX512 = frozenset(cpu_isa.X86_64_V4)
-FUTURE_ISA = {"isa": "avx1024", "march": "x86-64-v9", "flags": [*cpu_isa.X86_64_V4, "avx1024"]}  # no CPU has it
+
+
+def future_isa() -> dict:
+    """A manifest's cpu section needing this host's flags and one no CPU has: only that one is lacking."""
+    return {"isa": "avx1024", "march": "x86-64-v9", "flags": [*cpu_requirement(host_isa()).flags, "avx1024"]}
 
 
 @pytest.fixture
@@ -116,7 +120,7 @@ def test_an_artifact_for_an_isa_this_cpu_lacks_is_refused_before_loading(artifac
 
 
 def test_the_refusal_is_one_line_in_verify_and_serve(artifact_copy, tmp_path):
-    edit_manifest(artifact_copy, lambda m: m.update(cpu=FUTURE_ISA))
+    edit_manifest(artifact_copy, lambda m: m.update(cpu=future_isa()))
     expected = f"compiled for avx1024, this CPU has {host_isa()} (it lacks avx1024): recompile"
     assert_one_line_error(run_cli("verify", str(artifact_copy), cache_dir=tmp_path), expected)
     result = run_cli("serve", str(artifact_copy), "--no-compile", "--port", str(free_port()), cache_dir=tmp_path)
