@@ -162,7 +162,7 @@ template <Format F>
 constexpr ScaleTable<F> kScales{};
 
 template <Format F>
-inline Vec scaled(__m512 codes, uint8_t exponent) {
+[[gnu::always_inline]] inline Vec scaled(__m512 codes, uint8_t exponent) {
   return _mm512_scalef_ps(codes, _mm512_set1_ps(kScales<F>.values[exponent]));
 }
 
@@ -183,14 +183,17 @@ struct Bfp4Weights {
 constexpr Bfp4Weights kBfp4Weights{};
 #elif defined(CPU_CAPABILITY_AVX2)
 
-// By exponent byte, two powers of two whose product scales a block format's decoded codes: each a normal float,
-// and so is a code times the first (AVX2 has no scalef; a single factor would be subnormal for tiny blocks).
+// The smallest power of two AVX2 scales codes by in one multiply: below it a single factor would be subnormal
+// (AVX2 has no scalef), so tiny blocks take two factors, each a normal float, and so is a code times the first.
+constexpr int kMinScale = -100;
+
+// By exponent byte, two powers of two whose product scales a block format's decoded codes.
 template <Format F>
 struct ScaleTables {
   float first[256], second[256];
   constexpr ScaleTables() : first(), second() {
     for (int e = 0; e < 256; ++e) {
-      const int total = e - kExponentBias<F>, part = total < -100 ? -100 : total;
+      const int total = e - kExponentBias<F>, part = total < kMinScale ? kMinScale : total;
       first[e] = power_of_two(part);
       second[e] = power_of_two(total - part);
     }
@@ -199,17 +202,21 @@ struct ScaleTables {
 template <Format F>
 constexpr ScaleTables<F> kScales{};
 
-// Codes (int32 lanes) times 2^(exponent - bias), exactly: every product is a normal float.
+// Codes (int32 lanes) times 2^(exponent - bias), exactly: every product is a normal float. One multiply unless the
+// block is tiny (its second factor is 1 otherwise): a predictable branch costs less than the multiply.
 template <Format F>
-inline Vec scaled(__m256i codes, uint8_t exponent) {
+[[gnu::always_inline]] inline Vec scaled(__m256i codes, uint8_t exponent) {
   const __m256 first = _mm256_mul_ps(_mm256_cvtepi32_ps(codes), _mm256_set1_ps(kScales<F>.first[exponent]));
+  if (__builtin_expect(exponent >= kExponentBias<F> + kMinScale, 1)) return first;
   return _mm256_mul_ps(first, _mm256_set1_ps(kScales<F>.second[exponent]));
 }
 #endif
 
-// Vec::size() weights of ``record`` from column COLUMN (a multiple of Vec::size()), as float32.
+// Vec::size() weights of ``record`` from column COLUMN (a multiple of Vec::size()), as float32. Always inlined, as
+// are decode_vectors and scaled: GCC's AVX2 build left bfp8's and bfp4's decode_vectors out of line, a call per k
+// that stored the weights and loaded them again, and decoded a row's products at a third of the speed.
 template <Format F, int COLUMN>
-inline Vec decode(const uint8_t* record) {
+[[gnu::always_inline]] inline Vec decode(const uint8_t* record) {
   [[maybe_unused]] constexpr int block = COLUMN / kBlock;
   if constexpr (F == Format::kFp32) {
     return Vec::loadu(reinterpret_cast<const float*>(record) + COLUMN);
@@ -257,7 +264,7 @@ inline Vec decode(const uint8_t* record) {
 
 // Vectors V of ``record`` from column FIRST on.
 template <Format F, int FIRST, int... V>
-inline void decode_vectors(const uint8_t* record, Vec* out, std::integer_sequence<int, V...>) {
+[[gnu::always_inline]] inline void decode_vectors(const uint8_t* record, Vec* out, std::integer_sequence<int, V...>) {
   ((out[V] = decode<F, FIRST + V * Vec::size()>(record)), ...);
 }
 
@@ -283,20 +290,20 @@ struct Fetch {
   int64_t lines;
 };
 
-// Rows [row, row + ROWS) of ``in`` x the columns of part PART of the panel whose chunk (its records over the k
+// Rows [row, row + ROWS) of ``in`` x VECS vectors of columns from part PART of the panel whose chunk (its records over the k
 // range of ``in``) is at ``w``, ``column`` the part's first column of the output, fetching ``fetch`` with FETCH.
 // The first k range starts from zero, the others from what the output holds; the last adds the bias. Template
 // parameters, so that tiles without them keep their loop as tight as can be (the same code with a runtime switch
 // ran 1.5x slower).
-template <Format F, int PART, int ROWS, bool FETCH>
+template <Format F, int PART, int ROWS, bool FETCH, int VECS = kTileVecs>
 void tile(const Problem& p, const Inputs& in, int64_t row, const uint8_t* w, int64_t column, Fetch fetch) {
   const bool first = in.k == 0, last = in.k + in.depth == p.K;
-  int64_t counts[kTileVecs];
-  for (int v = 0; v < kTileVecs; ++v) counts[v] = std::clamp<int64_t>(p.N - column - v * Vec::size(), 0, Vec::size());
+  int64_t counts[VECS];
+  for (int v = 0; v < VECS; ++v) counts[v] = std::clamp<int64_t>(p.N - column - v * Vec::size(), 0, Vec::size());
   float* y = p.y + (in.first_row + row) * p.N + column;
-  Vec acc[ROWS][kTileVecs];
+  Vec acc[ROWS][VECS];
   for (int r = 0; r < ROWS; ++r)
-    for (int v = 0; v < kTileVecs; ++v)
+    for (int v = 0; v < VECS; ++v)
       acc[r][v] = first || counts[v] == 0 ? Vec(0.f) : Vec::loadu(y + r * p.N + v * Vec::size(), counts[v]);
   const float* x = in.x + row * in.stride;
   int64_t due = 0;
@@ -304,15 +311,15 @@ void tile(const Problem& p, const Inputs& in, int64_t row, const uint8_t* w, int
     if constexpr (FETCH) {
       for (due += fetch.lines; due >= in.depth; due -= in.depth, fetch.from += 64) __builtin_prefetch(fetch.from, 0, 2);
     }
-    Vec weights[kTileVecs];
+    Vec weights[VECS];
     decode_vectors<F, PART * kTileVecs * Vec::size()>(w + k * kRecord<F>, weights,
-                                                      std::make_integer_sequence<int, kTileVecs>());
+                                                      std::make_integer_sequence<int, VECS>());
     for (int r = 0; r < ROWS; ++r) {
       const Vec value(x[r * in.stride + k]);
-      for (int v = 0; v < kTileVecs; ++v) acc[r][v] = at::vec::fmadd(value, weights[v], acc[r][v]);
+      for (int v = 0; v < VECS; ++v) acc[r][v] = at::vec::fmadd(value, weights[v], acc[r][v]);
     }
   }
-  for (int v = 0; v < kTileVecs; ++v) {
+  for (int v = 0; v < VECS; ++v) {
     if (counts[v] == 0) break;
     if (last && p.bias) {
       const Vec bias = Vec::loadu(p.bias + column + v * Vec::size(), counts[v]);
@@ -355,8 +362,19 @@ constexpr auto kRemainders = std::make_integer_sequence<int, kTileRows - 1>();  
 // once, then from cache. The tiles fetch the next chunk (``next``, null at a thread's last) between them, each an
 // equal share, so that the stream from memory overlaps the arithmetic at an even pace (without it the kernel only
 // matched oneDNN at 16-32 rows).
+//
+// One row with AVX2 is a tile of the whole panel (6 vectors): its sums are as many independent chains of FMAs per
+// k as AVX-512's, where half a panel's 3 chains, each waiting out the FMA's latency at every k, held a row's
+// products to about half the rate its decode allows. Each output still sums k in order: the same bits.
 template <Format F>
 void tiles(const Problem& p, const Inputs& in, int64_t index, const uint8_t* w, Fetch next) {
+  if constexpr (kPanelParts == 2) {
+    if (in.rows == 1) {
+      if (next.from != nullptr) tile<F, 0, 1, true, 2 * kTileVecs>(p, in, 0, w, index * kPanel, next);
+      else tile<F, 0, 1, false, 2 * kTileVecs>(p, in, 0, w, index * kPanel, {});
+      return;
+    }
+  }
   Shares shares{next, kPanelParts * ((in.rows + kTileRows - 1) / kTileRows)};
   part<F, 0>(p, in, w, index * kPanel, shares, kRemainders);
   if constexpr (kPanelParts == 2) {
