@@ -3,8 +3,9 @@
 // oneDNN's GEMM is built for large products; at 1-32 rows a step's products are a stream of weights through a
 // handful of rows, and oneDNN leaves much of that stream's bandwidth and the FMA units idle. Here the weight is
 // packed as [N/48][K][48] (panels of 48 columns, each one contiguous stream), and one tile keeps up to 8 rows x
-// 48 columns of outputs in registers (AVX-512; 4 x 24 with AVX2): per k it loads the panel's 3 vectors and
-// broadcasts one input value per row, while the tiles fetch the next chunk of weights into L2 between them.
+// 48 columns of outputs in registers (AVX-512; with AVX2 4 x 24, or 1 x 48 for a single row): per k it loads the
+// tile's weight vectors and broadcasts one input value per row, while the tiles fetch the next chunk of weights
+// into L2 between them.
 //
 // The work is cut so that both operands come from cache at any row count: k in blocks of kDepth (a panel's chunk
 // then stays in L2 while every tile of the rows goes over it, even for the 8192-wide inputs of a 1B model's down
