@@ -30,6 +30,12 @@ def smollm2(tmp_path_factory):
     shutil.rmtree(directory)
 
 
+@pytest.fixture(scope="module")
+def reference(smollm2):
+    """transformers' float32 model on the artifact's weights, loaded once for the module's tests."""
+    return reference_model(smollm2.path, smollm2.manifest)
+
+
 def test_smollm2_gguf_compiles_and_matches_the_float32_reference(smollm2):
     manifest = smollm2.manifest
     assert manifest.model.architecture == "LlamaForCausalLM" and manifest.model.source_kind == "gguf"
@@ -45,7 +51,7 @@ def test_smollm2_gguf_compiles_and_matches_the_float32_reference(smollm2):
     assert report.num_tokens >= 256
 
 
-def test_smollm2_batched_greedy_equals_one_at_a_time_and_transformers(smollm2):
+def test_smollm2_batched_greedy_equals_one_at_a_time_and_transformers(smollm2, reference):
     engine = Engine(smollm2.path, smollm2.manifest, num_blocks=256)
     try:
         prompts = [
@@ -60,13 +66,12 @@ def test_smollm2_batched_greedy_equals_one_at_a_time_and_transformers(smollm2):
     finally:
         engine.shutdown()
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
-    reference = reference_model(smollm2.path, smollm2.manifest)
     for ids, completion in zip(prompt_ids, together):
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=64, min_new_tokens=64, do_sample=False)
         assert completion.token_ids == expected[0, len(ids) :].tolist()
 
 
-def test_smollm2_prompt_logprobs_match_transformers(smollm2):
+def test_smollm2_prompt_logprobs_match_transformers(smollm2, reference):
     """What an evaluation harness scores: each prompt token's logprob, against transformers' float32 model."""
     engine = Engine(smollm2.path, smollm2.manifest, num_blocks=64)
     try:
@@ -74,7 +79,6 @@ def test_smollm2_prompt_logprobs_match_transformers(smollm2):
         (scored,) = engine.generate([ids], SamplingParams(max_tokens=0, prompt_logprobs=1))
     finally:
         engine.shutdown()
-    reference = reference_model(smollm2.path, smollm2.manifest)
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0].float().log_softmax(dim=-1)
     assert scored.prompt_logprobs[0] is None and len(scored.prompt_logprobs) == len(ids)
