@@ -158,6 +158,14 @@ class Engine:
         self, prompt: str | Seq[int], params: SamplingParams, sink: Sink, request_id: str | None = None
     ) -> str:
         """Queue a request; ``sink`` receives its outputs on the engine thread. Invalid requests raise here."""
+        request_id, admit = self._prepare(prompt, params, sink, request_id)
+        self._submit(admit, reserve_ids=[request_id])
+        return request_id
+
+    def _prepare(
+        self, prompt: str | Seq[int], params: SamplingParams, sink: Sink, request_id: str | None
+    ) -> tuple[str, Callable[[], None]]:
+        """Check a request and build it: its id, and the command that admits it on the engine thread."""
         token_ids = self.tokenize(prompt)
         if not token_ids:
             raise RequestError("the prompt is empty", param="prompt")
@@ -185,8 +193,7 @@ class Engine:
             stop=StopStringMatcher(params.stop),
             eos_token_ids=eos_token_ids,
         )
-        self._submit(lambda: self._admit(CoreRequest(seq, sampling), state), reserve_id=request_id)
-        return request_id
+        return request_id, lambda: self._admit(CoreRequest(seq, sampling), state)
 
     def abort(self, request_id: str) -> None:
         """End a request wherever it is, freeing its blocks. Once the engine has shut down, every request has
@@ -231,14 +238,16 @@ class Engine:
                 if remaining[0] == 0:
                     done.set()
 
-        ids: list[str] = []
-        try:
-            for prompt, prompt_params in zip(prompts, params_list):
-                ids.append(self.add_request(prompt, prompt_params, sink))
-        except IngotError:  # an invalid prompt: none of them runs
-            for request_id in ids:
-                self.abort(request_id)
-            raise
+        # Every prompt checked before any is queued (an invalid one: none of them runs), then all admitted by one
+        # command: no step runs between two of them, so they start together as far as the scheduler's budget goes.
+        prepared = [self._prepare(prompt, p, sink, None) for prompt, p in zip(prompts, params_list)]
+        ids = [request_id for request_id, _ in prepared]
+
+        def admit_all() -> None:
+            for _, admit in prepared:
+                admit()
+
+        self._submit(admit_all, reserve_ids=ids)
         done.wait()
         return [_completion(rid, collected[rid]) for rid in ids]
 
@@ -275,15 +284,15 @@ class Engine:
         for request_id in list(self.requests):
             self._abort(request_id)
 
-    def _submit(self, command: Callable[[], None], reserve_id: str | None = None) -> None:
-        """Queue ``command`` for the engine thread; ``reserve_id``: a new request's id, refused while in use."""
+    def _submit(self, command: Callable[[], None], reserve_ids: Seq[str] = ()) -> None:
+        """Queue ``command`` for the engine thread; ``reserve_ids``: new requests' ids, refused while in use."""
         with self._wake:
             if self._stopping:
                 raise EngineStopped(f"{self.model_name} has shut down")
-            if reserve_id is not None:
-                if reserve_id in self._request_ids:
-                    raise RequestError(f"request id {reserve_id!r} is in use", param="request_id")
-                self._request_ids.add(reserve_id)
+            for request_id in reserve_ids:
+                if request_id in self._request_ids:
+                    raise RequestError(f"request id {request_id!r} is in use", param="request_id")
+            self._request_ids.update(reserve_ids)
             self._commands.append(command)
             self._wake.notify()
         self.start()
