@@ -35,10 +35,28 @@ static __m256i broadcast_4_codes(int row, int k) {
   return _mm256_set1_epi32(four);
 }
 
-static __attribute__((noinline)) void fp32_tile(float *out) {
-  __m256 acc[ROWS][3];
+// The tile's accumulators: zeroed, stored, and (the integer tiles) a block's 32-bit sums converted and scaled into
+// them. Always inlined: each tile keeps its accumulators in registers.
+static inline __attribute__((always_inline)) void zero_tile(__m256 acc[ROWS][3]) {
   for (int r = 0; r < ROWS; ++r)
     for (int j = 0; j < 3; ++j) acc[r][j] = _mm256_setzero_ps();
+}
+
+static inline __attribute__((always_inline)) void store_tile(float *out, __m256 acc[ROWS][3]) {
+  for (int r = 0; r < ROWS; ++r)
+    for (int j = 0; j < 3; ++j) _mm256_storeu_ps(out + r * COLUMNS + j * 8, acc[r][j]);
+}
+
+static inline __attribute__((always_inline)) void add_block(__m256 acc[ROWS][3], __m256i sums[ROWS][3], int block) {
+  for (int j = 0; j < 3; ++j) {
+    __m256 scale = _mm256_load_ps(block_scales + block * COLUMNS + j * 8);
+    for (int r = 0; r < ROWS; ++r) acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r][j]), scale, acc[r][j]);
+  }
+}
+
+static __attribute__((noinline)) void fp32_tile(float *out) {
+  __m256 acc[ROWS][3];
+  zero_tile(acc);
   for (int k = 0; k < K; ++k) {
     const float *w = weights + k * COLUMNS;
     __m256 w0 = _mm256_load_ps(w), w1 = _mm256_load_ps(w + 8), w2 = _mm256_load_ps(w + 16);
@@ -49,14 +67,12 @@ static __attribute__((noinline)) void fp32_tile(float *out) {
       acc[r][2] = _mm256_fmadd_ps(x, w2, acc[r][2]);
     }
   }
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < 3; ++j) _mm256_storeu_ps(out + r * COLUMNS + j * 8, acc[r][j]);
+  store_tile(out, acc);
 }
 
 static __attribute__((noinline)) void integer_tile(float *out, int signed_weights) {
   __m256 acc[ROWS][3];
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < 3; ++j) acc[r][j] = _mm256_setzero_ps();
+  zero_tile(acc);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int block = 0; block < K / 16; ++block) {
     __m256i sums[ROWS][3];
@@ -80,22 +96,17 @@ static __attribute__((noinline)) void integer_tile(float *out, int signed_weight
         }
       }
     }
-    for (int j = 0; j < 3; ++j) {
-      __m256 scale = _mm256_load_ps(block_scales + block * COLUMNS + j * 8);
-      for (int r = 0; r < ROWS; ++r) {
-        __m256i sum = signed_weights ? sums[r][j] : _mm256_madd_epi16(sums[r][j], ones);
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[r][j]);
-      }
-    }
+    if (!signed_weights)  // widen the 16-bit sums
+      for (int r = 0; r < ROWS; ++r)
+        for (int j = 0; j < 3; ++j) sums[r][j] = _mm256_madd_epi16(sums[r][j], ones);
+    add_block(acc, sums, block);
   }
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < 3; ++j) _mm256_storeu_ps(out + r * COLUMNS + j * 8, acc[r][j]);
+  store_tile(out, acc);
 }
 
 static __attribute__((noinline)) void int16_tile(float *out) {
   __m256 acc[ROWS][3];
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < 3; ++j) acc[r][j] = _mm256_setzero_ps();
+  zero_tile(acc);
   for (int block = 0; block < K / 16; ++block) {
     __m256i sums[ROWS][3];
     for (int r = 0; r < ROWS; ++r)
@@ -113,13 +124,9 @@ static __attribute__((noinline)) void int16_tile(float *out) {
         sums[r][2] = _mm256_add_epi32(sums[r][2], _mm256_madd_epi16(w2, x));
       }
     }
-    for (int j = 0; j < 3; ++j) {
-      __m256 scale = _mm256_load_ps(block_scales + block * COLUMNS + j * 8);
-      for (int r = 0; r < ROWS; ++r) acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r][j]), scale, acc[r][j]);
-    }
+    add_block(acc, sums, block);
   }
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < 3; ++j) _mm256_storeu_ps(out + r * COLUMNS + j * 8, acc[r][j]);
+  store_tile(out, acc);
 }
 
 int main(void) {
