@@ -55,6 +55,18 @@ def _attention_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
     return query, kv_cache, 1, tables, lengths, head_dim**-0.5
 
 
+def _long_context_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
+    """Contexts of one segment of a work item (256 tokens), one more token, and several segments."""
+    generator = torch.Generator().manual_seed(heads * head_dim + 1)
+    lengths = torch.tensor([256, 257, 700, 1000])
+    width = -(-int(lengths.max()) // block_size)
+    num_blocks = len(lengths) * width + 3
+    kv_cache = torch.randn(1, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator).to(dtype)
+    query = torch.randn(len(lengths), heads, head_dim, generator=generator)
+    tables = torch.randperm(num_blocks, generator=generator)[: len(lengths) * width].reshape(len(lengths), width)
+    return query, kv_cache, 0, tables, lengths, head_dim**-0.5
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("heads, kv_heads, head_dim, block_size", ATTENTION_SHAPES)
 def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_heads, head_dim, block_size, dtype):
@@ -63,6 +75,33 @@ def test_kernel_attends_over_blocks_anywhere_in_the_cache(library, heads, kv_hea
     out = torch.ops.ingot.paged_decode_attention(*case)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), _reference(*case), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("heads, kv_heads, head_dim, block_size", [(9, 3, 64, 16), (16, 1, 32, 8), (8, 2, 128, 32)])
+def test_kernel_splits_a_long_context_and_combines_its_parts(library, heads, kv_heads, head_dim, block_size):
+    """A long context is cut into parts the threads share, even for a single sequence: the parts' softmax states
+    combine into the same attention."""
+    case = _long_context_case(heads, kv_heads, head_dim, block_size, torch.bfloat16)
+    out = torch.ops.ingot.paged_decode_attention(*case)
+    torch.testing.assert_close(out.double(), _reference(*case), atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_gives_a_sequence_the_same_bits_in_any_batch_and_on_any_number_of_threads(library):
+    """How the work is cut depends on each sequence's own context only, so its logits do not depend on what else
+    is in the batch or on the threads."""
+    query, kv_cache, layer, tables, lengths, scale = _long_context_case(9, 3, 64, 16, torch.bfloat16)
+    batched = torch.ops.ingot.paged_decode_attention(query, kv_cache, layer, tables, lengths, scale)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            for b in range(len(lengths)):
+                alone = torch.ops.ingot.paged_decode_attention(
+                    query[b : b + 1], kv_cache, layer, tables[b : b + 1], lengths[b : b + 1], scale
+                )
+                assert torch.equal(alone[0], batched[b])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_kernel_reads_a_bfloat16_cache_as_the_float32_cache_of_its_values(library):
@@ -208,7 +247,7 @@ def test_the_library_built_for_avx2_matches_the_references_and_the_native_build(
         (case, _reference(*case))
         for dtype in (torch.float32, torch.bfloat16)
         for case in [_attention_case(*shape, dtype) for shape in ATTENTION_SHAPES]
-    ]
+    ] + [(case, _reference(*case)) for case in [_long_context_case(9, 3, 64, 16, torch.bfloat16)]]
     torch.save((_linear_cases(torch.Generator().manual_seed(1)), attention), tmp_path / "cases.pt")
     result = subprocess.run(
         [sys.executable, "-c", AVX2_CHECK, str(tmp_path / "cases.pt")], capture_output=True, text=True, timeout=900
