@@ -222,10 +222,10 @@ struct Item {
 };
 
 // Every sequence of the batch over a cache of element type T. A work item is one segment (kSegmentTokens) of a
-// sequence's context, for all its KV heads, or for one when the batch has fewer segments than twice the threads:
-// a single sequence's step, or a long context, still has work for every thread. How a context is cut into segments
-// depends on its own length only, and which heads an item takes changes no arithmetic, so each sequence's output
-// is the same whatever else is in the batch.
+// sequence's context, for all its KV heads, or for one when several threads share fewer segments than twice their
+// number (a single sequence's step; on one thread, items of one head ran 1.08x slower). How a context is cut into
+// segments depends on its own length only, and which heads an item takes changes no arithmetic, so each
+// sequence's output is the same whatever else is in the batch.
 template <typename T>
 void attend_batch(const float* query, float* out, const at::Tensor& kv_cache, int64_t layer, const int64_t* tables,
                   int64_t width, const int64_t* context_lens, int64_t batch, int64_t heads, const CacheLayout& layout,
@@ -247,7 +247,8 @@ void attend_batch(const float* query, float* out, const at::Tensor& kv_cache, in
       partial_floats += segments(b) * heads * (D + 2);
     }
   }
-  const int64_t heads_per_item = total_segments < 2 * at::get_num_threads() ? 1 : kv_heads;
+  const int64_t threads = at::get_num_threads();
+  const int64_t heads_per_item = threads > 1 && total_segments < 2 * threads ? 1 : kv_heads;
   std::vector<Item> items;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t segment = 0; segment < segments(b); ++segment)
