@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PREFILL = [128, 512]  # tokens of one chunk, from position 0
-DECODE = [(1, 200), (8, 200), (32, 200), (32, 40)]  # (batch, context)
+DECODE = [(1, 200), (1, 1000), (8, 200), (32, 200), (32, 40)]  # (batch, context)
 BLOCK = 16
 
 
