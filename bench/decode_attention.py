@@ -54,9 +54,9 @@ def main() -> None:
     layers, heads, kv_heads, head_dim = MODELS[args.model]
     print(f"{args.model}: {layers} layers, {heads} heads / {kv_heads} KV heads of {head_dim}, {args.cache_dtype} cache")
     for batch, context in CASES:
-        times = [step_ms(*MODELS[args.model], batch, context, dtype, threads, args.repeats) for threads in (1, 2)]
-        print(f"  {batch:2d} sequences x {context:4d} tokens: 1 thread {times[0]:7.3f} ms  2 threads {times[1]:7.3f} ms",
-              flush=True)  # fmt: skip
+        one, two = (step_ms(*MODELS[args.model], batch, context, dtype, threads, args.repeats) for threads in (1, 2))
+        label = f"{batch:2d} sequences x {context:4d} tokens"
+        print(f"  {label}: 1 thread {one:7.3f} ms  2 threads {two:7.3f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,28 +43,30 @@ def _reference(query, kv_cache, layer, tables, lengths, scale):
 ATTENTION_SHAPES = [(9, 3, 64, 16), (4, 4, 32, 8), (8, 2, 128, 32), (2, 1, 16, 16), (14, 2, 64, 16), (16, 1, 32, 8)]
 
 
-def _attention_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
-    """The kernel's arguments (layer 1 of a cache of ``dtype``) for five sequences: one token, a block boundary, a
-    partial block, the full table but one, the full table."""
-    generator = torch.Generator().manual_seed(heads * head_dim)
-    layers, num_blocks, batch, width = 2, 40, 5, 6
+def _attention_args(seed, layers, layer, num_blocks, lengths, heads, kv_heads, head_dim, block_size, dtype):
+    """The kernel's arguments: layer ``layer`` of a random cache of ``dtype``, one random block table (of the
+    blocks ``lengths`` need at most) per length."""
+    generator = torch.Generator().manual_seed(seed)
+    batch, width = len(lengths), -(-int(lengths.max()) // block_size)
     kv_cache = torch.randn(layers, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator).to(dtype)
     query = torch.randn(batch, heads, head_dim, generator=generator)
     tables = torch.randperm(num_blocks, generator=generator)[: batch * width].reshape(batch, width)
-    lengths = torch.tensor([1, block_size, block_size + 3, width * block_size - 1, width * block_size])
-    return query, kv_cache, 1, tables, lengths, head_dim**-0.5
+    return query, kv_cache, layer, tables, lengths, head_dim**-0.5
+
+
+def _attention_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
+    """Layer 1 of two, five sequences: one token, a block boundary, a partial block, the full table but one, the
+    full table (6 blocks)."""
+    lengths = torch.tensor([1, block_size, block_size + 3, 6 * block_size - 1, 6 * block_size])
+    return _attention_args(heads * head_dim, 2, 1, 40, lengths, heads, kv_heads, head_dim, block_size, dtype)
 
 
 def _long_context_case(heads, kv_heads, head_dim, block_size, dtype=torch.float32):
     """Contexts of one segment of a work item (256 tokens), one more token, and several segments."""
-    generator = torch.Generator().manual_seed(heads * head_dim + 1)
     lengths = torch.tensor([256, 257, 700, 1000])
-    width = -(-int(lengths.max()) // block_size)
-    num_blocks = len(lengths) * width + 3
-    kv_cache = torch.randn(1, 2, num_blocks, block_size, kv_heads, head_dim, generator=generator).to(dtype)
-    query = torch.randn(len(lengths), heads, head_dim, generator=generator)
-    tables = torch.randperm(num_blocks, generator=generator)[: len(lengths) * width].reshape(len(lengths), width)
-    return query, kv_cache, 0, tables, lengths, head_dim**-0.5
+    num_blocks = len(lengths) * -(-1000 // block_size) + 3
+    shape = (heads, kv_heads, head_dim, block_size)
+    return _attention_args(heads * head_dim + 1, 1, 0, num_blocks, lengths, *shape, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
