@@ -3,13 +3,14 @@ runs), on the matrix products of a model's steps: per layer q/k/v, o, gate/up an
 input concatenated as the programs have them, then the vocabulary projection. The two alternate step by step in
 one process; a time ratio below 1 is packed_linear faster. Weights of ``--layers`` layers, each its own tensors,
 so that at decode's few rows they come from memory as in a real step, not from cache. ``--format`` stores
-packed_linear's weights in one of Tenstorrent's formats (oneDNN's stay float32: what a float32 artifact runs).
+packed_linear's weights in one of Tenstorrent's formats (oneDNN's stay float32: what a float32 artifact runs);
+``--bf16-inputs`` adds packed_linear with its inputs rounded to bfloat16 (AVX512-BF16 products), ratio to oneDNN's.
 
 A step of up to 32 rows is a decode step: every row gets logits. A larger one is prefill of prompts of up to 512
 tokens (1024 rows: two prompts), which needs logits only for each prompt's last token.
 
     python bench/packed_linear.py [--model smollm2-135m|llama-3.2-1b] [--format fp32|bf16|bfp8|bfp4]
-        [--layers N] [--steps N] [--threads N] [ROWS ...]
+        [--bf16-inputs] [--layers N] [--steps N] [--threads N] [ROWS ...]
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--model", choices=MODELS, default="smollm2-135m")
     parser.add_argument("--format", choices=[f.value for f in WeightFormat], default="fp32",
                         help="packed_linear's weight format")  # fmt: skip
+    parser.add_argument("--bf16-inputs", action="store_true", help="also packed_linear with bfloat16 inputs")
     parser.add_argument("--layers", type=int, help="layers of weights (default: all of the model's)")
     parser.add_argument("--steps", type=int, default=6, help="steps of each variant, alternating")
     parser.add_argument("--threads", type=int, help="threads of both (default: torch's)")
@@ -89,6 +91,8 @@ def main() -> None:
             "oneDNN": lambda x, weight: torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], ""),
             "packed_linear": lambda x, weight: torch.ops.ingot.packed_linear(x, *weight, None, fmt.value),
         }
+        if args.bf16_inputs:
+            variants["bf16 inputs"] = lambda x, weight: torch.ops.ingot.packed_linear(x, *weight, None, fmt.value, True)
         times = {variant: defaultdict(list) for variant in variants}
         for _ in range(args.steps):
             for variant, product in variants.items():
@@ -100,12 +104,10 @@ def main() -> None:
         flop["step"] = sum(flop.values())
         print(f"{rows} rows (lm_head {head_rows}):")
         for name, count in flop.items():
-            a, b = (statistics.median(times[variant][name]) * 1e3 for variant in variants)
-            print(
-                f"  {name:8s} oneDNN {a:8.2f} ms ({count / a / 1e6:4.0f} GFLOP/s)  "
-                f"packed_linear {b:8.2f} ms ({count / b / 1e6:4.0f} GFLOP/s)  time ratio {b / a:.3f}",
-                flush=True,
-            )
+            ms = {variant: statistics.median(times[variant][name]) * 1e3 for variant in variants}
+            cells = [f"{variant} {t:8.2f} ms ({count / t / 1e6:4.0f} GFLOP/s)" for variant, t in ms.items()]
+            ratios = [f"{t / ms['oneDNN']:.3f}" for variant, t in ms.items() if variant != "oneDNN"]
+            print(f"  {name:8s} " + "  ".join(cells) + f"  time ratio {' / '.join(ratios)}", flush=True)
 
 
 def _step(product: Callable, weights: list[dict], inputs: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -204,6 +204,13 @@ for x, packed, fmt, weight, bias, out_features, expected in linears:
     atol = 1e-4 * max(1.0, x.shape[-1] / 1000)
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), atol=atol, rtol=1e-5)
     assert torch.equal(out, expected), f"{fmt}: not the bits of the AVX-512 build"
+x, packed, fmt, weight, bias, out_features, _ = next(case for case in linears if case[2] == "bfp8")
+try:
+    torch.ops.ingot.packed_linear(x, packed, out_features, bias, fmt, True)
+except RuntimeError as error:
+    assert "bf16_inputs needs ingot's AVX-512 build" in str(error), error
+else:
+    raise AssertionError("the AVX2 build took bf16_inputs")
 for case, expected in attention:
     out = torch.ops.ingot.paged_decode_attention(*case)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
@@ -244,7 +251,7 @@ def test_the_library_built_for_avx2_matches_the_references_and_the_native_build(
     """Artifacts built for AVX2-only machines (AMD Zen 3) run the kernels' 256-bit paths, which this machine runs
     too. packed_linear (4 x 24 tiles; Tenstorrent's formats decoded 8 columns at a time) sums each row in the same
     order, so it gives the very bits of the native build; the decode attention (8-float vectors, bfloat16 widened
-    8 at a time) matches the same float64 reference over either cache."""
+    8 at a time) matches the same float64 reference over either cache. bfloat16 inputs need AVX-512: refused."""
     attention = [
         (case, _reference(*case))
         for dtype in (torch.float32, torch.bfloat16)

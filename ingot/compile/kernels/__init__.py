@@ -67,7 +67,7 @@ def _register_shapes() -> None:
         return torch.empty_like(query)
 
     @torch.library.register_fake("ingot::packed_linear")
-    def _(input, packed_weight, out_features, bias, format="fp32"):
+    def _(input, packed_weight, out_features, bias, format="fp32", bf16_inputs=False):
         return input.new_empty((*input.shape[:-1], out_features))
 
     @torch.library.register_fake("ingot::packed_rows")
