@@ -41,6 +41,10 @@ ISAS = {
 }
 CPU_ISA_CHOICES = ("native", *ISAS)  # what --cpu-isa takes; native: this CPU's own ISA
 
+# Flags an artifact's code may use beyond its ISA's, each because an option chose it: flag -> what compiles without.
+BF16_PRODUCTS_FLAG = "avx512_bf16"  # vdpbf16ps: packed_linear's bf16 x bf16 products (--activation-dtype bf16)
+OPTIONAL_FLAGS = {BF16_PRODUCTS_FLAG: "--activation-dtype fp32"}
+
 
 @functools.cache  # the CPU does not change under a running process
 def host_flags() -> frozenset[str]:
@@ -54,6 +58,11 @@ def host_flags() -> frozenset[str]:
         if key.strip() == "flags":
             return frozenset(value.split())
     return frozenset()
+
+
+def has_flag(flag: str) -> bool:
+    """Whether this CPU has ``flag`` (as /proc/cpuinfo names it)."""
+    return flag in host_flags()
 
 
 def has_isa(name: str) -> bool:
@@ -73,10 +82,17 @@ def missing_flags(requirement: CpuRequirement) -> list[str]:
     return [flag for flag in requirement.flags if flag not in have]
 
 
-def cpu_requirement(isa: str) -> CpuRequirement:
-    """The manifest's ``cpu`` section for code compiled for ``isa``."""
+def cpu_requirement(isa: str, extra_flags: tuple[str, ...] = ()) -> CpuRequirement:
+    """The manifest's ``cpu`` section for code compiled for ``isa`` that also uses ``extra_flags`` (OPTIONAL_FLAGS)."""
     spec = ISAS[isa]
-    return CpuRequirement(isa=spec.name, march=spec.march, flags=list(spec.flags))
+    return CpuRequirement(isa=spec.name, march=spec.march, flags=[*spec.flags, *extra_flags])
+
+
+def missing_optional_flags(requirement: CpuRequirement) -> list[str]:
+    """The flags this CPU lacks of those ``requirement`` names beyond its ISA's, when it lacks no other: an
+    option's code (OPTIONAL_FLAGS) is all that keeps the artifact off this CPU. Empty otherwise."""
+    missing = missing_flags(requirement)
+    return missing if missing and all(flag in OPTIONAL_FLAGS for flag in missing) else []
 
 
 def check_cpu(artifact: str, manifest: Manifest) -> None:
@@ -87,6 +103,13 @@ def check_cpu(artifact: str, manifest: Manifest) -> None:
     missing = missing_flags(manifest.cpu)
     if not missing:
         return
+    optional = missing_optional_flags(manifest.cpu)
+    if optional:
+        instead = ", ".join(dict.fromkeys(OPTIONAL_FLAGS[flag] for flag in optional))
+        raise CpuIsaError(
+            f"{artifact}: compiled for {manifest.cpu.isa} with {', '.join(optional)}, which this CPU lacks: "
+            f"recompile with {instead}"
+        )
     host = host_isa()
     named = manifest.cpu.isa in ISAS and host not in (None, manifest.cpu.isa)  # the two names say it all
     lacking = "" if named else f" (it lacks {', '.join(missing)})"

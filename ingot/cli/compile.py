@@ -11,7 +11,15 @@ from ingot.cli.locate import open_store
 from ingot.cli.printing import out, print_tt_build, print_verification
 from ingot.errors import IngotError
 
-LLM_ONLY = ("max_context", "block_size", "prefill_buckets", "kv_cache_dtype", "weight_format", "allow_low_accuracy")
+LLM_ONLY = (
+    "max_context",
+    "block_size",
+    "prefill_buckets",
+    "kv_cache_dtype",
+    "weight_format",
+    "activation_dtype",
+    "allow_low_accuracy",
+)
 DETECTOR_ONLY = ("weights", "random_weights", "input_size", "emit")
 
 
@@ -56,6 +64,12 @@ def compile_options_parent() -> argparse.ArgumentParser:
         "bfloat16, bfloat8_b, bfloat4_b), or a Tenstorrent policy choosing per layer: accuracy (bf16 attention, bfp8 "
         "MLP), performance (bfp8 attention, bfp4 gate/up, bfp8 down); Tenstorrent targets: bfp8 or bfp4, every "
         "matmul weight converted in the binary (conv weights and the rest stay fp32)",
+    )
+    parser.add_argument(
+        "--activation-dtype",
+        help="cpu: the inputs of linears whose weights are not fp32, fp32 (default) or bf16: rounded to bfloat16 as "
+        "a Tenstorrent device holds them and multiplied with AVX512-BF16 (needs --cpu-isa avx512 and a CPU with "
+        "avx512_bf16)",
     )
     parser.add_argument(
         "--allow-low-accuracy",
@@ -173,5 +187,6 @@ def _options(args: argparse.Namespace):
         allow_cpu_fallback=args.allow_cpu_fallback or None,
         allow_unverified=args.allow_unverified or None,
         weight_format=args.weight_format,
+        activation_dtype=args.activation_dtype,
         allow_low_accuracy=args.allow_low_accuracy or None,
     )

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from ingot.artifacts.cpu_isa import CPU_ISA_CHOICES, has_isa, host_isa
+from ingot.artifacts.cpu_isa import BF16_PRODUCTS_FLAG, CPU_ISA_CHOICES, has_flag, has_isa, host_isa
 from ingot.artifacts.weight_format import WEIGHT_FORMAT_CHOICES
 from ingot.compile.tt.weight_dtypes import plugin_weight_dtype
 from ingot.errors import OptionError
@@ -33,6 +33,9 @@ TT_BLOCK_SIZE_MULTIPLE = 32
 EMITS = ("onnx",)
 # --kv-cache-dtype (vLLM's flag) -> the dtype of the cache tensor, as the manifest's kv_cache.dtype records it
 KV_CACHE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+# --activation-dtype: the linears' inputs as their products take them (bf16: rounded to bfloat16, as a Tenstorrent
+# device holds activations, and multiplied with AVX512-BF16)
+ACTIVATION_DTYPES = ("fp32", "bf16")
 ONNX_FILE = "model.onnx"  # what --emit onnx adds to a detector's artifact
 
 
@@ -84,6 +87,11 @@ class TargetOptions(BaseModel):
             raise ValueError("--allow-unverified applies to Tenstorrent targets (p150), not cpu")
         return self
 
+    @property
+    def extra_cpu_flags(self) -> tuple[str, ...]:
+        """The CPU flags the programs use beyond their ISA's (the manifest's ``cpu.flags`` names them too)."""
+        return ()
+
     @classmethod
     def parse(cls, **values: object) -> Self:
         """Build from user input; a bad value is an OptionError naming the option."""
@@ -114,6 +122,11 @@ class CompileOptions(TargetOptions):
     ] = "fp32"
     # a weight format whose verification misses PCC 0.99 is recorded in the report instead of failing the compile
     allow_low_accuracy: bool = False
+    # cpu: the inputs of linears stored in a format other than fp32, as their products take them: float32, or
+    # rounded to bfloat16 and multiplied with AVX512-BF16 (packed_linear's bf16_inputs)
+    activation_dtype: Annotated[
+        str, one_of(ACTIVATION_DTYPES, "unknown activation dtype {value!r}; choices: {choices}")
+    ] = "fp32"
 
     @model_validator(mode="before")
     @classmethod
@@ -165,6 +178,28 @@ class CompileOptions(TargetOptions):
         if self.allow_low_accuracy and self.weight_format == "fp32":
             raise ValueError("--allow-low-accuracy applies to a --weight-format other than fp32 (which must match)")
         return self
+
+    @model_validator(mode="after")
+    def _activation_dtype(self) -> CompileOptions:
+        if self.activation_dtype == "fp32":
+            return self
+        option = f"--activation-dtype {self.activation_dtype}"
+        if self.target != "cpu":
+            raise ValueError(f"{option} applies to the cpu target, not {self.target}")
+        if self.weight_format == "fp32":
+            raise ValueError(
+                f"{option} needs weights bfloat16 holds exactly (--weight-format bf16, bfp8, bfp4, accuracy or "
+                "performance): fp32 weights would be rounded"
+            )
+        if not has_flag(BF16_PRODUCTS_FLAG):
+            raise ValueError(f"{option} multiplies with AVX512-BF16: this CPU lacks {BF16_PRODUCTS_FLAG}")
+        if self.cpu_isa != "avx512":
+            raise ValueError(f"{option} multiplies with AVX512-BF16: it needs --cpu-isa avx512, not {self.cpu_isa}")
+        return self
+
+    @property
+    def extra_cpu_flags(self) -> tuple[str, ...]:
+        return (BF16_PRODUCTS_FLAG,) if self.activation_dtype == "bf16" else ()
 
     @property
     def decode_batches(self) -> list[int]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from ingot.artifacts.manifest import (
     SCHEMA_VERSION,
+    CpuRequirement,
     DetectionVerificationReport,
     Manifest,
     ProgramSpec,
@@ -205,7 +206,7 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
                 programs=programs,
                 weights=weights,
                 tt=tt_info,
-                cpu=cpu_requirement(kind.options.cpu_isa) if kind.options.cpu_isa else None,
+                cpu=_cpu_section(kind.options),
                 **kind.manifest_fields(workdir, target),
             )
 
@@ -218,6 +219,12 @@ def build_artifact(kind: ModelKind, key: str, workdir: Path, cache_root: Path, q
     if report is not None and not report.accepted:
         raise VerificationError(kind.failure(report))
     return publish(workdir, manifest)
+
+
+def _cpu_section(options: TargetOptions) -> CpuRequirement | None:
+    """What a cpu artifact's native code needs of a CPU: its ISA's flags and any the options add (None: no native
+    code for a CPU, a Tenstorrent target)."""
+    return cpu_requirement(options.cpu_isa, options.extra_cpu_flags) if options.cpu_isa else None
 
 
 def check_tt_conversion(workdir: Path, manifest: Manifest, options: TargetOptions) -> Manifest:

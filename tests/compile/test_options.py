@@ -29,6 +29,9 @@ def test_buckets_never_exceed_the_context_and_include_max_batch():
         (dict(dtype="float16"), "only float32"),
         (dict(kv_cache_dtype="fp16"), "--kv-cache-dtype: unknown KV-cache dtype 'fp16'; choices: fp32, bf16"),
         (dict(kv_cache_dtype="bf16", target="p150"), "--kv-cache-dtype bf16 applies to the cpu target, not p150"),
+        (dict(activation_dtype="fp16"), "--activation-dtype: unknown activation dtype 'fp16'; choices: fp32, bf16"),
+        (dict(activation_dtype="bf16", target="p150"), "--activation-dtype bf16 applies to the cpu target, not p150"),
+        (dict(activation_dtype="bf16"), "--activation-dtype bf16 needs weights bfloat16 holds exactly"),
     ],
 )
 def test_bad_values_are_one_line_option_errors(values, message):
