@@ -34,9 +34,10 @@ class ProgramPlan:
     ingot's own matrix product on weights packed for it: kernels of ingot's native library, which the artifact
     carries. ``cpu_isa`` is the vector ISA
     a cpu program is compiled for (ingot.artifacts.cpu_isa); None: not a cpu program. ``weight_format`` is the
-    ``--weight-format`` choice its packed linears are stored by (ingot/compile/weight_formats.py). A
-    ``paged_cache`` program keeps its KV cache per layer in Tenstorrent's paged layout, written by TT's paged cache
-    ops (KVCacheLayout.paged).
+    ``--weight-format`` choice its packed linears are stored by (ingot/compile/weight_formats.py), and
+    ``activation_dtype`` the ``--activation-dtype`` their products take their inputs in. A ``paged_cache``
+    program keeps its KV cache per layer in Tenstorrent's paged layout, written by TT's paged cache ops
+    (KVCacheLayout.paged).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ProgramPlan:
     packed_linears: bool = False
     cpu_isa: str | None = None
     weight_format: str = "fp32"
+    activation_dtype: str = "fp32"
     paged_cache: bool = False
 
 

@@ -173,15 +173,20 @@ def embedding_rows(packed: torch.Tensor, ids: torch.Tensor, fmt: str) -> torch.T
 
 
 def use_packed_linears(
-    module: fx.GraphModule, pack: Packer = pack_weights, formats: Mapping[str, WeightFormat] | None = None
+    module: fx.GraphModule,
+    pack: Packer = pack_weights,
+    formats: Mapping[str, WeightFormat] | None = None,
+    bf16_inputs: bool = False,
 ) -> dict[str, PackedLinear]:
     """Rewrite the float32 ``aten.linear`` calls whose weights are the module's own into ``ingot.packed_linear``;
     returns each packed tensor's name with the linears it holds (one kernel call each). ``formats`` maps a weight's
-    name to the format it is stored in (absent: fp32). Linears that read the same input (q/k/v, gate/up) become
-    one call on their weights concatenated, its output split: fewer, wider products for the kernel's threads to
-    share; they must share a format. A packed tensor is named after its first weight, so every program of a model
-    names it alike. An embedding that shares its weight with a packed linear (a tied LM head) gathers its rows
-    from the panels. Needs ingot's native library loaded."""
+    name to the format it is stored in (absent: fp32). With ``bf16_inputs`` (``--activation-dtype bf16``) every
+    call on a weight stored in a format other than fp32 rounds its input to bfloat16 and multiplies with
+    AVX512-BF16; a weight kept in fp32 keeps float32 inputs (bfloat16 would round its values). Linears that read
+    the same input (q/k/v, gate/up) become one call on their weights concatenated, its output split: fewer, wider
+    products for the kernel's threads to share; they must share a format. A packed tensor is named after its first
+    weight, so every program of a model names it alike. An embedding that shares its weight with a packed linear
+    (a tied LM head) gathers its rows from the panels. Needs ingot's native library loaded."""
     formats = formats or {}
     graph = module.graph
     by_input: dict[fx.Node, list[fx.Node]] = defaultdict(list)
@@ -218,9 +223,10 @@ def use_packed_linears(
         with graph.inserting_before(linears[0]):
             packed = graph.get_attr(name)
             bias = graph.get_attr(bias_name) if bias_name else None
-            fused = graph.call_function(
-                torch.ops.ingot.packed_linear.default, (source, packed, sum(widths), bias, fmt.value)
-            )
+            arguments = (source, packed, sum(widths), bias, fmt.value)
+            if bf16_inputs and fmt is not WeightFormat.FP32:  # the op's trailing bf16_inputs; absent: False
+                arguments += (True,)
+            fused = graph.call_function(torch.ops.ingot.packed_linear.default, arguments)
             parts = [fused]
             if len(linears) > 1:
                 ends = list(itertools.accumulate(widths))

@@ -51,7 +51,12 @@ class CpuTarget:
 
     def plan(self, options: CompileOptions) -> list[ProgramPlan]:
         buckets = options.prefill_buckets
-        packed = dict(packed_linears=True, cpu_isa=options.cpu_isa, weight_format=options.weight_format)
+        packed = dict(
+            packed_linears=True,
+            cpu_isa=options.cpu_isa,
+            weight_format=options.weight_format,
+            activation_dtype=options.activation_dtype,
+        )
         prefill = ProgramPlan(  # several prompts in one step: more rows for each pass over the weights
             "prefill", "prefill", batch=(1, options.max_batch), tokens=(buckets[0], buckets[-1]), **packed
         )
@@ -119,7 +124,7 @@ class CpuTarget:
             program = exported.module(check_guards=False)
             if plan.packed_linears:
                 formats |= _formats(plan, program)
-                result.packed.update(use_packed_linears(program, pack_once, formats))
+                result.packed.update(use_packed_linears(program, pack_once, formats, _bf16_inputs(plan)))
             read = [node.target for node in program.graph.find_nodes(op="get_attr")]
             result.tensors.update({name: _attr(program, name) for name in read})
         _round_to_formats(result, formats)
@@ -137,7 +142,7 @@ class CpuTarget:
         )
         module = exported.module(check_guards=False)
         if plan.packed_linears:
-            use_packed_linears(module, empty_packed, _formats(plan, module))
+            use_packed_linears(module, empty_packed, _formats(plan, module), _bf16_inputs(plan))
         with warnings.catch_warnings(), torch.no_grad(), vector_isa(plan.cpu_isa):  # freezing needs no grad
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation noise
             _compile_and_package(module, exported.example_inputs, out_file, configs)
@@ -152,6 +157,11 @@ def _formats(plan: ProgramPlan, program: torch.nn.Module) -> dict[str, WeightFor
     every = {"remove_duplicate": False}  # a tied LM head is read by its own name too
     names = [name for name, _ in itertools.chain(program.named_parameters(**every), program.named_buffers(**every))]
     return tensor_formats(plan.weight_format, names)
+
+
+def _bf16_inputs(plan: ProgramPlan) -> bool:
+    """Whether the program's products round their inputs to bfloat16 (``--activation-dtype bf16``)."""
+    return plan.activation_dtype == "bf16"
 
 
 def _round_to_formats(weights: ProgramWeights, formats: dict[str, WeightFormat]) -> None:
