@@ -65,7 +65,9 @@ def test_two_artifacts_of_one_model_are_served_under_the_names_given(compiled, b
     model = fp32.manifest.model.name
     assert cards["tiny-fp32"]["root"] == cards["tiny-bfp8"]["root"] == model
     for name, result, fmt in (("tiny-fp32", fp32, "fp32"), ("tiny-bfp8", bfp8, "bfp8")):
-        expected = {"artifact": result.key, "model": model, "target": "cpu", "weight_format": fmt}
+        expected = {
+            "artifact": result.key, "model": model, "target": "cpu", "weight_format": fmt, "activation_dtype": "fp32"
+        }
         assert cards[name]["metadata"] == expected
     assert seen["answer"]["model"] == "tiny-bfp8"
 

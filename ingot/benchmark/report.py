@@ -66,7 +66,8 @@ def format_summary(summary: dict) -> str:
     settings = summary["settings"]
     lines = []
     if "weight_format" in settings:  # an ingot artifact's (a server's only when it says)
-        lines.append(f"artifact {settings.get('artifact', '?')}  weights {settings['weight_format']}")
+        line = f"artifact {settings.get('artifact', '?')}  weights {settings['weight_format']}"
+        lines.append(line + (f"  activations {settings['activation_dtype']}" if "activation_dtype" in settings else ""))
     lines += [
         f"requests {summary['requests']}  failures {summary['failures']}  duration {summary['duration_s']:.2f} s",
         f"output throughput {summary['output_throughput']:.1f} tok/s  total {summary['total_token_throughput']:.1f} tok/s"

@@ -53,12 +53,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         prompts = fixed_text_prompts(tokenizer, args.num_prompts, args.input_len)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "json", "cache_dir") and v is not None}
     if args.mode == "offline":
-        settings |= {"artifact": manifest.key, "weight_format": manifest.options.get("weight_format", "fp32")}
+        settings |= {
+            "artifact": manifest.key,
+            "weight_format": manifest.options.get("weight_format", "fp32"),
+            "activation_dtype": manifest.options.get("activation_dtype", "fp32"),
+        }
     else:
         from ingot.benchmark.online import served_metadata
 
         served = served_metadata(args.base_url, args.model, args.api_key)
-        settings |= {name: served[name] for name in ("artifact", "weight_format") if served.get(name)}
+        shown = ("artifact", "weight_format", "activation_dtype")
+        settings |= {name: served[name] for name in shown if served.get(name)}
     if args.mode == "offline":
         from ingot.benchmark.offline import run_offline
         from ingot.runtime.engine import Engine

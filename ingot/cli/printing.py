@@ -16,7 +16,8 @@ err = Console(stderr=True, highlight=False)
 def print_artifacts(artifacts) -> None:
     """`ingot ls`: one row per stored artifact, with why it cannot be served if it cannot."""
     key = Column("key", no_wrap=True, min_width=24)  # whole, whatever the terminal's width: it is what users copy
-    table = Table(key, "model", "family", "target", "cpu isa", "weights", "size", "created", "status", box=None)
+    columns = ("model", "family", "target", "cpu isa", "weights", "activations", "size", "created", "status")
+    table = Table(key, *columns, box=None)
     for artifact in artifacts:
         m = artifact.manifest
         size = sum(f.size for f in m.files.values()) if m else 0
@@ -27,6 +28,7 @@ def print_artifacts(artifacts) -> None:
             m.target if m else "?",
             (m.cpu.isa if m.cpu else "-") if m else "?",
             (m.options.get("weight_format", "fp32") if m.kind == "llm" else "-") if m else "?",
+            (m.options.get("activation_dtype", "fp32") if m.kind == "llm" else "-") if m else "?",
             f"{size / 1e6:.1f} MB",
             m.created_at if m else "?",
             _status(artifact),
@@ -36,13 +38,13 @@ def print_artifacts(artifacts) -> None:
 
 def _status(artifact) -> str:
     """Why the artifact cannot be served here, or ok."""
-    from ingot.artifacts.cpu_isa import missing_flags
+    from ingot.artifacts.cpu_isa import missing_flags, missing_optional_flags
 
     cpu = artifact.manifest.cpu if artifact.manifest else None
     if artifact.problem:
         return artifact.problem
     if cpu and missing_flags(cpu):
-        return f"needs {cpu.isa}, which this CPU lacks"
+        return f"needs {', '.join(missing_optional_flags(cpu)) or cpu.isa}, which this CPU lacks"
     return "ok"
 
 
@@ -72,7 +74,7 @@ def print_manifest(path: Path, manifest) -> None:
                 f"kv_heads, block_size, head_dim], donated, written in place by {paged.prefill_writes} (prefill) "
                 f"and {paged.decode_writes} (decode)"
             )
-        out.print(f"weights   {weight_formats(manifest)}")
+        out.print(f"weights   {weight_formats(manifest)}{_activations(manifest)}")
     out.print("toolchain " + ", ".join(f"{k} {v}" for k, v in manifest.toolchain.items()))
     programs = Table("program", "kind", "batch", "tokens", "inputs", "file", box=None)
     for p in manifest.programs:
@@ -104,6 +106,12 @@ def weight_formats(manifest) -> str:
     return line
 
 
+def _activations(manifest) -> str:
+    """What the weights line adds for --activation-dtype bf16: the linears' inputs rounded (nothing for fp32)."""
+    dtype = manifest.options.get("activation_dtype", "fp32")
+    return "" if dtype == "fp32" else f"; the linears' inputs rounded to {dtype} (--activation-dtype {dtype})"
+
+
 def _tt_weight_formats(manifest) -> str:
     """How many weights a TT artifact's binaries read in each format."""
     held = {name: fmt for p in manifest.programs if p.tt for name, fmt in p.tt.weight_formats.items()}
@@ -117,14 +125,15 @@ def _tt_weight_formats(manifest) -> str:
 
 
 def _cpu_isa(cpu) -> str:
-    """The ISA an artifact needs, and whether this CPU has it."""
-    from ingot.artifacts.cpu_isa import host_isa, missing_flags
+    """The ISA an artifact needs (and any flag beyond it an option chose), and whether this CPU has it."""
+    from ingot.artifacts.cpu_isa import OPTIONAL_FLAGS, host_isa, missing_flags
 
     missing = missing_flags(cpu)
     verdict = f"this CPU ({host_isa() or 'neither avx2 nor avx512'}) " + (
         "has it" if not missing else f"[red]lacks {', '.join(missing)}[/red]"
     )
-    return f"{cpu.isa} (-march={cpu.march}; {verdict})"
+    extra = "".join(f" + {flag}" for flag in cpu.flags if flag in OPTIONAL_FLAGS)
+    return f"{cpu.isa}{extra} (-march={cpu.march}; {verdict})"
 
 
 def print_tt_build(manifest) -> None:

@@ -345,6 +345,7 @@ class ModelMetadata(BaseModel):
     model: str  # the model it was compiled from
     target: str
     weight_format: str | None  # a language model's --weight-format (fp32, bf16, bfp8, bfp4, accuracy, performance)
+    activation_dtype: str | None  # a language model's --activation-dtype (fp32, bf16: linears' inputs in bfloat16)
 
 
 class ModelCard(BaseModel):

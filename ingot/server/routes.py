@@ -39,11 +39,13 @@ async def list_models(request: Request) -> ModelList:
 
 
 def _card(served: ServedModel | ServedDetector, manifest: Manifest, max_model_len: int | None) -> ModelCard:
+    llm = manifest.kind == "llm"
     metadata = ModelMetadata(
         artifact=manifest.key,
         model=manifest.model.name,
         target=manifest.target,
-        weight_format=manifest.options.get("weight_format", "fp32") if manifest.kind == "llm" else None,
+        weight_format=manifest.options.get("weight_format", "fp32") if llm else None,
+        activation_dtype=manifest.options.get("activation_dtype", "fp32") if llm else None,
     )
     return ModelCard(
         id=served.name, created=served.created, root=manifest.model.name, max_model_len=max_model_len,
