@@ -1,11 +1,12 @@
 """ingot's weight formats beside llama.cpp's nearest formats, in one run: decode, prefill, 32 streams and memory.
 
-    python bench/weight_formats.py MODEL [--work-dir DIR] [--formats bf16,bfp8,bfp4] [--llama-types BF16,Q8_0,Q4_1]
+    python bench/weight_formats.py MODEL [--work-dir DIR] [--formats bf16,bfp8,bfp8:bf16] [--llama-types BF16,Q8_0,Q4_1]
         [--kv-cache-dtype bf16] [--no-transformers] [--json FILE] [--markdown FILE] [--llama-server PATH] [...model_scale's workload options]
 
 MODEL as for bench/model_scale.py (the demo or a shape such as `llama-3.2-1b`). ingot: one artifact per
 `--weight-format` (compiled into DIR/cache unless already there, with `--allow-low-accuracy`: a random-weight shape
-measures speed only; the accuracy is the compile's verification report). llama.cpp: llama-server on the F32 GGUF of
+measures speed only; the accuracy is the compile's verification report; FORMAT:bf16 adds `--activation-dtype bf16`,
+the products' inputs rounded to bfloat16 on AVX512-BF16). llama.cpp: llama-server on the F32 GGUF of
 the same weights quantized to each of --llama-types by the gguf package's quantizers
 (`ingot.benchmark.gguf_f32.quantized_gguf`: every matrix in the type, vectors in F32, as `llama-quantize --pure`).
 Each server gets as many KV-cache tokens as ingot's cache holds; llama-server's f16 cache has the bytes per token of
@@ -85,6 +86,11 @@ def median_of_rounds(rounds: list[dict]) -> dict:
     return merged
 
 
+def nearest(name: str) -> str:
+    """llama.cpp's type nearest ingot's ``FORMAT[:ACTIVATION_DTYPE]``."""
+    return NEAREST[name.partition(":")[0]]
+
+
 def markdown(results: dict) -> str:
     settings = results["settings"]
     ingot, llama = results["ingot"], results["llama-server"]
@@ -94,13 +100,13 @@ def markdown(results: dict) -> str:
         f"streams of {settings['stream_input_len']}+{settings['stream_output_len']} tokens, {settings['threads']} threads, "
         f"median of {settings['repeats']}",
         "",
-        "| | " + " | ".join(f"ingot {f} / llama.cpp {NEAREST[f]}" for f in ingot) + " |",
+        "| | " + " | ".join(f"ingot {f} / llama.cpp {nearest(f)}" for f in ingot) + " |",
         "|---|" + "---|" * len(ingot),
     ]
     for label, key, scale, form in SPEED_ROWS + MEMORY_ROWS:
         cells = []
         for name, mine in ingot.items():
-            theirs = llama.get(NEAREST[name], {})
+            theirs = llama.get(nearest(name), {})
             theirs = theirs | {"weight_bytes": theirs.get("gguf_bytes")}  # llama.cpp maps its file
             a, b = mine.get(key), theirs.get(key)
             text = " / ".join(form.format(v / scale) if v is not None else "-" for v in (a, b))
@@ -122,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="smollm2-135m, a Hugging Face directory, or a shape (llama-3.2-1b, ...)")
     parser.add_argument("--work-dir", type=Path, required=True, help="models, GGUFs and the artifacts (DIR/cache)")
-    parser.add_argument("--formats", default="bf16,bfp8,bfp4", help="ingot --weight-format values")
+    parser.add_argument("--formats", default="bf16,bfp8,bfp4", help="ingot --weight-format values (FORMAT[:bf16])")
     parser.add_argument("--llama-types", default="BF16,Q8_0,Q4_1", help="llama.cpp tensor types (F32 is the source)")
     parser.add_argument("--kv-cache-dtype", default="bf16", help="ingot's --kv-cache-dtype")
     parser.add_argument("--no-transformers", action="store_true", help="skip transformers' batched generate")
@@ -131,9 +137,9 @@ def main() -> None:
     if not args.llama_server.is_file():
         parser.error(f"no llama-server at {args.llama_server}: build it with bench/build_llama_server.sh")
     formats = args.formats.split(",")
-    unknown = [f for f in formats if f not in NEAREST]
+    unknown = [f for f in formats if f.partition(":")[0] not in NEAREST or f.partition(":")[2] not in ("", "bf16")]
     if unknown:
-        parser.error(f"--formats: {', '.join(unknown)} has no nearest llama.cpp type (choose from {', '.join(NEAREST)})")
+        parser.error(f"--formats: {', '.join(unknown)}: FORMAT or FORMAT:bf16, FORMAT one of {', '.join(NEAREST)}")
 
     from transformers import AutoTokenizer
 
@@ -142,8 +148,11 @@ def main() -> None:
     ggufs = {quant: llama_gguf(f32, quant) for quant in args.llama_types.split(",")}
     artifacts = {}
     for name in formats:
-        options = ["--weight-format", name, "--kv-cache-dtype", args.kv_cache_dtype]
-        if name != "fp32":  # fp32 must match the reference; ingot compile refuses the flag with it
+        weight_format, _, activation_dtype = name.partition(":")
+        options = ["--weight-format", weight_format, "--kv-cache-dtype", args.kv_cache_dtype]
+        if activation_dtype:
+            options += ["--activation-dtype", activation_dtype]
+        if weight_format != "fp32":  # fp32 must match the reference; ingot compile refuses the flag with it
             options.append("--allow-low-accuracy")
         artifacts[name] = compile_cold(model, args.work_dir / "cache", options)
         print(f"{name}: {artifacts[name]['path']}")
