@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 
+from ingot.artifacts.cpu_isa import host_flags
 from ingot.cli import main
 from ingot.server import run
 from ingot.server.app import create_app
@@ -99,3 +100,23 @@ def test_serve_compiles_a_model_on_a_miss_with_the_weight_format_given(tiny_mode
     result = run_cli("serve", model, "--weight-format", "bfp8", *port, cache_dir=tmp_path)
     assert_one_line_error(result, f"not compiled (no artifact {key})")
     assert_one_line_error(run_cli("serve", model, "--weight-format", "fp16", *port, cache_dir=tmp_path), "'fp16'")
+
+
+def test_serve_names_the_artifact_with_the_activation_dtype_given(tiny_model, tmp_path):
+    """`ingot serve MODEL --weight-format F --activation-dtype D` means the artifact compiled with both (the key
+    differs from F's alone); D without a bfloat16-exact F is refused in one line, on any CPU."""
+    from ingot.compile.options import CompileOptions
+    from ingot.compile.pipeline import cache_key
+    from ingot.models.source import resolve_source
+
+    model = str(tiny_model("llama"))
+    port = ["--port", str(free_port()), "--no-compile"]
+    if "avx512_bf16" in host_flags():
+        digests = resolve_source(model).digests()
+        key = cache_key(digests, CompileOptions.parse(weight_format="bfp8", activation_dtype="bf16"))
+        assert key != cache_key(digests, CompileOptions.parse(weight_format="bfp8"))
+        result = run_cli("serve", model, "--weight-format", "bfp8", "--activation-dtype", "bf16", *port,
+                         cache_dir=tmp_path)  # fmt: skip
+        assert_one_line_error(result, f"not compiled (no artifact {key})")
+    result = run_cli("serve", model, "--activation-dtype", "bf16", *port, cache_dir=tmp_path)
+    assert_one_line_error(result, "fp32 weights would be rounded")

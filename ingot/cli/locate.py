@@ -75,11 +75,11 @@ def newest_detector_artifact(store: ArtifactStore, model: str) -> Path:
     raise IngotError(unservable_reason(found[0].manifest))
 
 
-def compile_options(weight_format: str | None) -> CompileOptions:
+def compile_options(weight_format: str | None, activation_dtype: str | None = None) -> CompileOptions:
     """The compile options a model named to `ingot serve` means (its artifact's key; compiled with them on a miss)."""
     from ingot.compile.options import CompileOptions
 
-    return CompileOptions.parse(weight_format=weight_format)
+    return CompileOptions.parse(weight_format=weight_format, activation_dtype=activation_dtype)
 
 
 def serving_artifact(
@@ -113,16 +113,16 @@ def serving_artifact(
     if not store.has(key):
         if no_compile:
             raise IngotError(f"{model}: not compiled (no artifact {key}) and --no-compile is set")
-        _compile_in_child(model, store, options.weight_format)
+        _compile_in_child(model, store, options)
     return store.path(key)
 
 
-def _compile_in_child(model: str, store: ArtifactStore, weight_format: str) -> None:
+def _compile_in_child(model: str, store: ArtifactStore, options: CompileOptions) -> None:
     """``ingot compile MODEL`` in a child process: a compile holds the model's weights more than once and inductor
     besides, and a process never gives all of that back, so a server that compiled in its own process would carry
     it for its whole life. The child prints its progress and, if it fails, its one-line error."""
     command = [sys.executable, "-m", "ingot.cli", "compile", model, "--cache-dir", str(store.root)]
-    command += ["--weight-format", weight_format]
+    command += ["--weight-format", options.weight_format, "--activation-dtype", options.activation_dtype]
     status = subprocess.call(command)
     if status != 0:
         raise SystemExit(status)

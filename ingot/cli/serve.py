@@ -63,6 +63,11 @@ def add_parsers(commands: argparse._SubParsersAction, cache_dir: argparse.Argume
         "fp32 (default), bf16, bfp8, bfp4, accuracy or performance (see ingot compile --help)",
     )
     sub.add_argument(
+        "--activation-dtype",
+        help="with --weight-format: the linears' inputs in fp32 (default) or bf16 (AVX512-BF16; see ingot compile "
+        "--help)",
+    )
+    sub.add_argument(
         "--served-model-name", action="append", metavar="NAME",
         help="the name clients use for a MODEL instead of its model's name; once per MODEL, in order (e.g. to serve "
         "two artifacts of one model together)",
@@ -199,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = server_settings(args)
     models = args.models or ["smollm2-135m"]
     names = _served_names(args.served_model_name, len(models))
-    options = compile_options(args.weight_format)
+    options = compile_options(args.weight_format, args.activation_dtype)
     if _on_ray(args):
         _serve_replicas(args, settings, models, names[0])
         return
@@ -280,6 +285,7 @@ def _serve_replicas(args: argparse.Namespace, settings: ServerSettings, models: 
             model=models[0],
             served_model_name=name,
             weight_format=args.weight_format,
+            activation_dtype=args.activation_dtype,
             cache_dir=args.cache_dir,
             kv_cache_gb=args.kv_cache_gb,
             max_num_batched_tokens=args.max_num_batched_tokens,

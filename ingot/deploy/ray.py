@@ -43,6 +43,7 @@ class AppOptions(BaseModel):
     model: str = "smollm2-135m"  # as `ingot serve MODEL`: a key, path, model (compiled here on a miss) or oci://REF
     served_model_name: str | None = None  # the name clients use (default: the model's own)
     weight_format: str | None = None  # a model's artifact with these weights (as `ingot serve --weight-format`)
+    activation_dtype: str | None = None  # and its linears' inputs (as `ingot serve --activation-dtype`)
     replicas: int | None = Field(None, ge=1)  # a fixed count (default 1), or the initial one when autoscaling
     min_replicas: int | None = Field(None, ge=0)  # either bound set: autoscale on ongoing requests
     max_replicas: int | None = Field(None, ge=1)
@@ -113,7 +114,7 @@ def build_app(options: AppOptions, settings: ServerSettings | None = None) -> Ap
         artifact = options.model.removeprefix(OCI_PREFIX)
         check_pullable(store, artifact, options.plain_http)
     else:
-        chosen = compile_options(options.weight_format)
+        chosen = compile_options(options.weight_format, options.activation_dtype)
         path = serving_artifact(store, options.model, chosen, options.plain_http, options.no_compile)
         artifact = str(path.resolve())
         cache_blocks = replica_cache_blocks(Manifest.read(path), options.kv_cache_gb)
