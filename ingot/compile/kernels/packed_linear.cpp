@@ -299,7 +299,7 @@ at::Tensor packed_linear(const at::Tensor& input, const at::Tensor& packed_weigh
                 "exactly (bf16, bfp8, bfp4), not fp32");
     TORCH_CHECK(bf16_products_supported(), "packed_linear: bf16_inputs needs ingot's AVX-512 build on a CPU with "
                 "AVX512-BF16 (avx512_bf16)");
-    bf16_product(p, x, panels, spec.format);
+    bf16_product(p, panels, spec.format);
     return y;
   }
   switch (spec.format) {

@@ -15,6 +15,8 @@
 // check that order bit for bit).
 #include "packed_linear_bf16.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -148,27 +150,51 @@ void pair_product(const Problem& p, const uint32_t* x, int64_t stride, int64_t p
   });
 }
 
+// Row ``in`` [K] of float32 inputs as bfloat16 pairs at ``out``, rounded to nearest even (subnormals to zero, as
+// vdpbf16ps would take them anyway); an odd K's last pair gets a zero input.
+[[gnu::target("avx512bf16")]] void round_row(const float* in, int64_t K, uint16_t* out) {
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const auto rounded = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + k));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), rounded);
+  }
+  if (k < K) {
+    const auto mask = static_cast<__mmask16>((1u << (K - k)) - 1);
+    _mm256_mask_storeu_epi16(out + k, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, in + k)));
+  }
+  if (K % 2) out[K] = 0;
+}
+
+// Rows [rows, K] of float32 ``x`` as pairs [rows, (K + 1) / 2]. Converted here rather than by a tensor op: a decode
+// step calls the op some 150 times on a few rows, where ATen's dispatch would cost more than the conversion.
+void round_inputs(const float* x, int64_t rows, int64_t K, uint32_t* out) {
+  const int64_t stride = (K + 1) / 2;
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(K, 1));  // rows: 64 Ki values a thread
+  at::parallel_for(0, rows, grain, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) round_row(x + r * K, K, reinterpret_cast<uint16_t*>(out + r * stride));
+  });
+}
+
 }  // namespace
 
 bool bf16_products_supported() { return __builtin_cpu_supports("avx512bf16"); }
 
-void bf16_product(const Problem& p, const at::Tensor& x, int64_t panels, Format format) {
-  // Rounded to nearest even; an odd K gets a zero input to complete its last pair.
+void bf16_product(const Problem& p, int64_t panels, Format format) {
   const int64_t stride = (p.K + 1) / 2;
-  auto pairs = at::zeros({p.rows, 2 * stride}, x.options().dtype(at::kBFloat16));
-  pairs.narrow(1, 0, p.K).copy_(x.reshape({p.rows, p.K}));
-  const auto* values = static_cast<const uint32_t*>(pairs.const_data_ptr());
+  static thread_local std::vector<uint32_t> pairs;  // the caller's; its threads only read it
+  pairs.resize(p.rows * stride);
+  round_inputs(p.x, p.rows, p.K, pairs.data());
   switch (format) {
-    case Format::kBf16: pair_product<Format::kBf16>(p, values, stride, panels); break;
-    case Format::kBfp8: pair_product<Format::kBfp8>(p, values, stride, panels); break;
-    case Format::kBfp4: pair_product<Format::kBfp4>(p, values, stride, panels); break;
+    case Format::kBf16: pair_product<Format::kBf16>(p, pairs.data(), stride, panels); break;
+    case Format::kBfp8: pair_product<Format::kBfp8>(p, pairs.data(), stride, panels); break;
+    case Format::kBfp4: pair_product<Format::kBfp4>(p, pairs.data(), stride, panels); break;
     case Format::kFp32: TORCH_CHECK(false, "packed_linear: bf16_inputs needs a weight format bfloat16 holds exactly");
   }
 }
 #else
 bool bf16_products_supported() { return false; }
 
-void bf16_product(const Problem&, const at::Tensor&, int64_t, Format) {
+void bf16_product(const Problem&, int64_t, Format) {
   TORCH_CHECK(false, "packed_linear: bf16_inputs needs ingot's AVX-512 build");
 }
 #endif
