@@ -1,6 +1,6 @@
 // packed_linear with bf16_inputs: the inputs rounded to bfloat16 (to nearest even, as a Tenstorrent device holds
 // activations) and multiplied with AVX512-BF16's vdpbf16ps, which sums two bfloat16 products into each float32 lane
-// per instruction: twice the products of a float32 FMA (219 against 110 G products/s on two Zen 4 cores,
+// per instruction: twice the products of a float32 FMA (221 against 112 G products/s on two Zen 4 cores,
 // bench/RESULTS.md). Only for weights bfloat16 holds exactly: bf16, and bfp8's and bfp4's values (a code of at most
 // 7 significant bits times a power of two).
 //

@@ -12,20 +12,21 @@
 //         block is nibble i / 2 of the block's 32-bit word i % 2 (little-endian; nibble n is bits 4n to 4n + 3),
 //         so that one 8-byte load broadcast to every lane holds each lane's code at a shift of its own; then the
 //         3 exponents; a weight is code * 2^(exponent - 127 - 2).
-// Decoding is exact: the code converted to float32 and scaled by a power of two (AVX-512's scalef; AVX2
-// multiplies by two, each product a normal float). AVX-512 decodes a bfp4 block by lookup instead: each lane's
-// nibble moved to the bottom of its lane (a shift) picks its weight (a permute) from the block's 16 possible
-// weights, read from a table of them by exponent byte (kBfp4Weights, 16 KiB: every code times 2^(e - bias),
-// exactly the value scalef gives). Per 16 weights at one row that is a shift, a permute with its table operand in
-// memory and the FMA; scaling the 16 codes with scalef per block took a fourth vector instruction and made decode
-// steps ~8% slower. A bfp8 block takes a sign extension, a conversion, a scalef and the FMA. Scaling the broadcast
-// input by the block's power of two instead (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) saves no
-// instruction at one row (a scalef, or an integer add to x's exponent field, per block in place of the codes'
-// scalef) and measured 0.93-0.98x the time of one row's products (alternating, on a shared machine), short of paying
-// for the check that x * 2^e is exact; computing the scaled inputs of a panel's chunk ahead (its exponents gathered
-// 16 at a time, or read one by one) cost more than the scalefs it saves (1.04-1.08x and 1.2-1.4x the time), and
-// decoding the next record ahead of the FMAs was slower too. At one row the products run near the machine's memory
-// rate already: ~35 G weights/s on two cores from L2, ~29-41 GB/s of bfp8 records from memory.
+// Decoding is exact: the code converted to float32 and multiplied by a power of two (by two for a tiny block, each
+// product a normal float; AVX-512's scalef does it in one instruction, but took 1.1x the multiply's time for one
+// SmolLM2 row's bfp8 products on AMD's Zen 4, bench/RESULTS.md). AVX-512 decodes a bfp4 block by lookup instead: each
+// lane's nibble moved to the bottom of its lane (a shift) picks its weight (a permute) from the block's 16 possible
+// weights, read from a table of them by exponent byte (kBfp4Weights, 16 KiB: every code times 2^(e - bias), exactly).
+// Per 16 weights at one row that is a shift, a permute with its table operand in memory and the FMA; scaling the 16
+// codes with scalef per block took a fourth vector instruction and made decode steps ~8% slower. A bfp8 block takes a
+// sign extension, a conversion, a multiply and the FMA. Scaling the broadcast input by the block's power of two instead
+// (fma(code, x * 2^e, acc): the same bits while x * 2^e is exact) saves no instruction at one row (a scalef, or an
+// integer add to x's exponent field, per block in place of the codes' scalef) and measured 0.93-0.98x the time of one
+// row's products (alternating, on a shared machine), short of paying for the check that x * 2^e is exact; computing the
+// scaled inputs of a panel's chunk ahead (its exponents gathered 16 at a time, or read one by one) cost more than the
+// scalefs it saves (1.04-1.08x and 1.2-1.4x the time), and decoding the next record ahead of the FMAs was slower too.
+// At one row the products run near the machine's memory rate already: ~35 G weights/s on two cores from L2, ~29-41 GB/s
+// of bfp8 records from memory.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -100,22 +101,35 @@ constexpr float power_of_two(int n) {
   return static_cast<float>(value);
 }
 
-#if defined(CPU_CAPABILITY_AVX512)
-// By exponent byte, the power of two that scales a block format's codes (for scalef, which takes it as a float and
-// handles a zero code and any exponent exactly).
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// The smallest power of two a block's codes are scaled by in one multiply: below it a single factor would be
+// subnormal, so tiny blocks take two factors, each a normal float, and so is a code times the first.
+constexpr int kMinScale = -100;
+
+// By exponent byte, two powers of two whose product scales a block format's decoded codes.
 template <Format F>
-struct ScaleTable {
-  float values[256];
-  constexpr ScaleTable() : values() {
-    for (int e = 0; e < 256; ++e) values[e] = static_cast<float>(e - kExponentBias<F>);
+struct ScaleTables {
+  float first[256], second[256];
+  constexpr ScaleTables() : first(), second() {
+    for (int e = 0; e < 256; ++e) {
+      const int total = e - kExponentBias<F>, part = total < kMinScale ? kMinScale : total;
+      first[e] = power_of_two(part);
+      second[e] = power_of_two(total - part);
+    }
   }
 };
 template <Format F>
-constexpr ScaleTable<F> kScales{};
+constexpr ScaleTables<F> kScales{};
+#endif
 
+#if defined(CPU_CAPABILITY_AVX512)
+// Codes (as floats) times 2^(exponent - bias), exactly: one multiply unless the block is tiny (a predictable branch
+// costs less than the multiply, and a multiply less than scalef on AMD's Zen 4).
 template <Format F>
 [[gnu::always_inline]] inline Vec scaled(__m512 codes, uint8_t exponent) {
-  return _mm512_scalef_ps(codes, _mm512_set1_ps(kScales<F>.values[exponent]));
+  const __m512 first = _mm512_mul_ps(codes, _mm512_set1_ps(kScales<F>.first[exponent]));
+  if (__builtin_expect(exponent >= kExponentBias<F> + kMinScale, 1)) return first;
+  return _mm512_mul_ps(first, _mm512_set1_ps(kScales<F>.second[exponent]));
 }
 
 // By exponent byte, a bfp4 block's 16 possible weights in the order of their nibbles (codes 0 to 7, then -8 to -1),
@@ -134,26 +148,6 @@ struct Bfp4Weights {
 };
 constexpr Bfp4Weights kBfp4Weights{};
 #elif defined(CPU_CAPABILITY_AVX2)
-
-// The smallest power of two AVX2 scales codes by in one multiply: below it a single factor would be subnormal
-// (AVX2 has no scalef), so tiny blocks take two factors, each a normal float, and so is a code times the first.
-constexpr int kMinScale = -100;
-
-// By exponent byte, two powers of two whose product scales a block format's decoded codes.
-template <Format F>
-struct ScaleTables {
-  float first[256], second[256];
-  constexpr ScaleTables() : first(), second() {
-    for (int e = 0; e < 256; ++e) {
-      const int total = e - kExponentBias<F>, part = total < kMinScale ? kMinScale : total;
-      first[e] = power_of_two(part);
-      second[e] = power_of_two(total - part);
-    }
-  }
-};
-template <Format F>
-constexpr ScaleTables<F> kScales{};
-
 // Codes (int32 lanes) times 2^(exponent - bias), exactly: every product is a normal float. One multiply unless the
 // block is tiny (its second factor is 1 otherwise): a predictable branch costs less than the multiply.
 template <Format F>
