@@ -22,6 +22,7 @@ from ingot.compile.pipeline import cache_key
 from ingot.errors import CpuIsaError, OptionError
 from ingot.models.source import resolve_source
 from tests.artifacts.tampering import edit_manifest
+from tests.compile.test_weight_formats import assert_greedy_generation_equals
 from tests.conftest import TINY_OPTIONS, run_cli, tiny_cli_options
 from tests.server.test_serve_cli import assert_one_line_error
 
@@ -167,21 +168,9 @@ def test_the_products_take_bfloat16_inputs(bf16_artifact):
 @NEEDS_BF16_PRODUCTS
 def test_greedy_generation_equals_transformers_with_bfloat16_linear_inputs(bf16_artifact):
     from ingot.compile.verify.references import reference_model
-    from ingot.runtime.engine import Engine
-    from ingot.runtime.sampling_params import SamplingParams
-
     manifest = check_artifact(bf16_artifact.path)
     reference = _rounding_inputs(reference_model(bf16_artifact.path, manifest))
-    engine = Engine(bf16_artifact.path, manifest, num_blocks=64)
-    try:
-        prompts = ["The quick brown fox", "def main():\n    return sum(i * i for i in range(10))\n"]
-        params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
-        for prompt, completion in zip(prompts, engine.generate(prompts, params)):
-            ids = torch.tensor([engine.tokenize(prompt)])
-            expected = reference.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False)
-            assert completion.token_ids == expected[0, ids.shape[1] :].tolist()
-    finally:
-        engine.shutdown()
+    assert_greedy_generation_equals(reference, bf16_artifact.path, manifest, new_tokens=32)
 
 
 @NEEDS_BF16_PRODUCTS

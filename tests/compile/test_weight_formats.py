@@ -158,13 +158,19 @@ def test_bfp8_greedy_generation_equals_transformers_on_the_decoded_weights(bfp8,
             reference.get_parameter(name.removeprefix(STEP)).copy_(stored[name])
     assert changed == 2 * 7 + 1
 
-    engine = Engine(bfp8.path, manifest, num_blocks=64)
+    assert_greedy_generation_equals(reference, bfp8.path, manifest, new_tokens=48)
+
+
+def assert_greedy_generation_equals(reference: torch.nn.Module, path, manifest, new_tokens: int) -> None:
+    """The artifact at ``path`` generates, greedily, the very tokens ``reference`` (transformers) does, for two
+    prompts of different kinds, ``new_tokens`` each."""
+    engine = Engine(path, manifest, num_blocks=64)
     try:
         prompts = ["The quick brown fox", "def main():\n    return sum(i * i for i in range(10))\n"]
-        params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+        params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
         for prompt, completion in zip(prompts, engine.generate(prompts, params)):
             ids = torch.tensor([engine.tokenize(prompt)])
-            expected = reference.generate(ids, max_new_tokens=48, min_new_tokens=48, do_sample=False)
+            expected = reference.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
             assert completion.token_ids == expected[0, ids.shape[1] :].tolist()
     finally:
         engine.shutdown()
