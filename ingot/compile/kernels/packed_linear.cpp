@@ -14,6 +14,8 @@
 // of k; threads take three quarters of the items in even shares and claim the rest one at a time (see
 // claimed_items.h). A decode step is one row block: its items are the panels, each streamed from memory once.
 // bench/packed_linear.py compares it with oneDNN on its own prepacked weights, at decode and prefill row counts.
+// The weight's records (float32 or one of Tenstorrent's formats) and their decoding: packed_records.h; products
+// with the inputs rounded to bfloat16 (bf16_inputs): packed_linear_bf16.cpp.
 //
 // Decode steps (a row block of at most one tile's rows) decode in registers, so a step reads the format's bytes
 // from memory and nothing else: bfp8 is 3.8x fewer bytes than fp32, bfp4 7.1x. A larger row block would decode

@@ -1,5 +1,5 @@
 // The server panel: each language model's engine from /metrics (vLLM's names), and what every served name is
-// from /v1/models (its artifact key, target and weight format).
+// from /v1/models (its artifact key, target, weight format and, if not fp32, its linears' input dtype).
 
 import { api } from "./api.js";
 
@@ -24,7 +24,9 @@ export async function refreshEngines() {
 
 export function showModels(cards) {
   const rows = cards.map((card) => {
-    const artifact = row([card.id, card.metadata.artifact.slice(0, 12), card.metadata.target, card.metadata.weight_format ?? "–"]);
+    const { artifact: key, target, weight_format: weights, activation_dtype: activations } = card.metadata;
+    const format = weights && activations && activations !== "fp32" ? `${weights}, ${activations} inputs` : weights;
+    const artifact = row([card.id, key.slice(0, 12), target, format ?? "–"]);
     artifact.children[1].title = card.metadata.artifact;
     return artifact;
   });
