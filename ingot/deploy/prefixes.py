@@ -55,6 +55,8 @@ class PrefixIndex:
         self.blocks_per_replica = blocks_per_replica
         self._holders: dict[bytes, dict[Replica, None]] = {}  # an ordered set: the longest holder first
         self._blocks: dict[Replica, OrderedDict[bytes, None]] = {}
+        self._last_chosen: dict[Replica, int] = {}  # replica -> the number of the choice that last put it first
+        self._choices = 0
 
     def matched_blocks(self, keys: Sequence[bytes], candidates: Iterable[Replica]) -> dict[Replica, int]:
         """For each candidate, how many of ``keys``' leading blocks it holds (0 for none)."""
@@ -80,12 +82,20 @@ class PrefixIndex:
         """The candidates (``loads``' keys, their requests in flight) for a prompt of ``keys`` in order of preference
         (``rank_replicas``), the first recorded as holding it at once: requests of a new prompt arriving together
         then find its home, rather than each finding no holder. A prompt with nothing to cache (shorter than a block)
-        goes by load alone and is not recorded."""
-        matched = self.matched_blocks(keys, loads)
+        goes by load alone and is not recorded.
+
+        Equals (as loaded, holding as much) are taken in turn, the least recently chosen first: the loads are as the
+        router last heard, and requests arriving together are all routed before any answer updates them, so eight
+        short streams at once all went to the first of two idle replicas."""
+        least_recently_chosen = sorted(loads, key=lambda r: self._last_chosen.get(r, -1))
+        matched = self.matched_blocks(keys, least_recently_chosen)
         held = self.held() if keys else {}
         tiers = rank_replicas(matched, loads, held, imbalance, self.home(keys, matched))
-        if keys and tiers:
-            self.record(keys, tiers[0][0])
+        if tiers:
+            self._choices += 1
+            self._last_chosen[tiers[0][0]] = self._choices
+            if keys:
+                self.record(keys, tiers[0][0])
         return tiers
 
     def record(self, keys: Sequence[bytes], replica: Replica) -> None:
@@ -102,6 +112,7 @@ class PrefixIndex:
         """``replica`` is gone (or restarted: its cache is empty)."""
         for key in self._blocks.pop(replica, {}):
             self._drop(key, replica)
+        self._last_chosen.pop(replica, None)
 
     def held(self) -> dict[Replica, int]:
         """How many blocks each replica holds."""

@@ -187,3 +187,13 @@ def test_a_prompt_with_nothing_to_cache_goes_by_load_and_is_not_recorded():
     index.record(block_keys(system_prompt(1)), "a")  # a holds more than b
     assert index.route(block_keys("Hi"), {"a": 0, "b": 3}, imbalance=8)[0] == ["a"]
     assert index.held() == {"a": len(block_keys(system_prompt(1)))}
+
+
+def test_equally_loaded_replicas_take_prompts_in_turn():
+    """Requests arriving together are routed before any answer updates the loads the router heard: eight short
+    streams at once, all seeing two idle replicas, once went all to the first."""
+    index = PrefixIndex()
+    chosen = [index.route(block_keys(f"Long story {n}:"), {"a": 0, "b": 0}, imbalance=8)[0][0] for n in range(8)]
+    assert chosen == ["a", "b"] * 4
+    assert index.route(block_keys("Hi"), {"a": 0, "b": 1}, imbalance=8)[0] == ["a"]  # a load still decides
+    assert index.route(block_keys("Hi"), {"a": 0, "b": 1}, imbalance=8)[0] == ["a"]
