@@ -3,10 +3,11 @@
 // layer's context into a contiguous copy first and then runs small matrix products over it: at batch
 // 32 that moves the keys and values through memory three times. Here one work item is one segment of a
 // sequence's context (256 tokens), for all its KV heads: it reads each of the segment's blocks once, front to
-// back, with an online softmax per block, while it prefetches the next; a long context's segments are combined
-// after. A step with fewer segments than twice the threads (a single sequence's) takes one KV head an item, so
-// that every thread has work: a single sequence's attention used to run on one thread while the others waited
-// (SmolLM2's shape on Zen 3, 30 layers: 0.78x the time at 200 tokens of context, 0.55x at 1,000).
+// back, with an online softmax per block (a block's scores summed 16 keys at a time, transpose_sums), while it
+// prefetches the next; a long context's segments are combined after. A step with fewer segments than twice the
+// threads (a single sequence's) takes one KV head an item, so that every thread has work: a single sequence's
+// attention used to run on one thread while the others waited (SmolLM2's shape on Zen 3, 30 layers: 0.78x the
+// time at 200 tokens of context, 0.55x at 1,000).
 // The cache holds float32 or bfloat16 (--kv-cache-dtype): a bfloat16 key or value is widened to float32 in
 // registers as it is loaded (exactly: it is a float32's upper half), so a bfloat16 cache halves the bytes read
 // and the attention itself stays float32.
@@ -53,6 +54,43 @@ inline Vec load_floats(const c10::BFloat16* values) {
 #endif
 }
 
+// Lane i of the result: the sum of vectors[i]'s lanes, for Vec::size() vectors at once. Summed as a transpose
+// (pairs of vectors interleaved and added, then pairs of those), about three instructions a vector where reducing
+// each on its own took eight: a key's score per query row was the decode attention's largest part.
+#if defined(CPU_CAPABILITY_AVX512)
+inline Vec transpose_sums(const float (*vectors)[16]) {
+  __m512 pairs[8], quads[4], halves[2];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: 2i's two partial sums, then 2i + 1's
+    const __m512 a = _mm512_load_ps(vectors[2 * i]), b = _mm512_load_ps(vectors[2 * i + 1]);
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  }
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: vectors 4i to 4i + 3, that lane's part of each
+    const __m512 a = pairs[2 * i], b = pairs[2 * i + 1];
+    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
+  }
+  for (int i = 0; i < 2; ++i) {  // 128-bit lanes: vectors 8i to 8i + 3 (halves), then 8i + 4 to 8i + 7 (halves)
+    const __m512 a = quads[2 * i], b = quads[2 * i + 1];
+    halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+  }
+  return Vec(_mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], 0x88),
+                           _mm512_shuffle_f32x4(halves[0], halves[1], 0xDD)));
+}
+#else
+inline Vec transpose_sums(const float (*vectors)[8]) {
+  __m256 pairs[4], quads[2];
+  for (int i = 0; i < 4; ++i) {
+    const __m256 a = _mm256_load_ps(vectors[2 * i]), b = _mm256_load_ps(vectors[2 * i + 1]);
+    pairs[i] = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+  }
+  for (int i = 0; i < 2; ++i) {
+    const __m256 a = pairs[2 * i], b = pairs[2 * i + 1];
+    quads[i] = _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x44), _mm256_shuffle_ps(a, b, 0xEE));
+  }
+  return Vec(_mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                           _mm256_permute2f128_ps(quads[0], quads[1], 0x31)));
+}
+#endif
+
 float reduce_sum(Vec v) { return at::vec::vec_reduce_all<float>([](const Vec& a, const Vec& b) { return a + b; }, v); }
 float reduce_max(Vec v) {
   return at::vec::vec_reduce_all<float>([](const Vec& a, const Vec& b) { return at::vec::maximum(a, b); }, v);
@@ -79,15 +117,24 @@ struct Rows {
 
   // Fold `tokens` keys and values of one block (one KV head's slice of it) into the state.
   void attend(const T* keys, const T* values, int64_t tokens, int64_t slot_stride) {
+    constexpr int64_t kLanes = Vec::size();
     alignas(64) float weights[ROWS][kMaxBlockSize];
-    for (int64_t slot = 0; slot < tokens; ++slot) {
-      Vec k[VECS];
-      for (int i = 0; i < VECS; ++i) k[i] = load_floats(keys + slot * slot_stride + i * Vec::size());
-      for (int r = 0; r < ROWS; ++r) {
-        Vec dot = q[r][0] * k[0];
-        for (int i = 1; i < VECS; ++i) dot = at::vec::fmadd(q[r][i], k[i], dot);
-        weights[r][slot] = reduce_sum(dot);
+    for (int64_t first = 0; first < tokens; first += kLanes) {  // the scores of kLanes keys at a time
+      alignas(64) float dots[ROWS][kLanes][kLanes];  // per row and key, the dot product's lanes, to be summed
+      const int64_t count = std::min(kLanes, tokens - first);
+      for (int64_t n = 0; n < count; ++n) {
+        const int64_t slot = first + n;
+        Vec k[VECS];
+        for (int i = 0; i < VECS; ++i) k[i] = load_floats(keys + slot * slot_stride + i * Vec::size());
+        for (int r = 0; r < ROWS; ++r) {
+          Vec dot = q[r][0] * k[0];
+          for (int i = 1; i < VECS; ++i) dot = at::vec::fmadd(q[r][i], k[i], dot);
+          dot.store(dots[r][n]);
+        }
       }
+      for (int r = 0; r < ROWS; ++r)  // past the block's tokens: zeros, whose scores are never read
+        for (int64_t n = count; n < kLanes; ++n) Vec(0.f).store(dots[r][n]);
+      for (int r = 0; r < ROWS; ++r) transpose_sums(dots[r]).store(weights[r] + first);
     }
     for (int r = 0; r < ROWS; ++r) {
       float* w = weights[r];
