@@ -60,22 +60,22 @@ inline Vec load_floats(const c10::BFloat16* values) {
 #if defined(CPU_CAPABILITY_AVX512)
 inline Vec transpose_sums(const float (*vectors)[16]) {
   __m512 pairs[8], quads[4], halves[2];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: 2i's two partial sums, then 2i + 1's
+  for (int i = 0; i < 8; ++i) {  // each 128-bit lane: two partial sums of vector 2i, two of 2i + 1
     const __m512 a = _mm512_load_ps(vectors[2 * i]), b = _mm512_load_ps(vectors[2 * i + 1]);
     pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
   }
-  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: vectors 4i to 4i + 3, that lane's part of each
+  for (int i = 0; i < 4; ++i) {  // each 128-bit lane: its part of the sums of vectors 4i to 4i + 3
     const __m512 a = pairs[2 * i], b = pairs[2 * i + 1];
     quads[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
   }
-  for (int i = 0; i < 2; ++i) {  // 128-bit lanes: vectors 8i to 8i + 3 (halves), then 8i + 4 to 8i + 7 (halves)
+  for (int i = 0; i < 2; ++i) {  // 128-bit lanes: halves of the sums of vectors 8i to 8i + 3, then 8i + 4 to 8i + 7
     const __m512 a = quads[2 * i], b = quads[2 * i + 1];
     halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
   }
   return Vec(_mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], 0x88),
                            _mm512_shuffle_f32x4(halves[0], halves[1], 0xDD)));
 }
-#else
+#else  // the same steps, 8 vectors of 8 lanes
 inline Vec transpose_sums(const float (*vectors)[8]) {
   __m256 pairs[4], quads[2];
   for (int i = 0; i < 4; ++i) {
