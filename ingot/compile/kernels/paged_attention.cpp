@@ -5,10 +5,9 @@
 // sequence's context (256 tokens), for all its KV heads: it reads each of the segment's blocks once, front to
 // back, with an online softmax per block (a block's scores summed 16 keys at a time, transpose_sums), while it
 // prefetches the next a line or two at each key and value it folds in (NextBlockFetch); a long context's segments
-// are combined after. A step with fewer segments than twice the
-// threads (a single sequence's) takes one KV head an item, so that every thread has work: a single sequence's
-// attention used to run on one thread while the others waited (SmolLM2's shape on Zen 3, 30 layers: 0.78x the
-// time at 200 tokens of context, 0.55x at 1,000).
+// are combined after. A step with fewer segments than twice the threads (a single sequence's) takes one KV head an
+// item, so that every thread has work: a single sequence's attention used to run on one thread while the others
+// waited (SmolLM2's shape on Zen 3, 30 layers: 0.78x the time at 200 tokens of context, 0.55x at 1,000).
 // The cache holds float32 or bfloat16 (--kv-cache-dtype): a bfloat16 key or value is widened to float32 in
 // registers as it is loaded (exactly: it is a float32's upper half), so a bfloat16 cache halves the bytes read
 // and the attention itself stays float32.
@@ -99,9 +98,10 @@ float reduce_max(Vec v) {
 
 // The next block's cache lines (the item's heads' slice of each slot, keys and values), prefetched a few at a time
 // at each key and value the current block folds in, so that the loads of the next block overlap the arithmetic on
-// this one. Issued all at once at the start of a block (192 lines for SmolLM2), the prefetches filled the core's
-// queue of outstanding misses and the step then waited on memory as if there were none: 32 sequences x 192 tokens
-// of bf16 cache in random blocks took the time of the arithmetic alone (all in cache) plus that of reading it.
+// this one. Issued all at once at the start of a block (192 lines for SmolLM2), they overlapped nothing (more than
+// the core's queue of outstanding misses holds, the likely reason): 32 sequences x 192 tokens of bf16 cache in
+// random blocks took the time of the arithmetic alone (all in cache) plus that of reading it; spread, about the
+// arithmetic's time (Zen 4, bench/RESULTS.md).
 struct NextBlockFetch {
   const char* keys = nullptr;
   const char* values = nullptr;
